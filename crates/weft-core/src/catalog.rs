@@ -1,0 +1,33 @@
+//! What validation needs to know about tools, without depending on their implementations.
+//!
+//! `weft-tools` implements this for its registry; tests implement it with a fixed list.
+
+use serde_json::Value;
+
+/// A read-only view of the tools a template may call.
+pub trait ToolCatalog: Send + Sync {
+    /// Whether a tool with this name exists.
+    fn contains(&self, name: &str) -> bool;
+
+    /// The tool's JSON Schema for its `with:` input, when it publishes one.
+    fn input_schema(&self, name: &str) -> Option<Value>;
+
+    /// Whether the tool is pure and cheap (no I/O), so the orchestrator may run it inline
+    /// (`strategy: sync`) instead of queueing it.
+    fn is_pure(&self, _name: &str) -> bool {
+        false
+    }
+}
+
+/// A catalog that knows a fixed set of tool names and nothing else; for tests.
+#[derive(Debug, Default, Clone)]
+pub struct NameList(pub Vec<String>);
+
+impl ToolCatalog for NameList {
+    fn contains(&self, name: &str) -> bool {
+        self.0.iter().any(|n| n == name)
+    }
+    fn input_schema(&self, _name: &str) -> Option<Value> {
+        None
+    }
+}

@@ -1,0 +1,213 @@
+//! The validated, executable form of a template.
+//!
+//! `load` turns YAML into a [`Plan`]; everything downstream (orchestrator, engine, API) reads
+//! only this. A plan holds its own source (and the text of any `template_file` it includes) so a
+//! run can be re-planned from the store alone, byte for byte, when it is resumed.
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use indexmap::IndexMap;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A template, loaded and checked.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub name: String,
+    /// The version as written (`3`, `"1.2"`); `"0"` when the template has none.
+    pub version: String,
+    pub description: Option<String>,
+    /// `intent.examples`, for the intent matcher.
+    pub intent_examples: Vec<String>,
+    pub inputs: IndexMap<String, InputSpec>,
+    pub steps: Vec<Step>,
+    /// The run's output expression; when absent the run's output is the last step's output.
+    pub output: Option<Value>,
+    /// Follow-up actions offered after a run: name -> `{template, with, description}`.
+    pub actions: IndexMap<String, Action>,
+    /// The YAML text this plan was loaded from.
+    pub source: String,
+    /// Files the template includes (`template_file`), by the path written in the template.
+    pub files: BTreeMap<String, String>,
+    /// SHA-256 (hex) over `source` and `files`: two plans with one digest are the same template.
+    pub digest: String,
+    /// The name to print in diagnostics (a path, or `<api>`).
+    pub file: String,
+}
+
+impl Plan {
+    /// The index of the step with this id.
+    pub fn step_index(&self, id: &str) -> Option<usize> {
+        self.steps.iter().position(|s| s.id == id)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Action {
+    pub template: String,
+    #[serde(default)]
+    pub with: Value,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum InputType {
+    String,
+    Integer,
+    Number,
+    Boolean,
+    Array,
+    Object,
+}
+
+#[derive(Debug, Clone)]
+pub struct InputSpec {
+    pub ty: InputType,
+    pub required: bool,
+    pub default: Option<Value>,
+    /// Allowed values; `enum: us_states` expands to the 50 states and DC.
+    pub allowed: Option<Vec<Value>>,
+    pub description: Option<String>,
+}
+
+/// What a step does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StepKind {
+    /// Call a tool.
+    Tool(String),
+    /// Pause for a human decision (behaviour not built yet; refused at run time).
+    Approval(Value),
+    /// Run another template as a sub-run (behaviour not built yet; refused at run time).
+    Workflow(Value),
+}
+
+/// Whether a step runs inline in the orchestrator's transaction or through the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    Sync,
+    Queue,
+}
+
+#[derive(Debug, Clone)]
+pub struct ForEach {
+    /// The expression (usually one `{{ }}`) that yields the list of items.
+    pub items: Value,
+    /// The name the item has in expressions (`as:`); `item` when not given.
+    pub as_name: String,
+    /// At most this many items of this step run at once; unlimited (only the global cap) when
+    /// `None`.
+    pub concurrency: Option<NonZeroU32>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub max_attempts: NonZeroU32,
+    pub backoff: Backoff,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: NonZeroU32::MIN,
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Backoff {
+    Exponential {
+        initial: Duration,
+        factor: f64,
+        max: Duration,
+        jitter: bool,
+    },
+    Fixed {
+        delay: Duration,
+        jitter: bool,
+    },
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff::Exponential {
+            initial: Duration::from_secs(1),
+            factor: 2.0,
+            max: Duration::from_secs(60),
+            jitter: true,
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before attempt `failed_attempt + 1`, given the attempt (1-based) that just
+    /// failed and a uniform random number in `[0, 1)` for jitter. Jitter is "equal jitter":
+    /// the delay is drawn from `[d/2, d]`, so it never collapses to zero.
+    pub fn delay(&self, failed_attempt: u32, random01: f64) -> Duration {
+        let (base, jitter) = match &self.backoff {
+            Backoff::Exponential {
+                initial,
+                factor,
+                max,
+                jitter,
+            } => {
+                let exp = factor.powi(failed_attempt.saturating_sub(1).min(64) as i32);
+                let secs = (initial.as_secs_f64() * exp).min(max.as_secs_f64());
+                (Duration::from_secs_f64(secs.max(0.0)), *jitter)
+            }
+            Backoff::Fixed { delay, jitter } => (*delay, *jitter),
+        };
+        if jitter {
+            base.mul_f64(0.5 + 0.5 * random01.clamp(0.0, 1.0))
+        } else {
+            base
+        }
+    }
+}
+
+/// A step's per-task credential settings (`token:`); minted from a later issue on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenSpec {
+    pub ttl: Duration,
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Step {
+    pub id: String,
+    pub kind: StepKind,
+    /// The tool's input, with `{{ }}` expressions still in it.
+    pub with: Value,
+    /// Indices (into `Plan::steps`) of the steps this one waits for.
+    pub needs: Vec<usize>,
+    /// The step written just before this one, which `prev` names.
+    pub prev: Option<usize>,
+    /// `if:` as written (with or without `{{ }}`).
+    pub condition: Option<String>,
+    pub for_each: Option<ForEach>,
+    pub retry: RetryPolicy,
+    /// Per attempt.
+    pub timeout: Option<Duration>,
+    pub cache_ttl: Option<Duration>,
+    pub continue_on_error: bool,
+    pub strategy: Strategy,
+    pub token: Option<TokenSpec>,
+    /// Where the step starts in the file (1-based), for messages about it at run time.
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Step {
+    /// The tool name, for tool steps.
+    pub fn tool(&self) -> Option<&str> {
+        match &self.kind {
+            StepKind::Tool(name) => Some(name),
+            _ => None,
+        }
+    }
+}
