@@ -17,6 +17,17 @@ pub trait ToolCatalog: Send + Sync {
     fn is_pure(&self, _name: &str) -> bool {
         false
     }
+
+    /// Whether the tool takes the whole expression scope as `input.scope`, with its `template`
+    /// key left unrendered (the `render` tool).
+    fn wants_scope(&self, _name: &str) -> bool {
+        false
+    }
+
+    /// Every tool name, for "did you mean" suggestions on an unknown tool. None by default.
+    fn names(&self) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// A catalog that knows a fixed set of tool names and nothing else; for tests.
@@ -29,5 +40,8 @@ impl ToolCatalog for NameList {
     }
     fn input_schema(&self, _name: &str) -> Option<Value> {
         None
+    }
+    fn names(&self) -> Vec<String> {
+        self.0.clone()
     }
 }

@@ -1,1 +1,166 @@
-//! placeholder
+//! Durable state: runs, steps, the task queue, the event log and the step cache.
+//!
+//! [`Store`] is the contract every backend implements — SQLite embedded now, PostgreSQL next —
+//! and `conformance` is the one suite that checks a backend against it. All writes go through a
+//! [`Tx`]: the engine records a task's result, its step's new state, the next tasks and their
+//! events in one transaction, so they commit together or not at all.
+//!
+//! Architecture Invariant: the store holds no workflow logic. It never renders an expression
+//! or decides what runs next; it stores what the engine decided and answers queries.
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+pub mod conformance;
+mod records;
+pub mod sqlite;
+
+pub use records::*;
+pub use weft_core::orchestrator::{RunStatus, StepStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("store: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("store migration: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("store holds a value it cannot read: {0}")]
+    Corrupt(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Whether the same operation may pass if tried again (a busy database, a dropped
+    /// connection), as opposed to a bug or bad data.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                // SQLITE_BUSY (5), SQLITE_LOCKED (6); PostgreSQL serialization/deadlock.
+                matches!(code.as_ref(), "5" | "6" | "517" | "40001" | "40P01")
+            }
+            Error::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Which runs a list shows.
+#[derive(Debug, Clone, Default)]
+pub struct RunQuery {
+    pub tenant: String,
+    pub status: Option<RunStatus>,
+    pub template: Option<String>,
+    /// Only runs created before this one (for paging, newest first).
+    pub before: Option<(i64, String)>,
+    pub limit: u32,
+}
+
+/// A backend. Reads outside a transaction see committed state only.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Starts a write transaction. SQLite serialises writers; PostgreSQL locks rows.
+    async fn begin(&self) -> Result<Box<dyn Tx>>;
+
+    /// A run by id, only if it belongs to `tenant`.
+    async fn run(&self, tenant: &str, id: &str) -> Result<Option<Run>>;
+    /// Runs, newest first.
+    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>>;
+    /// A run's steps in plan order.
+    async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>>;
+    /// A run's tasks (items in order), for `runs show`.
+    async fn tasks(&self, run_id: &str) -> Result<Vec<Task>>;
+    /// A run's events with `seq > after`, oldest first.
+    async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// The store's clock, in milliseconds since the Unix epoch. Leases use this clock only.
+    async fn now(&self) -> Result<i64>;
+    /// A short name for messages (`sqlite:.weft/weft.db`).
+    fn describe(&self) -> String;
+}
+
+/// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
+#[async_trait]
+pub trait Tx: Send {
+    /// The store's clock when the transaction began (ms since the epoch).
+    fn now(&self) -> i64;
+
+    // Runs.
+    async fn insert_run(&mut self, run: &Run) -> Result<()>;
+    async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>>;
+    /// Reads a run and keeps it locked against other writers until commit.
+    async fn lock_run(&mut self, run_id: &str) -> Result<Option<Run>>;
+    /// Sets status (and output/error when given); stamps started_at/finished_at.
+    async fn set_run_status(&mut self, run_id: &str, update: &RunUpdate) -> Result<()>;
+
+    // Steps.
+    async fn insert_steps(&mut self, steps: &[StepRow]) -> Result<()>;
+    async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>>;
+    async fn update_step(&mut self, step: &StepRow) -> Result<()>;
+    /// Adds to a fan-out step's done/failed counters.
+    async fn count_items(&mut self, run_id: &str, step_id: &str, done: i64, failed: i64)
+    -> Result<()>;
+
+    // Tasks.
+    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()>;
+    /// Leases up to `limit` ready tasks to `owner` until `now + lease_ms`, honouring each
+    /// step's concurrency; only tasks of `only_runs` when given.
+    async fn claim(
+        &mut self,
+        owner: &str,
+        limit: u32,
+        lease_ms: i64,
+        only_runs: Option<&[String]>,
+    ) -> Result<Vec<Task>>;
+    /// Ends an attempt. Refused (returns `false`) unless the task is still `running` under
+    /// this attempt and owner: a superseded attempt cannot commit.
+    async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool>;
+    /// Puts a running attempt back in the queue as attempt+1 after `not_before`. Fenced like
+    /// `finish_task`.
+    async fn retry_task(
+        &mut self,
+        task_id: i64,
+        attempt: u32,
+        owner: &str,
+        not_before: i64,
+        error: &str,
+    ) -> Result<bool>;
+    /// The results of a step's tasks in item order: (item, status, output, error).
+    async fn item_results(&mut self, run_id: &str, step_id: &str) -> Result<Vec<ItemResult>>;
+    /// Cancels the queued and running tasks of a run (or one step of it); returns how many.
+    async fn cancel_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<u64>;
+    /// Running tasks whose lease has expired (or whose owner is in `dead_owners`).
+    async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>>;
+    /// Takes a task from a lost owner back: status queued, attempt+1. Returns false if it was
+    /// no longer running under that attempt.
+    async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool>;
+    /// Puts failed/cancelled tasks of a run back in the queue (resume); returns how many.
+    async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64>;
+    /// Extends the leases of `owner`'s running tasks; returns the ids still running under it.
+    async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>>;
+    /// When the earliest queued task becomes ready, if any is waiting.
+    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>>;
+
+    // Cache.
+    async fn cache_get(&mut self, key: &str) -> Result<Option<Value>>;
+    async fn cache_put(&mut self, key: &str, tenant: &str, output: &Value, expires_at: i64)
+    -> Result<()>;
+
+    // Events.
+    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;
+
+    async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// A JSON-friendly view of a run with its steps, as `--json` and the API print it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    #[serde(flatten)]
+    pub run: Run,
+    pub steps: Vec<StepRow>,
+}

@@ -1,0 +1,207 @@
+//! The rows the store keeps, as plain data.
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{RunStatus, StepStatus};
+
+/// One run of one template version.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Run {
+    pub id: String,
+    pub tenant: String,
+    pub template: String,
+    pub version: String,
+    pub digest: String,
+    #[serde(skip)]
+    pub source: String,
+    /// Included files' text by path (JSON object).
+    #[serde(skip)]
+    pub files: Value,
+    /// Where the template came from (a path or `<builtin>`).
+    pub file: String,
+    #[serde(skip)]
+    pub base_dir: Option<String>,
+    pub inputs: Value,
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+    #[serde(skip)]
+    pub request_digest: Option<String>,
+    pub created_at: i64,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+    pub updated_at: i64,
+}
+
+/// A run's status change.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunUpdate {
+    pub status: RunStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// One step of one run.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StepRow {
+    pub run_id: String,
+    #[serde(rename = "id")]
+    pub step_id: String,
+    pub idx: u32,
+    pub tool: Option<String>,
+    pub status: StepStatus,
+    /// At most this many of the step's tasks hold a lease at once.
+    pub concurrency: Option<u32>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub attempts: u32,
+    /// For fan-out steps: how many items, and how many are done / failed.
+    pub items_total: Option<u32>,
+    pub items_done: u32,
+    pub items_failed: u32,
+    pub cache_hits: u32,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+impl StepRow {
+    pub fn new(run_id: &str, step_id: &str, idx: u32, tool: Option<&str>) -> Self {
+        StepRow {
+            run_id: run_id.to_string(),
+            step_id: step_id.to_string(),
+            idx,
+            tool: tool.map(str::to_string),
+            status: StepStatus::Pending,
+            concurrency: None,
+            output: None,
+            error: None,
+            attempts: 0,
+            items_total: None,
+            items_done: 0,
+            items_failed: 0,
+            cache_hits: 0,
+            started_at: None,
+            finished_at: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskStatus {
+    Queued,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl TaskStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskStatus::Queued => "queued",
+            TaskStatus::Running => "running",
+            TaskStatus::Succeeded => "succeeded",
+            TaskStatus::Failed => "failed",
+            TaskStatus::Cancelled => "cancelled",
+        }
+    }
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => TaskStatus::Queued,
+            "running" => TaskStatus::Running,
+            "succeeded" => TaskStatus::Succeeded,
+            "failed" => TaskStatus::Failed,
+            "cancelled" => TaskStatus::Cancelled,
+            _ => return None,
+        })
+    }
+}
+
+/// A task to queue (or, with `done`, one already finished: a cache hit or an inline result).
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub run_id: String,
+    pub tenant: String,
+    pub step_id: String,
+    pub item: Option<u32>,
+    pub tool: String,
+    pub input: Value,
+    pub max_attempts: u32,
+    pub not_before: i64,
+    pub cache_key: Option<String>,
+    /// Already finished: (status, output, error, cache_hit).
+    pub done: Option<(TaskStatus, Value, Option<String>, bool)>,
+}
+
+/// A task as leased to a worker.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Task {
+    pub id: i64,
+    pub run_id: String,
+    pub tenant: String,
+    pub step_id: String,
+    pub item: Option<u32>,
+    pub tool: String,
+    pub input: Value,
+    pub status: TaskStatus,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub lease_owner: Option<String>,
+    pub lease_expires: Option<i64>,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub cache_key: Option<String>,
+    pub cache_hit: bool,
+    pub started_at: Option<i64>,
+    pub finished_at: Option<i64>,
+}
+
+/// The end of one attempt, fenced by (task, attempt, owner).
+#[derive(Debug, Clone)]
+pub struct TaskFinish<'a> {
+    pub task_id: i64,
+    pub attempt: u32,
+    pub owner: &'a str,
+    pub status: TaskStatus,
+    pub output: Option<&'a Value>,
+    pub error: Option<&'a str>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ItemResult {
+    pub item: u32,
+    pub status: TaskStatus,
+    pub output: Option<Value>,
+    pub error: Option<String>,
+}
+
+/// An event to append to a run's log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewEvent {
+    pub run_id: String,
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub item: Option<u32>,
+    pub attempt: Option<u32>,
+    pub data: Value,
+}
+
+/// An event as stored: `seq` orders all events and is the SSE `id:`.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Event {
+    pub seq: i64,
+    pub run_id: String,
+    pub ts: i64,
+    pub kind: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    pub data: Value,
+}
