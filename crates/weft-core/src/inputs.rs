@@ -1,0 +1,237 @@
+//! A run's input values, checked against the template's declared `inputs:`.
+//!
+//! The CLI's `-i key=value`, an `--input-file`, and the API all end here, so every caller gets
+//! the same defaults, the same type rules and the same messages.
+
+use serde_json::{Map, Value};
+
+use crate::load::suggest::did_you_mean;
+use crate::plan::{InputSpec, InputType, Plan};
+
+/// `enum: us_states`: the 50 states and the District of Columbia.
+pub const US_STATES: [&str; 51] = [
+    "Alabama",
+    "Alaska",
+    "Arizona",
+    "Arkansas",
+    "California",
+    "Colorado",
+    "Connecticut",
+    "Delaware",
+    "District of Columbia",
+    "Florida",
+    "Georgia",
+    "Hawaii",
+    "Idaho",
+    "Illinois",
+    "Indiana",
+    "Iowa",
+    "Kansas",
+    "Kentucky",
+    "Louisiana",
+    "Maine",
+    "Maryland",
+    "Massachusetts",
+    "Michigan",
+    "Minnesota",
+    "Mississippi",
+    "Missouri",
+    "Montana",
+    "Nebraska",
+    "Nevada",
+    "New Hampshire",
+    "New Jersey",
+    "New Mexico",
+    "New York",
+    "North Carolina",
+    "North Dakota",
+    "Ohio",
+    "Oklahoma",
+    "Oregon",
+    "Pennsylvania",
+    "Rhode Island",
+    "South Carolina",
+    "South Dakota",
+    "Tennessee",
+    "Texas",
+    "Utah",
+    "Vermont",
+    "Virginia",
+    "Washington",
+    "West Virginia",
+    "Wisconsin",
+    "Wyoming",
+];
+
+/// The run's `input` object: every declared input, given or defaulted; optional inputs nobody
+/// gave are `null`. Every problem is returned, one message each.
+pub fn resolve_inputs(plan: &Plan, given: &Map<String, Value>) -> Result<Value, Vec<String>> {
+    let mut problems = Vec::new();
+    for name in given.keys() {
+        if !plan.inputs.contains_key(name) {
+            let declared = if plan.inputs.is_empty() {
+                " (the template declares no inputs)".to_owned()
+            } else {
+                did_you_mean(name, plan.inputs.keys().map(String::as_str))
+            };
+            problems.push(format!(
+                "unknown input `{name}`{declared}; `{}` takes: {}",
+                plan.name,
+                plan.inputs
+                    .keys()
+                    .map(String::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let mut out = Map::new();
+    for (name, spec) in &plan.inputs {
+        let value = match given.get(name) {
+            Some(Value::Null) | None => match (&spec.default, spec.required) {
+                (Some(default), _) => default.clone(),
+                (None, false) => Value::Null,
+                (None, true) => {
+                    let about = spec
+                        .description
+                        .as_deref()
+                        .map(|d| format!(": {d}"))
+                        .unwrap_or_default();
+                    problems.push(format!(
+                        "input `{name}` is required ({}){about}",
+                        type_name(spec.ty)
+                    ));
+                    continue;
+                }
+            },
+            Some(v) => match check(spec, name, v) {
+                Ok(v) => v,
+                Err(e) => {
+                    problems.push(e);
+                    continue;
+                }
+            },
+        };
+        out.insert(name.clone(), value);
+    }
+    if problems.is_empty() {
+        Ok(Value::Object(out))
+    } else {
+        Err(problems)
+    }
+}
+
+/// A given value against its declaration: the type (an integral `3.0` counts as the integer 3)
+/// and the `enum`.
+fn check(spec: &InputSpec, name: &str, value: &Value) -> Result<Value, String> {
+    let value = match (spec.ty, value) {
+        (InputType::Integer, Value::Number(n)) if n.as_i64().is_none() && n.as_u64().is_none() => {
+            match n.as_f64() {
+                Some(f) if f.fract() == 0.0 && f.abs() < 9.0e15 => Value::from(f as i64),
+                _ => return Err(format!("input `{name}` wants an integer, got {value}")),
+            }
+        }
+        _ => value.clone(),
+    };
+    if !fits(spec.ty, &value) {
+        return Err(format!(
+            "input `{name}` wants {}, got {}",
+            a_type(spec.ty),
+            short(&value)
+        ));
+    }
+    if let Some(allowed) = &spec.allowed
+        && !allowed.contains(&value)
+    {
+        let hint = match &value {
+            Value::String(s) => did_you_mean(s, allowed.iter().filter_map(Value::as_str)),
+            _ => String::new(),
+        };
+        let list = if allowed.len() <= 12 {
+            format!(
+                "; one of: {}",
+                allowed.iter().map(short).collect::<Vec<_>>().join(", ")
+            )
+        } else {
+            String::new()
+        };
+        return Err(format!(
+            "input `{name}` is {} which is not an allowed value{hint}{list}",
+            short(&value)
+        ));
+    }
+    Ok(value)
+}
+
+/// Converts `-i name=raw` text to the input's declared type.
+pub fn parse_cli_value(spec: &InputSpec, name: &str, raw: &str) -> Result<Value, String> {
+    let wants = |what: &str| format!("input `{name}` wants {what}, got `{raw}`");
+    let text = raw.trim();
+    match spec.ty {
+        InputType::String => Ok(Value::String(raw.to_owned())),
+        InputType::Integer => text
+            .parse::<i64>()
+            .map(Value::from)
+            .map_err(|_| wants("an integer")),
+        InputType::Number => {
+            if let Ok(i) = text.parse::<i64>() {
+                return Ok(Value::from(i));
+            }
+            text.parse::<f64>()
+                .ok()
+                .and_then(serde_json::Number::from_f64)
+                .map(Value::Number)
+                .ok_or_else(|| wants("a number"))
+        }
+        InputType::Boolean => match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "1" => Ok(Value::Bool(true)),
+            "false" | "no" | "0" => Ok(Value::Bool(false)),
+            _ => Err(wants("true or false")),
+        },
+        InputType::Array => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Array(_)) => Ok(v),
+            _ => Err(wants("a JSON array like [\"a\", \"b\"]")),
+        },
+        InputType::Object => match serde_json::from_str::<Value>(text) {
+            Ok(v @ Value::Object(_)) => Ok(v),
+            _ => Err(wants("a JSON object like {\"key\": \"value\"}")),
+        },
+    }
+}
+
+/// Whether a JSON value is of a declared type.
+pub(crate) fn fits(ty: InputType, value: &Value) -> bool {
+    match ty {
+        InputType::String => value.is_string(),
+        InputType::Integer => value.is_i64() || value.is_u64(),
+        InputType::Number => value.is_number(),
+        InputType::Boolean => value.is_boolean(),
+        InputType::Array => value.is_array(),
+        InputType::Object => value.is_object(),
+    }
+}
+
+fn type_name(ty: InputType) -> &'static str {
+    crate::load::type_name(ty)
+}
+
+fn a_type(ty: InputType) -> &'static str {
+    match ty {
+        InputType::String => "a string",
+        InputType::Integer => "an integer",
+        InputType::Number => "a number",
+        InputType::Boolean => "true or false",
+        InputType::Array => "an array",
+        InputType::Object => "an object",
+    }
+}
+
+/// A value for a message, cut short.
+fn short(value: &Value) -> String {
+    let text = value.to_string();
+    if text.chars().count() > 60 {
+        format!("{}...", text.chars().take(57).collect::<String>())
+    } else {
+        text
+    }
+}
