@@ -1,1 +1,146 @@
-//! placeholder
+//! The engine: turns runs into tasks, leases them to tool calls, and records what happened.
+//!
+//! [`Engine`] is a cheap-to-clone handle. [`Engine::create_run`], [`Engine::cancel_run`] and
+//! [`Engine::resume_run`] are single transactions; [`Worker`] is the long-running part that
+//! claims tasks, calls tools with retries and timeouts, and commits their results in batches
+//! (group commit: one transaction, one fsync, for every result that finished meanwhile).
+//!
+//! Architecture Invariant: weft-engine knows no HTTP, no SQL dialect and no CLI. It talks to
+//! the store only through `weft_store::{Store, Tx}` and to tools only through `weft_tools::Tool`.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::Notify;
+use weft_core::Plan;
+use weft_store::{Run, Store};
+use weft_tools::Registry;
+
+mod apply;
+mod control;
+mod worker;
+
+pub use control::NewRun;
+pub use worker::{Worker, WorkerOptions, dead_local_owners, worker_id};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Store(#[from] weft_store::Error),
+    #[error("run `{0}` not found")]
+    RunNotFound(String),
+    /// The request cannot be carried out as asked (bad inputs, unsupported step kinds...).
+    #[error("{0}")]
+    Invalid(String),
+    /// The same idempotency key was used with another request.
+    #[error("idempotency key `{0}` was already used for a different request")]
+    IdempotencyConflict(String),
+    #[error("the stored template of run `{run}` no longer loads: {message}")]
+    Plan { run: String, message: String },
+}
+
+impl Error {
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Store(e) if e.is_transient())
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// The shared handle to the engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Arc<dyn Store>,
+    tools: Arc<Registry>,
+    /// Plans by digest: a run's plan is re-loaded from its stored source once per process.
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
+    /// Wakes workers when there may be new work (a run created, resumed or cancelled).
+    wake: Notify,
+}
+
+impl Engine {
+    pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
+        Engine {
+            inner: Arc::new(Inner {
+                store,
+                tools,
+                plans: Mutex::new(HashMap::new()),
+                wake: Notify::new(),
+            }),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.inner.store
+    }
+
+    pub fn tools(&self) -> &Arc<Registry> {
+        &self.inner.tools
+    }
+
+    /// Tells workers in this process to look for work now.
+    pub fn wake(&self) {
+        self.inner.wake.notify_waiters();
+        self.inner.wake.notify_one();
+    }
+
+    /// The plan a run was started with, re-loaded from the stored source.
+    pub fn plan_for(&self, run: &Run) -> Result<Arc<Plan>> {
+        if let Ok(plans) = self.inner.plans.lock()
+            && let Some(plan) = plans.get(&run.digest)
+        {
+            return Ok(plan.clone());
+        }
+        let files = match &run.files {
+            Value::Object(map) => map
+                .iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_string()))
+                .collect(),
+            _ => Default::default(),
+        };
+        let plan = weft_core::load::load_stored(&run.source, &run.file, &files, &*self.inner.tools)
+            .map_err(|d| Error::Plan {
+                run: run.id.clone(),
+                message: d.to_string(),
+            })?;
+        let plan = Arc::new(plan);
+        if let Ok(mut plans) = self.inner.plans.lock() {
+            plans.insert(run.digest.clone(), plan.clone());
+        }
+        Ok(plan)
+    }
+
+    /// Remembers a plan that was just loaded, so the run does not load it a second time.
+    pub fn remember_plan(&self, plan: Arc<Plan>) {
+        if let Ok(mut plans) = self.inner.plans.lock() {
+            plans.insert(plan.digest.clone(), plan);
+        }
+    }
+}
+
+/// The idempotency key a tool call carries: stable across attempts of the same step item.
+pub fn idempotency_key(tenant: &str, run_id: &str, step_id: &str, item: Option<u32>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(tenant.as_bytes());
+    h.update([0]);
+    h.update(run_id.as_bytes());
+    h.update([0]);
+    h.update(step_id.as_bytes());
+    h.update([0]);
+    if let Some(i) = item {
+        h.update(i.to_be_bytes());
+    }
+    hex::encode(&h.finalize()[..16])
+}
+
+/// A retry's wait, in whole milliseconds.
+pub(crate) fn millis(d: Duration) -> i64 {
+    d.as_millis().min(i64::MAX as u128) as i64
+}

@@ -5,6 +5,25 @@ use serde_json::Value;
 
 use crate::{RunStatus, StepStatus};
 
+/// Timestamps are kept as milliseconds and shown as RFC 3339.
+fn ts<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&rfc3339(*ms))
+}
+
+fn opt_ts<S: serde::Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
+    match ms {
+        Some(ms) => s.serialize_str(&rfc3339(*ms)),
+        None => s.serialize_none(),
+    }
+}
+
+/// Milliseconds since the epoch as an RFC 3339 UTC timestamp with milliseconds.
+pub fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+        .unwrap_or_default()
+}
+
 /// One run of one template version.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Run {
@@ -30,9 +49,13 @@ pub struct Run {
     pub idempotency_key: Option<String>,
     #[serde(skip)]
     pub request_digest: Option<String>,
+    #[serde(serialize_with = "ts")]
     pub created_at: i64,
+    #[serde(serialize_with = "opt_ts")]
     pub started_at: Option<i64>,
+    #[serde(serialize_with = "opt_ts")]
     pub finished_at: Option<i64>,
+    #[serde(serialize_with = "ts")]
     pub updated_at: i64,
 }
 
@@ -63,7 +86,9 @@ pub struct StepRow {
     pub items_done: u32,
     pub items_failed: u32,
     pub cache_hits: u32,
+    #[serde(serialize_with = "opt_ts")]
     pub started_at: Option<i64>,
+    #[serde(serialize_with = "opt_ts")]
     pub finished_at: Option<i64>,
 }
 
@@ -156,7 +181,9 @@ pub struct Task {
     pub error: Option<String>,
     pub cache_key: Option<String>,
     pub cache_hit: bool,
+    #[serde(serialize_with = "opt_ts")]
     pub started_at: Option<i64>,
+    #[serde(serialize_with = "opt_ts")]
     pub finished_at: Option<i64>,
 }
 
@@ -195,6 +222,7 @@ pub struct NewEvent {
 pub struct Event {
     pub seq: i64,
     pub run_id: String,
+    #[serde(serialize_with = "ts")]
     pub ts: i64,
     pub kind: String,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -1,0 +1,545 @@
+//! Applying decisions and results inside one transaction.
+//!
+//! Everything here runs between `Store::begin` and `Tx::commit`: a batch of finished attempts
+//! is recorded, the steps they belong to are settled, the orchestrator is asked what comes
+//! next, and the next tasks (or the run's end) are written — all or nothing.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use weft_core::Plan;
+use weft_core::orchestrator::{self, Decision, Outcome, RunInfo, StepState};
+use weft_store::{
+    NewEvent, NewTask, Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskFinish, TaskStatus,
+    Tx,
+};
+
+use crate::{Engine, Result};
+
+/// The end of one attempt, as a worker reports it.
+#[derive(Debug)]
+pub(crate) struct Completion {
+    pub task_id: i64,
+    pub run_id: String,
+    pub step_id: String,
+    pub item: Option<u32>,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub owner: String,
+    pub cache_key: Option<String>,
+    pub tenant: String,
+    pub duration_ms: i64,
+    pub result: std::result::Result<Value, Failure>,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Failure {
+    pub message: String,
+    pub transient: bool,
+    /// The reason recorded with a retry (`error`, `timeout`, `lease_expired`).
+    pub reason: &'static str,
+}
+
+pub(crate) fn event(run_id: &str, kind: &str, step: Option<&str>, data: Value) -> NewEvent {
+    NewEvent {
+        run_id: run_id.to_string(),
+        kind: kind.to_string(),
+        step_id: step.map(str::to_string),
+        item: None,
+        attempt: None,
+        data,
+    }
+}
+
+fn task_event(c: &Completion, kind: &str, data: Value) -> NewEvent {
+    NewEvent {
+        run_id: c.run_id.clone(),
+        kind: kind.to_string(),
+        step_id: Some(c.step_id.clone()),
+        item: c.item,
+        attempt: Some(c.attempt),
+        data,
+    }
+}
+
+/// Canonical JSON (object keys sorted), for cache keys.
+fn canonical(v: &Value, out: &mut String) {
+    match v {
+        Value::Object(map) => {
+            let mut keys: Vec<_> = map.keys().collect();
+            keys.sort();
+            out.push('{');
+            for (i, k) in keys.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                out.push_str(&Value::String(k.clone()).to_string());
+                out.push(':');
+                canonical(&map[k], out);
+            }
+            out.push('}');
+        }
+        Value::Array(items) => {
+            out.push('[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(',');
+                }
+                canonical(item, out);
+            }
+            out.push(']');
+        }
+        other => out.push_str(&other.to_string()),
+    }
+}
+
+/// key = hash(tool, tool version, canonical input, tenant).
+pub(crate) fn cache_key(tool: &str, version: &str, input: &Value, tenant: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let mut text = String::new();
+    canonical(input, &mut text);
+    let mut h = Sha256::new();
+    for part in [tool, version, &text, tenant] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+impl Engine {
+    /// Records a batch of finished attempts and advances their runs. Returns the runs that
+    /// reached a terminal state.
+    pub(crate) async fn apply_completions(
+        &self,
+        tx: &mut dyn Tx,
+        batch: Vec<Completion>,
+        random01: &mut (dyn FnMut() -> f64 + Send),
+    ) -> Result<Vec<String>> {
+        let mut by_run: HashMap<String, Vec<Completion>> = HashMap::new();
+        for c in batch {
+            by_run.entry(c.run_id.clone()).or_default().push(c);
+        }
+        let mut ended = Vec::new();
+        for (run_id, completions) in by_run {
+            let Some(run) = tx.lock_run(&run_id).await? else {
+                continue;
+            };
+            let plan = self.plan_for(&run)?;
+            let mut steps = tx.load_steps(&run_id).await?;
+            let mut events = Vec::new();
+            let mut settled = false;
+            let mut progressed: HashMap<usize, ()> = HashMap::new();
+            let mut dirty = vec![false; steps.len()];
+            for c in completions {
+                let Some(sidx) = steps.iter().position(|s| s.step_id == c.step_id) else {
+                    continue;
+                };
+                let run_live = run.status == RunStatus::Running;
+                match &c.result {
+                    Err(f) if f.transient && c.attempt < c.max_attempts && run_live => {
+                        let policy = &plan.steps[sidx].retry;
+                        let delay = policy.delay(c.attempt, random01());
+                        let at = tx.now() + crate::millis(delay);
+                        if tx
+                            .retry_task(c.task_id, c.attempt, &c.owner, at, &f.message)
+                            .await?
+                        {
+                            events.push(task_event(
+                                &c,
+                                "task.retrying",
+                                json!({"error": f.message, "reason": f.reason,
+                                       "delay_ms": crate::millis(delay),
+                                       "next_attempt": c.attempt + 1}),
+                            ));
+                        }
+                        continue;
+                    }
+                    _ => {}
+                }
+                let (status, output, error) = match &c.result {
+                    Ok(v) => (TaskStatus::Succeeded, Some(v), None),
+                    Err(f) => (TaskStatus::Failed, None, Some(f.message.as_str())),
+                };
+                let fin = TaskFinish {
+                    task_id: c.task_id,
+                    attempt: c.attempt,
+                    owner: &c.owner,
+                    status,
+                    output,
+                    error,
+                };
+                if !tx.finish_task(&fin).await? {
+                    tracing::debug!(task = c.task_id, attempt = c.attempt, "Late result refused.");
+                    continue;
+                }
+                match &c.result {
+                    Ok(v) => {
+                        events.push(task_event(
+                            &c,
+                            "task.succeeded",
+                            json!({"duration_ms": c.duration_ms}),
+                        ));
+                        if let (Some(key), Some(ttl)) = (&c.cache_key, plan.steps[sidx].cache_ttl)
+                        {
+                            let expires = tx.now() + crate::millis(ttl);
+                            tx.cache_put(key, &c.tenant, v, expires).await?;
+                        }
+                    }
+                    Err(f) => events.push(task_event(
+                        &c,
+                        "task.failed",
+                        json!({"error": f.message, "duration_ms": c.duration_ms,
+                               "attempts": c.attempt}),
+                    )),
+                }
+                if !run_live {
+                    continue;
+                }
+                let step = &mut steps[sidx];
+                dirty[sidx] = true;
+                step.attempts = step.attempts.max(c.attempt);
+                if step.items_total.is_none() {
+                    match &c.result {
+                        Ok(v) => finish_step(step, StepStatus::Succeeded, Some(v.clone()), None),
+                        Err(f) => {
+                            finish_step(step, StepStatus::Failed, None, Some(f.message.clone()))
+                        }
+                    }
+                    step_end_event(&mut events, step);
+                    settled = true;
+                    continue;
+                }
+                match &c.result {
+                    Ok(_) => step.items_done += 1,
+                    Err(_) => step.items_failed += 1,
+                }
+                progressed.insert(sidx, ());
+                let continue_on_error = plan.steps[sidx].continue_on_error;
+                if let (Err(f), false) = (&c.result, continue_on_error) {
+                    let message = format!("item {} failed: {}", c.item.unwrap_or(0), f.message);
+                    tx.cancel_tasks(&run_id, Some(&step.step_id)).await?;
+                    finish_step(step, StepStatus::Failed, None, Some(message));
+                    step_end_event(&mut events, step);
+                    settled = true;
+                } else if step.items_done + step.items_failed >= step.items_total.unwrap_or(0)
+                    && step.status == StepStatus::Running
+                {
+                    settle_fan_out(tx, step).await?;
+                    step_end_event(&mut events, step);
+                    settled = true;
+                }
+            }
+            for sidx in progressed.keys() {
+                let s = &steps[*sidx];
+                if s.status.is_terminal() {
+                    // Its end event already carries the item count.
+                    continue;
+                }
+                events.push(event(
+                    &run_id,
+                    "step.progress",
+                    Some(&s.step_id),
+                    json!({"done": s.items_done, "failed": s.items_failed,
+                           "total": s.items_total}),
+                ));
+            }
+            for (s, _) in steps.iter().zip(&dirty).filter(|(_, d)| **d) {
+                tx.update_step(s).await?;
+            }
+            tx.append_events(&events).await?;
+            if settled && self.orchestrate(tx, &run, &plan, steps).await? {
+                ended.push(run_id);
+            }
+        }
+        Ok(ended)
+    }
+
+    /// Asks the orchestrator what comes next until it has nothing more to say, applying each
+    /// answer. Returns true when the run reached a terminal state.
+    pub(crate) async fn orchestrate(
+        &self,
+        tx: &mut dyn Tx,
+        run: &Run,
+        plan: &Arc<Plan>,
+        mut steps: Vec<StepRow>,
+    ) -> Result<bool> {
+        let tools = self.tools();
+        loop {
+            let states: Vec<StepState> = steps.iter().map(state_of).collect();
+            let info = RunInfo {
+                id: &run.id,
+                tenant: &run.tenant,
+                inputs: &run.inputs,
+            };
+            let (decisions, outcome) = orchestrator::advance(plan, info, &states, &**tools);
+            if decisions.is_empty() {
+                if let Some(outcome) = outcome {
+                    self.end_run(tx, run, &mut steps, outcome).await?;
+                    return Ok(true);
+                }
+                return Ok(false);
+            }
+            let mut events = Vec::new();
+            let mut new_tasks = Vec::new();
+            let mut dirty = vec![false; steps.len()];
+            for decision in decisions {
+                let (Decision::Skip { step }
+                | Decision::Fail { step, .. }
+                | Decision::Complete { step, .. }
+                | Decision::Start { step, .. }) = &decision;
+                dirty[*step] = true;
+                match decision {
+                    Decision::Skip { step } => {
+                        let s = &mut steps[step];
+                        finish_step(s, StepStatus::Skipped, None, None);
+                        events.push(event(&run.id, "step.skipped", Some(&s.step_id), json!({})));
+                    }
+                    Decision::Fail { step, error } => {
+                        let s = &mut steps[step];
+                        finish_step(s, StepStatus::Failed, None, Some(error));
+                        step_end_event(&mut events, s);
+                    }
+                    Decision::Complete { step, output } => {
+                        let s = &mut steps[step];
+                        s.items_total = Some(0);
+                        s.started_at = Some(tx.now());
+                        finish_step(s, StepStatus::Succeeded, Some(output), None);
+                        step_end_event(&mut events, s);
+                    }
+                    Decision::Start {
+                        step,
+                        tasks,
+                        inline,
+                    } => {
+                        let spec = &plan.steps[step];
+                        let s = &mut steps[step];
+                        s.status = StepStatus::Running;
+                        s.started_at = Some(tx.now());
+                        s.concurrency = spec
+                            .for_each
+                            .as_ref()
+                            .and_then(|f| f.concurrency)
+                            .map(|c| c.get());
+                        let fan_out = spec.for_each.is_some();
+                        if fan_out {
+                            s.items_total = Some(tasks.len() as u32);
+                        }
+                        events.push(event(
+                            &run.id,
+                            "step.started",
+                            Some(&s.step_id),
+                            json!({"tool": spec.tool(), "items": s.items_total,
+                                   "inline": inline}),
+                        ));
+                        let mut done_now = 0u32;
+                        let mut failed_now = 0u32;
+                        let mut first_error = None;
+                        for t in tasks {
+                            let mut new = NewTask {
+                                run_id: run.id.clone(),
+                                tenant: run.tenant.clone(),
+                                step_id: s.step_id.clone(),
+                                item: t.item,
+                                tool: t.tool.clone(),
+                                input: t.input,
+                                max_attempts: spec.retry.max_attempts.get(),
+                                not_before: tx.now(),
+                                cache_key: None,
+                                done: None,
+                            };
+                            let tool = tools.get(&t.tool);
+                            if let (Some(_), Some(tool)) = (spec.cache_ttl, tool) {
+                                let key =
+                                    cache_key(&t.tool, tool.version(), &new.input, &run.tenant);
+                                if let Some(hit) = tx.cache_get(&key).await? {
+                                    new.done = Some((TaskStatus::Succeeded, hit, None, true));
+                                    s.cache_hits += 1;
+                                    events.push(NewEvent {
+                                        item: t.item,
+                                        ..event(&run.id, "task.cache_hit", Some(&s.step_id),
+                                                json!({"key": key}))
+                                    });
+                                }
+                                new.cache_key = Some(key);
+                            }
+                            if new.done.is_none() && inline {
+                                let result = match tool.and_then(|tool| tool.call_pure(&new.input))
+                                {
+                                    Some(r) => r.map_err(|e| e.to_string()),
+                                    None => Err(format!("tool `{}` cannot run inline", t.tool)),
+                                };
+                                new.done = Some(match result {
+                                    Ok(v) => (TaskStatus::Succeeded, v, None, false),
+                                    Err(e) => (TaskStatus::Failed, Value::Null, Some(e), false),
+                                });
+                            }
+                            if let Some((status, _, error, _)) = &new.done {
+                                if *status == TaskStatus::Succeeded {
+                                    done_now += 1;
+                                } else {
+                                    failed_now += 1;
+                                    if first_error.is_none() {
+                                        first_error = error.clone().map(|e| (t.item, e));
+                                    }
+                                }
+                            }
+                            new_tasks.push(new);
+                        }
+                        s.attempts = 1;
+                        let n_tasks = new_tasks
+                            .iter()
+                            .filter(|t| t.step_id == s.step_id)
+                            .count() as u32;
+                        if done_now + failed_now == n_tasks {
+                            // Everything was answered now (inline or from the cache).
+                            let outputs: Vec<Value> = new_tasks
+                                .iter()
+                                .filter(|t| t.step_id == s.step_id)
+                                .map(|t| t.done.as_ref().map(|d| d.1.clone()).unwrap_or_default())
+                                .collect();
+                            if fan_out {
+                                s.items_done = done_now;
+                                s.items_failed = failed_now;
+                            }
+                            match first_error {
+                                Some((item, e)) => {
+                                    let e = match item {
+                                        Some(i) if fan_out => format!("item {i} failed: {e}"),
+                                        _ => e,
+                                    };
+                                    let out = fan_out.then(|| Value::Array(outputs));
+                                    finish_step(s, StepStatus::Failed, out, Some(e));
+                                }
+                                None => {
+                                    let out = if fan_out {
+                                        Value::Array(outputs)
+                                    } else {
+                                        outputs.into_iter().next().unwrap_or_default()
+                                    };
+                                    finish_step(s, StepStatus::Succeeded, Some(out), None);
+                                }
+                            }
+                            step_end_event(&mut events, s);
+                        }
+                    }
+                }
+            }
+            tx.insert_tasks(&new_tasks).await?;
+            for (s, _) in steps.iter().zip(&dirty).filter(|(_, d)| **d) {
+                tx.update_step(s).await?;
+            }
+            tx.append_events(&events).await?;
+        }
+    }
+
+    async fn end_run(
+        &self,
+        tx: &mut dyn Tx,
+        run: &Run,
+        steps: &mut [StepRow],
+        outcome: Outcome,
+    ) -> Result<()> {
+        let (update, kind, data) = match outcome {
+            Outcome::Succeeded(output) => (
+                RunUpdate {
+                    status: RunStatus::Succeeded,
+                    output: Some(output),
+                    error: None,
+                },
+                "run.succeeded",
+                json!({}),
+            ),
+            Outcome::Failed(error) => (
+                RunUpdate {
+                    status: RunStatus::Failed,
+                    output: None,
+                    error: Some(error.clone()),
+                },
+                "run.failed",
+                json!({"error": error}),
+            ),
+        };
+        if update.status == RunStatus::Failed {
+            cancel_rest(tx, &run.id, steps).await?;
+        }
+        tx.set_run_status(&run.id, &update).await?;
+        tx.append_events(&[event(&run.id, kind, None, data)]).await?;
+        Ok(())
+    }
+}
+
+/// Cancels every task and step of a run that has not ended.
+pub(crate) async fn cancel_rest(tx: &mut dyn Tx, run_id: &str, steps: &mut [StepRow]) -> Result<()> {
+    tx.cancel_tasks(run_id, None).await?;
+    let mut events = Vec::new();
+    for s in steps.iter_mut() {
+        if !s.status.is_terminal() {
+            finish_step(s, StepStatus::Cancelled, None, None);
+            events.push(event(run_id, "step.cancelled", Some(&s.step_id), json!({})));
+            tx.update_step(s).await?;
+        }
+    }
+    tx.append_events(&events).await?;
+    Ok(())
+}
+
+async fn settle_fan_out(tx: &mut dyn Tx, step: &mut StepRow) -> Result<()> {
+    let results = tx.item_results(&step.run_id, &step.step_id).await?;
+    let mut outputs = Vec::with_capacity(results.len());
+    let mut first_error = None;
+    for r in results {
+        if r.status != TaskStatus::Succeeded && first_error.is_none() {
+            first_error = Some(format!(
+                "item {} failed: {}",
+                r.item,
+                r.error.as_deref().unwrap_or("cancelled")
+            ));
+        }
+        outputs.push(r.output.unwrap_or(Value::Null));
+    }
+    let status = if first_error.is_some() {
+        StepStatus::Failed
+    } else {
+        StepStatus::Succeeded
+    };
+    finish_step(step, status, Some(Value::Array(outputs)), first_error);
+    Ok(())
+}
+
+fn finish_step(s: &mut StepRow, status: StepStatus, output: Option<Value>, error: Option<String>) {
+    s.status = status;
+    s.output = output;
+    s.error = error;
+    s.finished_at = Some(crate::worker::wall_ms());
+}
+
+fn step_end_event(events: &mut Vec<NewEvent>, s: &StepRow) {
+    let kind = match s.status {
+        StepStatus::Succeeded => "step.succeeded",
+        StepStatus::Failed => "step.failed",
+        StepStatus::Cancelled => "step.cancelled",
+        StepStatus::Skipped => "step.skipped",
+        _ => return,
+    };
+    let duration = match (s.started_at, s.finished_at) {
+        (Some(a), Some(b)) => Some(b - a),
+        _ => None,
+    };
+    events.push(event(
+        &s.run_id,
+        kind,
+        Some(&s.step_id),
+        json!({"error": s.error, "attempts": s.attempts, "duration_ms": duration,
+               "items": s.items_total, "cache_hits": s.cache_hits}),
+    ));
+}
+
+pub(crate) fn state_of(s: &StepRow) -> StepState {
+    StepState {
+        status: s.status,
+        output: s.output.clone().unwrap_or(Value::Null),
+        error: s.error.clone(),
+        attempts: s.attempts,
+    }
+}

@@ -1,0 +1,445 @@
+//! The worker: claims tasks, runs tools, and commits results in batches.
+//!
+//! One driver loop owns the only path to the store: each turn it takes every result that
+//! finished since the last turn, records them, advances their runs, renews leases when due and
+//! claims as many new tasks as there are free slots — all in one transaction. Tool calls run on
+//! their own tasks, each holding a permit of the global cap, and report back over a bounded
+//! channel (a full channel makes a finished tool wait, never drops its result).
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use weft_store::Task;
+
+use crate::apply::{Completion, Failure};
+use crate::{Engine, Result};
+
+/// Settings of one worker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WorkerOptions {
+    /// Most tool calls in flight at once (the global cap).
+    pub concurrency: usize,
+    /// How long a lease lasts without a heartbeat.
+    #[serde(with = "humantime_serde_ms")]
+    pub lease: Duration,
+    /// Only run tasks of these runs (the CLI runs its own run, not the whole queue).
+    pub only_runs: Option<Vec<String>>,
+    /// How often to look for work that another process queued (a backstop for wake-ups).
+    #[serde(with = "humantime_serde_ms")]
+    pub poll: Duration,
+}
+
+mod humantime_serde_ms {
+    use serde::{Deserialize, Deserializer, Serializer};
+    use std::time::Duration;
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(d.as_millis() as u64)
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        Ok(Duration::from_millis(u64::deserialize(d)?))
+    }
+}
+
+impl Default for WorkerOptions {
+    fn default() -> Self {
+        WorkerOptions {
+            concurrency: 5,
+            lease: Duration::from_secs(30),
+            only_runs: None,
+            poll: Duration::from_secs(1),
+        }
+    }
+}
+
+/// A unique name for this process's worker: host, pid and a random part.
+pub fn worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}:{}:{}", std::process::id(), rand::random::<u32>())
+}
+
+/// Owners in `owners` that were workers on this host whose process no longer exists.
+pub fn dead_local_owners(owners: impl IntoIterator<Item = String>) -> Vec<String> {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default();
+    owners
+        .into_iter()
+        .filter(|o| {
+            let mut parts = o.split(':');
+            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+                return false;
+            };
+            h == host
+                && pid.parse::<u32>().is_ok()
+                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
+        })
+        .collect()
+}
+
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+pub struct Worker {
+    engine: Engine,
+    options: WorkerOptions,
+    id: String,
+}
+
+struct InFlight {
+    cancel: CancellationToken,
+}
+
+impl Engine {
+    pub fn worker(&self, options: WorkerOptions) -> Worker {
+        Worker {
+            engine: self.clone(),
+            options,
+            id: worker_id(),
+        }
+    }
+}
+
+impl Worker {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Runs until `shutdown` fires. In-flight tool calls are cancelled at shutdown; their
+    /// leases lapse and another worker (or `resume`) takes them back.
+    pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
+        let Worker {
+            engine,
+            options,
+            id,
+        } = self;
+        let capacity = options.concurrency.max(1);
+        let (done_tx, mut done_rx) = mpsc::channel::<Completion>(capacity * 2 + 16);
+        let mut in_flight: HashMap<i64, InFlight> = HashMap::new();
+        let mut calls = JoinSet::new();
+        let lease_ms = crate::millis(options.lease);
+        let heartbeat_every = options.lease / 3;
+        let mut last_heartbeat = Instant::now();
+        let mut last_reclaim = Instant::now() - heartbeat_every;
+        let mut next_ready: Option<i64> = None;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        let mut random01 = move || rand::Rng::random::<f64>(&mut rng);
+        let only_runs = options.only_runs.clone();
+        let mut look_for_work = true;
+
+        loop {
+            let mut batch = Vec::new();
+            while let Ok(c) = done_rx.try_recv() {
+                in_flight.remove(&c.task_id);
+                batch.push(c);
+            }
+            while calls.try_join_next().is_some() {}
+            let free = capacity.saturating_sub(in_flight.len());
+            let heartbeat_due = !in_flight.is_empty() && last_heartbeat.elapsed() >= heartbeat_every;
+            let ready_due = next_ready.is_some_and(|t| t <= wall_ms());
+            if batch.is_empty() && !heartbeat_due && !(free > 0 && (look_for_work || ready_due)) {
+                let wait = match next_ready {
+                    Some(t) => Duration::from_millis((t - wall_ms()).max(1) as u64),
+                    None => options.poll,
+                }
+                .min(options.poll)
+                .min(if in_flight.is_empty() {
+                    options.poll
+                } else {
+                    heartbeat_every
+                });
+                tokio::select! {
+                    _ = shutdown.cancelled() => break,
+                    c = done_rx.recv() => {
+                        if let Some(c) = c {
+                            in_flight.remove(&c.task_id);
+                            batch.push(c);
+                        }
+                    }
+                    _ = engine.inner.wake.notified() => { look_for_work = true; }
+                    _ = tokio::time::sleep(wait) => { look_for_work = true; }
+                }
+                while let Ok(c) = done_rx.try_recv() {
+                    in_flight.remove(&c.task_id);
+                    batch.push(c);
+                }
+            }
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = capacity.saturating_sub(in_flight.len());
+            let claim_now = free > 0 && (look_for_work || !batch.is_empty() || ready_due);
+            let result = turn(
+                &engine,
+                &id,
+                TurnPlan {
+                    batch,
+                    claim: if claim_now { free as u32 } else { 0 },
+                    lease_ms,
+                    heartbeat: last_heartbeat.elapsed() >= heartbeat_every && !in_flight.is_empty(),
+                    reclaim: last_reclaim.elapsed() >= heartbeat_every,
+                    only_runs: only_runs.as_deref(),
+                },
+                &mut random01,
+            )
+            .await;
+            let outcome = match result {
+                Ok(o) => o,
+                Err(e) => {
+                    // The batch is lost from memory but not from the store: the tasks are still
+                    // leased to us and come back when their lease lapses.
+                    tracing::error!(error = %e, "Worker turn failed; retrying shortly.");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            if outcome.heartbeat_done {
+                last_heartbeat = Instant::now();
+            }
+            if outcome.reclaim_done {
+                last_reclaim = Instant::now();
+            }
+            if let Some(alive) = outcome.still_leased {
+                // Anything we hold that the store no longer says is ours must stop (fail-closed).
+                for (task_id, f) in &in_flight {
+                    if !alive.contains(task_id) {
+                        f.cancel.cancel();
+                    }
+                }
+            }
+            next_ready = outcome.next_ready;
+            look_for_work = claim_now && outcome.claimed.len() == free;
+            for task in outcome.claimed {
+                let cancel = shutdown.child_token();
+                in_flight.insert(
+                    task.id,
+                    InFlight {
+                        cancel: cancel.clone(),
+                    },
+                );
+                let engine = engine.clone();
+                let done_tx = done_tx.clone();
+                let owner = id.clone();
+                calls.spawn(async move {
+                    let completion = call_tool(&engine, task, owner, cancel).await;
+                    let _ = done_tx.send(completion).await;
+                });
+            }
+        }
+        for f in in_flight.values() {
+            f.cancel.cancel();
+        }
+        calls.shutdown().await;
+        Ok(())
+    }
+}
+
+struct TurnPlan<'a> {
+    batch: Vec<Completion>,
+    claim: u32,
+    lease_ms: i64,
+    heartbeat: bool,
+    reclaim: bool,
+    only_runs: Option<&'a [String]>,
+}
+
+struct TurnOutcome {
+    claimed: Vec<Task>,
+    still_leased: Option<Vec<i64>>,
+    next_ready: Option<i64>,
+    heartbeat_done: bool,
+    reclaim_done: bool,
+}
+
+async fn turn(
+    engine: &Engine,
+    owner: &str,
+    plan: TurnPlan<'_>,
+    random01: &mut (dyn FnMut() -> f64 + Send),
+) -> Result<TurnOutcome> {
+    let mut tx = engine.store().begin().await?;
+    engine
+        .apply_completions(&mut *tx, plan.batch, random01)
+        .await?;
+    let still_leased = if plan.heartbeat {
+        Some(tx.renew_leases(owner, plan.lease_ms).await?)
+    } else {
+        None
+    };
+    if plan.reclaim {
+        engine.reclaim_expired(&mut *tx, plan.only_runs).await?;
+    }
+    let claimed = tx
+        .claim(owner, plan.claim, plan.lease_ms, plan.only_runs)
+        .await?;
+    if !claimed.is_empty() {
+        let events: Vec<_> = claimed
+            .iter()
+            .map(|t| weft_store::NewEvent {
+                run_id: t.run_id.clone(),
+                kind: "task.started".into(),
+                step_id: Some(t.step_id.clone()),
+                item: t.item,
+                attempt: Some(t.attempt),
+                data: serde_json::json!({}),
+            })
+            .collect();
+        tx.append_events(&events).await?;
+    }
+    let next_ready = tx.next_ready_at(plan.only_runs).await?;
+    tx.commit().await?;
+    Ok(TurnOutcome {
+        claimed,
+        still_leased,
+        next_ready,
+        heartbeat_done: plan.heartbeat,
+        reclaim_done: plan.reclaim,
+    })
+}
+
+impl Engine {
+    /// Takes back tasks whose lease lapsed: the next attempt, or a failure on the last one.
+    async fn reclaim_expired(
+        &self,
+        tx: &mut dyn weft_store::Tx,
+        only_runs: Option<&[String]>,
+    ) -> Result<()> {
+        let stale = tx.stale_tasks(&[], 1000).await?;
+        let mut batch = Vec::new();
+        for t in stale {
+            if let Some(runs) = only_runs
+                && !runs.contains(&t.run_id)
+            {
+                continue;
+            }
+            // Recorded as a transient failure of the lost attempt, so the usual retry rules
+            // (attempt + 1, or failure on the last attempt) apply.
+            batch.push(Completion {
+                task_id: t.id,
+                run_id: t.run_id.clone(),
+                step_id: t.step_id.clone(),
+                item: t.item,
+                attempt: t.attempt,
+                max_attempts: t.max_attempts,
+                owner: t.lease_owner.clone().unwrap_or_default(),
+                cache_key: t.cache_key.clone(),
+                tenant: t.tenant.clone(),
+                duration_ms: 0,
+                result: Err(Failure {
+                    message: "lease expired: the worker holding this task stopped answering"
+                        .into(),
+                    transient: true,
+                    reason: "lease_expired",
+                }),
+            });
+        }
+        if !batch.is_empty() {
+            let mut no_jitter = || 0.0;
+            self.apply_completions(tx, batch, &mut no_jitter).await?;
+        }
+        Ok(())
+    }
+}
+
+async fn call_tool(
+    engine: &Engine,
+    task: Task,
+    owner: String,
+    cancel: CancellationToken,
+) -> Completion {
+    let started = Instant::now();
+    let mut completion = Completion {
+        task_id: task.id,
+        run_id: task.run_id.clone(),
+        step_id: task.step_id.clone(),
+        item: task.item,
+        attempt: task.attempt,
+        max_attempts: task.max_attempts,
+        owner,
+        cache_key: task.cache_key.clone(),
+        tenant: task.tenant.clone(),
+        duration_ms: 0,
+        result: Ok(serde_json::Value::Null),
+    };
+    completion.result = attempt(engine, &task, cancel).await;
+    completion.duration_ms = started.elapsed().as_millis() as i64;
+    completion
+}
+
+async fn attempt(
+    engine: &Engine,
+    task: &Task,
+    cancel: CancellationToken,
+) -> std::result::Result<serde_json::Value, Failure> {
+    let permanent = |message: String| Failure {
+        message,
+        transient: false,
+        reason: "error",
+    };
+    let Some(tool) = engine.tools().get(&task.tool).cloned() else {
+        return Err(permanent(format!("unknown tool `{}`", task.tool)));
+    };
+    let run = engine
+        .store()
+        .run(&task.tenant, &task.run_id)
+        .await
+        .map_err(|e| Failure {
+            message: format!("could not read the run: {e}"),
+            transient: true,
+            reason: "error",
+        })?
+        .ok_or_else(|| permanent("the run no longer exists".into()))?;
+    let plan = engine.plan_for(&run).map_err(|e| permanent(e.to_string()))?;
+    let timeout = plan
+        .step_index(&task.step_id)
+        .and_then(|i| plan.steps[i].timeout);
+    let ctx = weft_tools::Context {
+        run_id: task.run_id.clone(),
+        tenant: task.tenant.clone(),
+        step_id: task.step_id.clone(),
+        item_index: task.item,
+        attempt: task.attempt,
+        idempotency_key: crate::idempotency_key(
+            &task.tenant,
+            &task.run_id,
+            &task.step_id,
+            task.item,
+        ),
+        cancel: cancel.clone(),
+        progress: weft_tools::Progress::default(),
+        base_dir: run.base_dir.as_ref().map(std::path::PathBuf::from),
+    };
+    let call = tool.call(task.input.clone(), &ctx);
+    let result = match timeout {
+        Some(limit) => match tokio::time::timeout(limit, call).await {
+            Ok(r) => r,
+            Err(_) => {
+                cancel.cancel();
+                return Err(Failure {
+                    message: format!(
+                        "timed out after {}",
+                        weft_core::duration::format(limit)
+                    ),
+                    transient: true,
+                    reason: "timeout",
+                });
+            }
+        },
+        None => call.await,
+    };
+    result.map_err(|e| Failure {
+        transient: e.is_transient(),
+        message: e.to_string(),
+        reason: "error",
+    })
+}

@@ -1,0 +1,157 @@
+//! What every command shares: configuration (`weft.toml`), the store, the tool registry and
+//! the engine, built the same way for each command.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde::Deserialize;
+use weft_engine::Engine;
+use weft_store::Store;
+use weft_store::sqlite::{Durability, SqliteStore};
+use weft_tools::{Registry, ToolsConfig};
+
+/// An error in how weft was called or in a template: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UsageError(pub String);
+
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(UsageError(msg.into()))
+}
+
+/// `weft.toml`. Every key has a default, so no file is needed.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// The store: a SQLite file path (default `.weft/weft.db`).
+    pub db: Option<String>,
+    /// Most tool calls in flight at once (default 5).
+    pub concurrency: Option<usize>,
+    /// `full` (default) or `relaxed`.
+    pub durability: Option<String>,
+    /// Folders searched for templates by name, besides `./templates`.
+    pub templates: Vec<PathBuf>,
+    pub http: weft_tools::config::HttpConfig,
+}
+
+impl Config {
+    pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
+        let (path, required) = match explicit {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from("weft.toml"), false),
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                return Ok(Config::default());
+            }
+            Err(e) => return Err(usage(format!("cannot read {}: {e}", path.display()))),
+        };
+        toml::from_str(&text).map_err(|e| usage(format!("{}: {e}", path.display())))
+    }
+}
+
+/// Global options shared by every command.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Global {
+    /// The store: a SQLite file (default ./.weft/weft.db).
+    #[arg(long, global = true, env = "WEFT_DB")]
+    pub db: Option<String>,
+    /// The configuration file (default ./weft.toml when it exists).
+    #[arg(long, global = true, env = "WEFT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// `full`: every commit survives power loss (default); `relaxed`: survives a crash of weft.
+    #[arg(long, global = true, value_parser = ["full", "relaxed"])]
+    pub durability: Option<String>,
+    /// Log more (-v debug, -vv trace) to stderr.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+}
+
+pub struct App {
+    pub config: Config,
+    pub global: Global,
+    pub tools: Arc<Registry>,
+}
+
+impl App {
+    pub fn new(global: Global) -> anyhow::Result<App> {
+        let config = Config::load(global.config.as_deref())?;
+        let tools_config = ToolsConfig {
+            http: config.http.clone(),
+        };
+        let tools = Arc::new(Registry::with_builtins(&tools_config));
+        Ok(App {
+            config,
+            global,
+            tools,
+        })
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        let raw = self
+            .global
+            .db
+            .clone()
+            .or_else(|| self.config.db.clone())
+            .unwrap_or_else(|| ".weft/weft.db".into());
+        let raw = raw.strip_prefix("sqlite://").unwrap_or(&raw).to_string();
+        let raw = raw.strip_prefix("sqlite:").unwrap_or(&raw).to_string();
+        PathBuf::from(raw)
+    }
+
+    pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        let path = self.db_path();
+        if let Some(db) = &self.global.db
+            && (db.starts_with("postgres://") || db.starts_with("postgresql://"))
+        {
+            return Err(usage(
+                "PostgreSQL stores are not supported by this build yet; use a SQLite file path",
+            ));
+        }
+        let durability = match self
+            .global
+            .durability
+            .as_deref()
+            .or(self.config.durability.as_deref())
+        {
+            None | Some("full") => Durability::Full,
+            Some("relaxed") => Durability::Relaxed,
+            Some(other) => {
+                return Err(usage(format!(
+                    "durability must be `full` or `relaxed`, not `{other}`"
+                )));
+            }
+        };
+        let store = SqliteStore::open(&path, durability)
+            .await
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        Ok(Arc::new(store))
+    }
+
+    pub async fn engine(&self) -> anyhow::Result<Engine> {
+        Ok(Engine::new(self.store().await?, self.tools.clone()))
+    }
+
+    pub fn concurrency(&self, flag: Option<usize>) -> usize {
+        flag.or(self.config.concurrency).unwrap_or(5).max(1)
+    }
+}
+
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RUST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,53 @@
+//! The command tree and the dispatch to one module per command.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::app::{App, Global};
+
+mod run;
+mod runs;
+mod templates;
+mod validate;
+
+
+/// weft — a durable workflow engine for AI-agent tool chains.
+#[derive(Debug, Parser)]
+#[command(name = "weft", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a template (a file, or a name from ./templates or the built-ins) to its end.
+    Run(run::RunArgs),
+    /// Check templates without running them; every problem as FILE:LINE:COL: CODE: message.
+    Validate(validate::ValidateArgs),
+    /// List, inspect, resume and cancel runs.
+    #[command(subcommand)]
+    Runs(runs::RunsCommand),
+    /// The templates weft can find.
+    #[command(subcommand)]
+    Templates(templates::TemplatesCommand),
+}
+
+pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let app = App::new(cli.global)?;
+    match cli.command {
+        Command::Run(args) => run::run(&app, args).await,
+        Command::Validate(args) => validate::validate(&app, args),
+        Command::Runs(cmd) => runs::runs(&app, cmd).await,
+        Command::Templates(cmd) => templates::templates(&app, cmd),
+    }
+}
+
+/// Prints JSON on stdout.
+pub fn print_json(value: &impl serde::Serialize) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

@@ -1,0 +1,174 @@
+//! `weft run`: start a run and drive it to its end in this process.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+use weft_core::Plan;
+use weft_engine::{Engine, NewRun, WorkerOptions};
+use weft_store::RunStatus;
+
+use crate::app::{App, usage};
+use crate::commands::print_json;
+use crate::progress;
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// A template file, or the name of a template in ./templates or the built-ins.
+    pub template: String,
+    /// An input as key=value; converted to the input's declared type (JSON for arrays and
+    /// objects). Repeatable.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
+    /// A JSON file with an object of inputs (`-i` values win).
+    #[arg(long, value_name = "FILE")]
+    pub input_file: Option<PathBuf>,
+    /// Most tool calls in flight at once (default 5, or `concurrency` in weft.toml).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// Makes a repeated `weft run` with the same key return the first run.
+    #[arg(long)]
+    pub idempotency_key: Option<String>,
+}
+
+/// Finds and loads a template: a path, then `NAME(.yaml|.yml)` in ./templates and the
+/// configured folders, then the built-ins.
+pub fn resolve_template(app: &App, name: &str) -> anyhow::Result<(Arc<Plan>, Option<PathBuf>)> {
+    let path = Path::new(name);
+    let mut candidates = vec![path.to_path_buf()];
+    if !name.ends_with(".yaml") && !name.ends_with(".yml") {
+        let mut dirs = vec![PathBuf::from("templates")];
+        dirs.extend(app.config.templates.iter().cloned());
+        for dir in dirs {
+            candidates.push(dir.join(format!("{name}.yaml")));
+            candidates.push(dir.join(format!("{name}.yml")));
+        }
+    }
+    for candidate in candidates {
+        if candidate.is_file() {
+            let plan = weft_core::load::load_file(&candidate, &*app.tools)
+                .map_err(|d| usage(d.to_string()))?;
+            let dir = candidate
+                .canonicalize()
+                .ok()
+                .and_then(|p| p.parent().map(Path::to_path_buf));
+            return Ok((Arc::new(plan), dir));
+        }
+    }
+    if let Some((file, source)) = crate::commands::templates::builtin(name) {
+        let plan = weft_core::load::load_str(source, file, None, &*app.tools)
+            .map_err(|d| usage(d.to_string()))?;
+        return Ok((Arc::new(plan), None));
+    }
+    Err(usage(format!(
+        "no template `{name}`: not a file, not in ./templates, not a built-in (see `weft templates list`)"
+    )))
+}
+
+fn collect_inputs(plan: &Plan, args: &RunArgs) -> anyhow::Result<Value> {
+    let mut given = Map::new();
+    if let Some(file) = &args.input_file {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| usage(format!("cannot read {}: {e}", file.display())))?;
+        match serde_json::from_str::<Value>(&text) {
+            Ok(Value::Object(map)) => given.extend(map),
+            Ok(_) => {
+                return Err(usage(format!(
+                    "{}: the input file must hold a JSON object",
+                    file.display()
+                )));
+            }
+            Err(e) => return Err(usage(format!("{}: {e}", file.display()))),
+        }
+    }
+    for raw in &args.inputs {
+        let Some((key, value)) = raw.split_once('=') else {
+            return Err(usage(format!("`-i {raw}`: inputs are written KEY=VALUE")));
+        };
+        let value = match plan.inputs.get(key) {
+            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
+            // Unknown names are reported with suggestions by resolve_inputs.
+            None => Value::String(value.to_string()),
+        };
+        given.insert(key.to_string(), value);
+    }
+    weft_core::inputs::resolve_inputs(plan, &given).map_err(|errors| usage(errors.join("\n")))
+}
+
+pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (plan, dir) = resolve_template(app, &args.template)?;
+    let inputs = collect_inputs(&plan, &args)?;
+    let engine = app.engine().await?;
+    let run = engine
+        .create_run(NewRun {
+            tenant: "default".into(),
+            plan: plan.clone(),
+            inputs,
+            idempotency_key: args.idempotency_key.clone(),
+            base_dir: dir.map(|d| d.display().to_string()),
+        })
+        .await
+        .map_err(|e| match e {
+            weft_engine::Error::Invalid(m) => usage(m),
+            other => anyhow::Error::new(other),
+        })?;
+    drive(app, &engine, &run.id, args.concurrency).await
+}
+
+/// Runs a worker for one run until the run ends, showing progress; prints the result.
+pub async fn drive(
+    app: &App,
+    engine: &Engine,
+    run_id: &str,
+    concurrency: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    let shutdown = CancellationToken::new();
+    let worker = engine.worker(WorkerOptions {
+        concurrency: app.concurrency(concurrency),
+        only_runs: Some(vec![run_id.to_string()]),
+        ..WorkerOptions::default()
+    });
+    let worker_task = tokio::spawn(worker.run(shutdown.clone()));
+    let ctrl_c = shutdown.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_ok() {
+            ctrl_c.cancel();
+        }
+    });
+    let watched = progress::watch(engine.store().as_ref(), run_id, app.global.json, &shutdown).await;
+    shutdown.cancel();
+    let _ = worker_task.await;
+    watched?;
+    let store = engine.store();
+    let run = store
+        .run("default", run_id)
+        .await?
+        .context("the run disappeared from the store")?;
+    if !run.status.is_terminal() {
+        eprintln!(
+            "interrupted: run {run_id} is still {}; continue it with `weft runs resume {run_id}`",
+            run.status
+        );
+        return Ok(ExitCode::from(130));
+    }
+    if app.global.json {
+        let steps = store.steps(run_id).await?;
+        print_json(&weft_store::RunView { run: run.clone(), steps })?;
+    } else {
+        match &run.output {
+            Some(Value::String(text)) => println!("{}", text.trim_end()),
+            Some(Value::Null) | None => {}
+            Some(other) => println!("{}", serde_json::to_string_pretty(other)?),
+        }
+        if let Some(error) = &run.error {
+            eprintln!("run {} {}: {error}", run.id, run.status);
+        }
+    }
+    Ok(match run.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::from(1),
+    })
+}

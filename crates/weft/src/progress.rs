@@ -1,0 +1,202 @@
+//! The CLI's live view of a run, read from the run's event log (the same events SSE serves).
+//!
+//! On a terminal: a status line with step i/n, fan-out items done/total, retries and elapsed
+//! time, and one line per finished step. Piped: plain lines, one per event worth telling.
+
+use std::io::IsTerminal;
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+use weft_store::{Event, Store};
+
+struct View {
+    bar: Option<ProgressBar>,
+    steps: Vec<String>,
+    current: Option<String>,
+    items: Option<(u64, u64)>,
+    retries: u64,
+    started: Instant,
+    quiet: bool,
+}
+
+impl View {
+    fn say(&self, line: String) {
+        if self.quiet {
+            return;
+        }
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    fn position(&self, step: &str) -> String {
+        match self.steps.iter().position(|s| s == step) {
+            Some(i) => format!("{}/{}", i + 1, self.steps.len()),
+            None => "?".into(),
+        }
+    }
+
+    fn refresh(&self) {
+        let Some(bar) = &self.bar else { return };
+        let mut msg = match &self.current {
+            Some(step) => format!("[{}] {step}", self.position(step)),
+            None => "starting".into(),
+        };
+        if let Some((done, total)) = self.items {
+            msg.push_str(&format!(" · {done}/{total} items"));
+        }
+        if self.retries > 0 {
+            msg.push_str(&format!(" · {} retries", self.retries));
+        }
+        msg.push_str(&format!(" · {:.1}s", self.started.elapsed().as_secs_f64()));
+        bar.set_message(msg);
+    }
+
+    /// Returns true when the event ends the run.
+    fn apply(&mut self, e: &Event) -> bool {
+        let step = e.step_id.clone().unwrap_or_default();
+        let d = &e.data;
+        match e.kind.as_str() {
+            "run.started" => {
+                self.steps = d["steps"]
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .unwrap_or_default();
+                self.say(format!(
+                    "run {} · {} v{} · {} steps",
+                    e.run_id,
+                    d["template"].as_str().unwrap_or("?"),
+                    d["version"].as_str().unwrap_or("?"),
+                    self.steps.len()
+                ));
+            }
+            "step.started" => {
+                self.current = Some(step.clone());
+                self.items = d["items"].as_u64().map(|n| (0, n));
+                if self.bar.is_none() {
+                    let what = match self.items {
+                        Some((_, n)) => format!(" ({n} items)"),
+                        None => String::new(),
+                    };
+                    self.say(format!("[{}] {step} started{what}", self.position(&step)));
+                }
+            }
+            "step.progress" => {
+                if let (Some(done), Some(total)) = (d["done"].as_u64(), d["total"].as_u64()) {
+                    let failed = d["failed"].as_u64().unwrap_or(0);
+                    self.items = Some((done + failed, total));
+                    if self.bar.is_none() {
+                        self.say(format!("[{}] {step}: {}/{total} items", self.position(&step), done + failed));
+                    }
+                }
+            }
+            "task.retrying" => {
+                self.retries += 1;
+                let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                self.say(format!(
+                    "  ↻ {step}{item} attempt {} failed ({}), retrying in {}ms: {}",
+                    e.attempt.unwrap_or(0),
+                    d["reason"].as_str().unwrap_or("error"),
+                    d["delay_ms"].as_i64().unwrap_or(0),
+                    d["error"].as_str().unwrap_or("")
+                ));
+            }
+            "task.cache_hit" => {}
+            "step.succeeded" | "step.failed" | "step.skipped" | "step.cancelled" => {
+                let (mark, word) = match e.kind.as_str() {
+                    "step.succeeded" => ("✓", "succeeded"),
+                    "step.failed" => ("✗", "failed"),
+                    "step.skipped" => ("–", "skipped"),
+                    _ => ("⊘", "cancelled"),
+                };
+                let mut line = format!("{mark} [{}] {step} {word}", self.position(&step));
+                if let Some(ms) = d["duration_ms"].as_i64() {
+                    line.push_str(&format!(" in {ms}ms"));
+                }
+                if let Some(n) = d["items"].as_u64().filter(|n| *n > 0) {
+                    line.push_str(&format!(" · {n} items"));
+                }
+                if let Some(n) = d["cache_hits"].as_u64().filter(|n| *n > 0) {
+                    line.push_str(&format!(" · {n} from cache"));
+                }
+                if let Some(a) = d["attempts"].as_u64().filter(|a| *a > 1) {
+                    line.push_str(&format!(" · {a} attempts"));
+                }
+                if let Some(err) = d["error"].as_str() {
+                    line.push_str(&format!(": {err}"));
+                }
+                self.say(line);
+                if self.current.as_deref() == Some(step.as_str()) {
+                    self.items = None;
+                }
+            }
+            "run.succeeded" | "run.failed" | "run.cancelled" => {
+                let word = e.kind.trim_start_matches("run.");
+                self.say(format!(
+                    "run {word} in {:.2}s",
+                    self.started.elapsed().as_secs_f64()
+                ));
+                return true;
+            }
+            _ => {}
+        }
+        false
+    }
+}
+
+/// Follows a run's events until it ends (or `stop` fires).
+pub async fn watch(
+    store: &dyn Store,
+    run_id: &str,
+    quiet: bool,
+    stop: &CancellationToken,
+) -> anyhow::Result<()> {
+    let tty = std::io::stderr().is_terminal() && !quiet;
+    let bar = tty.then(|| {
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(100));
+        bar
+    });
+    let mut view = View {
+        bar,
+        steps: Vec::new(),
+        current: None,
+        items: None,
+        retries: 0,
+        started: Instant::now(),
+        quiet,
+    };
+    let mut after = 0;
+    let mut delay = Duration::from_millis(2);
+    loop {
+        let events = store.events(run_id, after, 2000).await?;
+        let mut ended = false;
+        for e in &events {
+            after = e.seq;
+            ended |= view.apply(e);
+        }
+        view.refresh();
+        if ended {
+            break;
+        }
+        if events.is_empty() {
+            delay = (delay * 2).min(Duration::from_millis(50));
+        } else {
+            delay = Duration::from_millis(2);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = stop.cancelled() => break,
+        }
+    }
+    if let Some(bar) = &view.bar {
+        bar.finish_and_clear();
+    }
+    Ok(())
+}
