@@ -155,20 +155,23 @@ impl Tool for Command {
                     let _ = pipe.write_all(&bytes).await;
                     let _ = pipe.shutdown().await;
                 }
+                Ok(())
             };
-            let (stdout, stderr, ()) = tokio::join!(
-                read_capped(stdout_pipe, MAX_STDOUT),
-                read_tail(stderr_pipe, STDERR_KEPT),
-                write
-            );
-            let stdout = stdout.map_err(|error| match error {
-                ReadError::TooLarge => Error::Permanent(format!(
-                    "command: `{program}` printed more than {MAX_STDOUT} bytes on stdout"
-                )),
-                ReadError::Io(error) => Error::Failed(format!(
-                    "command: reading the stdout of `{program}`: {error}"
-                )),
-            })?;
+            let stdout = async {
+                read_capped(stdout_pipe, MAX_STDOUT)
+                    .await
+                    .map_err(|error| match error {
+                        ReadError::TooLarge => Error::Permanent(format!(
+                            "command: `{program}` printed more than {MAX_STDOUT} bytes on stdout"
+                        )),
+                        ReadError::Io(error) => Error::Failed(format!(
+                            "command: reading the stdout of `{program}`: {error}"
+                        )),
+                    })
+            };
+            let stderr = async { Ok(read_tail(stderr_pipe, STDERR_KEPT).await) };
+            // An oversized stdout ends the wait at once; the child is then killed on drop.
+            let (stdout, stderr, ()) = tokio::try_join!(stdout, stderr, write)?;
             let status = child.wait().await.map_err(|error| {
                 Error::Failed(format!("command: waiting for `{program}`: {error}"))
             })?;
