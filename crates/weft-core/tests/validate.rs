@@ -176,9 +176,18 @@ fn a_stored_plan_reloads_to_the_same_digest_without_the_folder() {
 #[test]
 fn needs_prev_and_settings_shape_the_dag() {
     let plan = load_file(Path::new("tests/data/valid/dag.yaml"), &Catalog).expect("loads");
-    let [left, right, join, report, wait] = plan.steps.as_slice() else {
-        panic!("five steps");
+    let [left, right, join, report, wait, sub, after] = plan.steps.as_slice() else {
+        panic!("seven steps");
     };
+    assert!(matches!(&sub.kind, StepKind::Workflow(v) if v["template"] == "other"));
+    assert!(sub.needs.is_empty());
+    assert_eq!(after.needs, [5, 3]);
+    assert_eq!(after.prev, Some(5));
+    assert_eq!(plan.actions["again"].with["last"], "{{ prev.output }}");
+    assert_eq!(
+        plan.actions["again"].description.as_deref(),
+        Some("Run it again")
+    );
     assert!(left.needs.is_empty() && right.needs.is_empty());
     assert_eq!(join.needs, [0, 1]);
     assert_eq!(report.needs, [2]);

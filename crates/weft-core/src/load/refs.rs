@@ -30,6 +30,12 @@ const BUILTINS: &[&str] = &[
     "lipsum",
 ];
 
+/// What `steps.<id>` and `prev` hold (`result` and `success` are the seeds' spelling of
+/// `output` and `ok`).
+const STEP_FIELDS: &[&str] = &[
+    "output", "status", "ok", "error", "attempts", "result", "success",
+];
+
 /// Where an expression is written, which decides what it may read.
 #[derive(Clone, Copy)]
 pub(crate) enum Site<'s> {
@@ -37,7 +43,7 @@ pub(crate) enum Site<'s> {
     Step { idx: usize, extra: &'s [String] },
     /// A step's `for_each`: no item yet.
     ForEach { idx: usize },
-    /// `output` and `actions`: any step, no `prev`, no item.
+    /// `output` and `actions`: any step; `prev` is the last step; no item.
     Run,
 }
 
@@ -133,29 +139,38 @@ impl Checker<'_, '_> {
             }
         };
         let names: BTreeSet<String> = names.into_iter().collect();
+        let place = file.map(|f| format!(" (in `{f}`)")).unwrap_or_default();
         let mut seen = BTreeSet::new();
         for path in &names {
-            let mut parts = path.split('.');
-            let head = parts.next().unwrap_or_default();
-            let second = parts.next();
-            // `steps.a.output` and `steps.a.ok` are one reference to `a`.
-            if !seen.insert((head.to_owned(), second.map(str::to_owned))) {
-                continue;
-            }
-            let at = |c: &Self| {
+            let parts: Vec<&str> = path.split('.').collect();
+            let at = |c: &Self, n: usize| {
                 if file.is_some() {
                     node.pos
                 } else {
-                    c.pos_of_name(node, full, path)
+                    c.pos_of_name(node, full, path, n)
                 }
             };
-            let place = file.map(|f| format!(" (in `{f}`)")).unwrap_or_default();
-            match head {
-                "input" => {
-                    if let Some(name) = second
-                        && !self.inputs.contains_key(name)
-                    {
-                        let pos = at(self);
+            // A step's result field: `steps.a.<field>`, `prev.<field>`.
+            let field = match parts.as_slice() {
+                ["steps", name, field, ..] => Some((format!("steps.{name}"), *field, 3)),
+                ["prev", field, ..] => Some(("prev".to_owned(), *field, 2)),
+                _ => None,
+            };
+            if let Some((base, field, n)) = field
+                && seen.insert(format!("field {base}.{field}"))
+            {
+                let pos = at(self, n);
+                self.field(&base, field, pos, &place);
+            }
+            // `steps.a.output` and `steps.a.ok` are one reference to `a`.
+            let reference = parts.iter().take(2).copied().collect::<Vec<_>>().join(".");
+            if !seen.insert(reference) {
+                continue;
+            }
+            match parts.as_slice() {
+                ["input", name, ..] => {
+                    if !self.inputs.contains_key(*name) {
+                        let pos = at(self, 2);
                         self.report.at(
                             pos,
                             Code::UndeclaredInput,
@@ -166,22 +181,21 @@ impl Checker<'_, '_> {
                         );
                     }
                 }
-                "steps" => {
-                    if let Some(name) = second {
-                        let pos = at(self);
-                        self.step_ref(name, pos, site, &place);
-                    }
+                ["steps", name, ..] => {
+                    let pos = at(self, 2);
+                    self.step_ref(name, pos, site, &place);
                 }
-                "prev" => {
-                    let pos = at(self);
+                ["prev", ..] => {
+                    let pos = at(self, 1);
                     self.prev_ref(pos, site, &place);
                 }
-                "run" => {}
-                _ if BUILTINS.contains(&head) => {}
-                _ => {
-                    let pos = at(self);
+                ["input" | "steps" | "run", ..] => {}
+                [head, ..] if BUILTINS.contains(head) => {}
+                [head, ..] => {
+                    let pos = at(self, 1);
                     self.other_name(head, pos, site, &place);
                 }
+                [] => {}
             }
         }
     }
@@ -226,20 +240,27 @@ impl Checker<'_, '_> {
         }
     }
 
+    /// `steps.a.<field>` and `prev.<field>`: what a step's record holds.
+    fn field(&mut self, base: &str, field: &str, pos: Pos, place: &str) {
+        if STEP_FIELDS.contains(&field) {
+            return;
+        }
+        self.report.at(
+            pos,
+            Code::UnknownKey,
+            format!(
+                "`{base}.{field}`: a step's result has {}{}{place}",
+                STEP_FIELDS.join(", "),
+                did_you_mean(field, STEP_FIELDS.iter().copied())
+            ),
+        );
+    }
+
     fn prev_ref(&mut self, pos: Pos, site: Site<'_>, place: &str) {
         let idx = match site {
             Site::Step { idx, .. } | Site::ForEach { idx } => idx,
-            Site::Run => {
-                self.report.at(
-                    pos,
-                    Code::UnknownStep,
-                    format!(
-                        "`prev` means the step before, so `output` and `actions` cannot use \
-                         it; write `steps.<id>.output`{place}"
-                    ),
-                );
-                return;
-            }
+            // After the run, `prev` is the last step.
+            Site::Run => return,
         };
         let me = self.graph.id_of(self.steps, idx).to_owned();
         match self.graph.prev.get(idx).copied().flatten() {
@@ -274,7 +295,7 @@ impl Checker<'_, '_> {
                 (names, extra)
             }
             Site::ForEach { .. } => (vec!["input", "steps", "prev", "run"], &[]),
-            Site::Run => (vec!["input", "steps", "run"], &[]),
+            Site::Run => (vec!["input", "steps", "prev", "run"], &[]),
         };
         if allowed.contains(&name) || extra.iter().any(|e| e == name) {
             return;
@@ -305,10 +326,9 @@ impl Checker<'_, '_> {
         );
     }
 
-    /// Where `name`'s first use is, or the string's start.
-    fn pos_of_name(&self, node: &Node, text: &str, path: &str) -> Pos {
-        // `steps.a.output` may be written `steps.a.ok`; look for the reference's first two parts.
-        let short: String = path.split('.').take(2).collect::<Vec<_>>().join(".");
+    /// Where the first `n` parts of `path` are first written in the node's value.
+    fn pos_of_name(&self, node: &Node, text: &str, path: &str, n: usize) -> Pos {
+        let short: String = path.split('.').take(n).collect::<Vec<_>>().join(".");
         match find_word(text, &short) {
             Some(offset) => self.pos_in(node, text, offset),
             None => node.pos,
