@@ -176,4 +176,10 @@ impl weft_core::catalog::ToolCatalog for Registry {
     fn is_pure(&self, name: &str) -> bool {
         self.get(name).is_some_and(|t| t.is_pure())
     }
+    fn wants_scope(&self, name: &str) -> bool {
+        self.get(name).is_some_and(|t| t.wants_scope())
+    }
+    fn names(&self) -> Vec<String> {
+        self.tools.keys().cloned().collect()
+    }
 }
