@@ -11,8 +11,7 @@ use serde_json::{Value, json};
 use weft_core::Plan;
 use weft_core::orchestrator::{self, Decision, Outcome, RunInfo, StepState};
 use weft_store::{
-    NewEvent, NewTask, Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskFinish, TaskStatus,
-    Tx,
+    NewEvent, NewTask, Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskFinish, TaskStatus, Tx,
 };
 
 use crate::{Engine, Result};
@@ -170,7 +169,11 @@ impl Engine {
                     error,
                 };
                 if !tx.finish_task(&fin).await? {
-                    tracing::debug!(task = c.task_id, attempt = c.attempt, "Late result refused.");
+                    tracing::debug!(
+                        task = c.task_id,
+                        attempt = c.attempt,
+                        "Late result refused."
+                    );
                     continue;
                 }
                 match &c.result {
@@ -180,8 +183,7 @@ impl Engine {
                             "task.succeeded",
                             json!({"duration_ms": c.duration_ms}),
                         ));
-                        if let (Some(key), Some(ttl)) = (&c.cache_key, plan.steps[sidx].cache_ttl)
-                        {
+                        if let (Some(key), Some(ttl)) = (&c.cache_key, plan.steps[sidx].cache_ttl) {
                             let expires = tx.now() + crate::millis(ttl);
                             tx.cache_put(key, &c.tenant, v, expires).await?;
                         }
@@ -357,8 +359,12 @@ impl Engine {
                                     s.cache_hits += 1;
                                     events.push(NewEvent {
                                         item: t.item,
-                                        ..event(&run.id, "task.cache_hit", Some(&s.step_id),
-                                                json!({"key": key}))
+                                        ..event(
+                                            &run.id,
+                                            "task.cache_hit",
+                                            Some(&s.step_id),
+                                            json!({"key": key}),
+                                        )
                                     });
                                 }
                                 new.cache_key = Some(key);
@@ -387,10 +393,8 @@ impl Engine {
                             new_tasks.push(new);
                         }
                         s.attempts = 1;
-                        let n_tasks = new_tasks
-                            .iter()
-                            .filter(|t| t.step_id == s.step_id)
-                            .count() as u32;
+                        let n_tasks =
+                            new_tasks.iter().filter(|t| t.step_id == s.step_id).count() as u32;
                         if done_now + failed_now == n_tasks {
                             // Everything was answered now (inline or from the cache).
                             let outputs: Vec<Value> = new_tasks
@@ -464,13 +468,18 @@ impl Engine {
             cancel_rest(tx, &run.id, steps).await?;
         }
         tx.set_run_status(&run.id, &update).await?;
-        tx.append_events(&[event(&run.id, kind, None, data)]).await?;
+        tx.append_events(&[event(&run.id, kind, None, data)])
+            .await?;
         Ok(())
     }
 }
 
 /// Cancels every task and step of a run that has not ended.
-pub(crate) async fn cancel_rest(tx: &mut dyn Tx, run_id: &str, steps: &mut [StepRow]) -> Result<()> {
+pub(crate) async fn cancel_rest(
+    tx: &mut dyn Tx,
+    run_id: &str,
+    steps: &mut [StepRow],
+) -> Result<()> {
     tx.cancel_tasks(run_id, None).await?;
     let mut events = Vec::new();
     for s in steps.iter_mut() {

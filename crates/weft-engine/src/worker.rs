@@ -136,6 +136,8 @@ impl Worker {
         let mut random01 = move || rand::Rng::random::<f64>(&mut rng);
         let only_runs = options.only_runs.clone();
         let mut look_for_work = true;
+        // Set by a wake-up: a run may have been cancelled, so check our leases at once.
+        let mut check_leases = false;
 
         loop {
             let mut batch = Vec::new();
@@ -145,7 +147,8 @@ impl Worker {
             }
             while calls.try_join_next().is_some() {}
             let free = capacity.saturating_sub(in_flight.len());
-            let heartbeat_due = !in_flight.is_empty() && last_heartbeat.elapsed() >= heartbeat_every;
+            let heartbeat_due =
+                !in_flight.is_empty() && last_heartbeat.elapsed() >= heartbeat_every;
             let ready_due = next_ready.is_some_and(|t| t <= wall_ms());
             if batch.is_empty() && !heartbeat_due && !(free > 0 && (look_for_work || ready_due)) {
                 let wait = match next_ready {
@@ -166,7 +169,10 @@ impl Worker {
                             batch.push(c);
                         }
                     }
-                    _ = engine.inner.wake.notified() => { look_for_work = true; }
+                    _ = engine.inner.wake.notified() => {
+                        look_for_work = true;
+                        check_leases = true;
+                    }
                     _ = tokio::time::sleep(wait) => { look_for_work = true; }
                 }
                 while let Ok(c) = done_rx.try_recv() {
@@ -186,7 +192,8 @@ impl Worker {
                     batch,
                     claim: if claim_now { free as u32 } else { 0 },
                     lease_ms,
-                    heartbeat: last_heartbeat.elapsed() >= heartbeat_every && !in_flight.is_empty(),
+                    heartbeat: (check_leases || last_heartbeat.elapsed() >= heartbeat_every)
+                        && !in_flight.is_empty(),
                     reclaim: last_reclaim.elapsed() >= heartbeat_every,
                     only_runs: only_runs.as_deref(),
                 },
@@ -205,6 +212,7 @@ impl Worker {
             };
             if outcome.heartbeat_done {
                 last_heartbeat = Instant::now();
+                check_leases = false;
             }
             if outcome.reclaim_done {
                 last_reclaim = Instant::now();
@@ -336,8 +344,7 @@ impl Engine {
                 tenant: t.tenant.clone(),
                 duration_ms: 0,
                 result: Err(Failure {
-                    message: "lease expired: the worker holding this task stopped answering"
-                        .into(),
+                    message: "lease expired: the worker holding this task stopped answering".into(),
                     transient: true,
                     reason: "lease_expired",
                 }),
@@ -399,7 +406,9 @@ async fn attempt(
             reason: "error",
         })?
         .ok_or_else(|| permanent("the run no longer exists".into()))?;
-    let plan = engine.plan_for(&run).map_err(|e| permanent(e.to_string()))?;
+    let plan = engine
+        .plan_for(&run)
+        .map_err(|e| permanent(e.to_string()))?;
     let timeout = plan
         .step_index(&task.step_id)
         .and_then(|i| plan.steps[i].timeout);
@@ -426,10 +435,7 @@ async fn attempt(
             Err(_) => {
                 cancel.cancel();
                 return Err(Failure {
-                    message: format!(
-                        "timed out after {}",
-                        weft_core::duration::format(limit)
-                    ),
+                    message: format!("timed out after {}", weft_core::duration::format(limit)),
                     transient: true,
                     reason: "timeout",
                 });

@@ -62,7 +62,11 @@ impl View {
             "run.started" => {
                 self.steps = d["steps"]
                     .as_array()
-                    .map(|a| a.iter().filter_map(|s| s.as_str().map(String::from)).collect())
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|s| s.as_str().map(String::from))
+                            .collect()
+                    })
                     .unwrap_or_default();
                 self.say(format!(
                     "run {} · {} v{} · {} steps",
@@ -88,7 +92,11 @@ impl View {
                     let failed = d["failed"].as_u64().unwrap_or(0);
                     self.items = Some((done + failed, total));
                     if self.bar.is_none() {
-                        self.say(format!("[{}] {step}: {}/{total} items", self.position(&step), done + failed));
+                        self.say(format!(
+                            "[{}] {step}: {}/{total} items",
+                            self.position(&step),
+                            done + failed
+                        ));
                     }
                 }
             }

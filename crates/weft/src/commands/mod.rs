@@ -11,7 +11,6 @@ mod runs;
 mod templates;
 mod validate;
 
-
 /// weft — a durable workflow engine for AI-agent tool chains.
 #[derive(Debug, Parser)]
 #[command(name = "weft", version, about, propagate_version = true)]

@@ -138,7 +138,8 @@ pub async fn drive(
             ctrl_c.cancel();
         }
     });
-    let watched = progress::watch(engine.store().as_ref(), run_id, app.global.json, &shutdown).await;
+    let watched =
+        progress::watch(engine.store().as_ref(), run_id, app.global.json, &shutdown).await;
     shutdown.cancel();
     let _ = worker_task.await;
     watched?;
@@ -156,7 +157,10 @@ pub async fn drive(
     }
     if app.global.json {
         let steps = store.steps(run_id).await?;
-        print_json(&weft_store::RunView { run: run.clone(), steps })?;
+        print_json(&weft_store::RunView {
+            run: run.clone(),
+            steps,
+        })?;
     } else {
         match &run.output {
             Some(Value::String(text)) => println!("{}", text.trim_end()),

@@ -165,13 +165,10 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .context("while driving the resumed run")
         }
         RunsCommand::Cancel { run } => {
-            let r = engine
-                .cancel_run(TENANT, &run)
-                .await
-                .map_err(|e| match e {
-                    weft_engine::Error::RunNotFound(_) => usage(e.to_string()),
-                    other => anyhow::Error::new(other),
-                })?;
+            let r = engine.cancel_run(TENANT, &run).await.map_err(|e| match e {
+                weft_engine::Error::RunNotFound(_) => usage(e.to_string()),
+                other => anyhow::Error::new(other),
+            })?;
             if app.global.json {
                 print_json(&r)?;
             } else {

@@ -69,7 +69,10 @@ pub fn templates(app: &App, cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
         print_json(&rows)?;
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{:<24} {:<8} {:<28} DESCRIPTION", "NAME", "VERSION", "SOURCE");
+    println!(
+        "{:<24} {:<8} {:<28} DESCRIPTION",
+        "NAME", "VERSION", "SOURCE"
+    );
     for r in rows {
         let valid = r["valid"].as_bool().unwrap_or(false);
         println!(
