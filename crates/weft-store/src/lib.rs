@@ -14,7 +14,9 @@ use serde_json::Value;
 
 pub mod conformance;
 mod records;
+pub mod server;
 pub mod sqlite;
+mod sqlite_server;
 
 pub use records::*;
 pub use weft_core::orchestrator::{RunStatus, StepStatus};

@@ -31,8 +31,8 @@ pub enum Durability {
 }
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    pub(crate) writer: SqlitePool,
+    pub(crate) reader: SqlitePool,
     path: PathBuf,
 }
 
@@ -263,7 +263,7 @@ fn task_from_row(r: &SqliteRow) -> Result<Task> {
     })
 }
 
-fn event_from_row(r: &SqliteRow) -> Result<Event> {
+pub(crate) fn event_from_row(r: &SqliteRow) -> Result<Event> {
     Ok(Event {
         seq: r.try_get("seq")?,
         run_id: r.try_get("run_id")?,

@@ -6,9 +6,12 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{App, Global};
 
+mod keys;
 mod run;
 mod runs;
+mod serve;
 mod templates;
+mod tenants;
 mod validate;
 
 /// weft — a durable workflow engine for AI-agent tool chains.
@@ -33,6 +36,14 @@ pub enum Command {
     /// The templates weft can find.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
+    /// Serve the HTTP API, live progress (SSE) and the web UI, with workers, in one process.
+    Serve(serve::ServeArgs),
+    /// Create and list tenants.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
+    /// Create, list and revoke a tenant's API keys.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -42,6 +53,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Validate(args) => validate::validate(&app, args),
         Command::Runs(cmd) => runs::runs(&app, cmd).await,
         Command::Templates(cmd) => templates::templates(&app, cmd),
+        Command::Serve(args) => serve::serve(&app, args).await,
+        Command::Tenants(cmd) => tenants::tenants(&app, cmd).await,
+        Command::Keys(cmd) => keys::keys(&app, cmd).await,
     }
 }
 

@@ -1,0 +1,308 @@
+//! The shapes of the API's JSON, with their OpenAPI schemas.
+//!
+//! These are separate from the store's rows on purpose: the API is a contract with clients
+//! and `/openapi.json` describes exactly these types, while the store's rows may change.
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use utoipa::ToSchema;
+use weft_core::Plan;
+use weft_store::{Event, Run, StepRow, rfc3339};
+
+/// `POST /v1/runs`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRun {
+    /// A template name: one registered with `POST /v1/templates`, or one the server loaded.
+    pub template: String,
+    /// The version to run; the newest when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The template's inputs by name; defaults fill the rest.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub inputs: Option<Map<String, Value>>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunLinks {
+    #[serde(rename = "self")]
+    pub self_: String,
+    pub events: String,
+    pub cancel: String,
+    pub resume: String,
+    pub stream_tickets: String,
+}
+
+impl RunLinks {
+    pub fn for_run(id: &str) -> Self {
+        let base = format!("/v1/runs/{id}");
+        RunLinks {
+            events: format!("{base}/events"),
+            cancel: format!("{base}/cancel"),
+            resume: format!("{base}/resume"),
+            stream_tickets: format!("{base}/stream-tickets"),
+            self_: base,
+        }
+    }
+}
+
+/// A run without its steps, as lists show it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunSummary {
+    pub id: String,
+    pub template: String,
+    pub version: String,
+    /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub status: String,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    /// From start to end (or to now, while running), in milliseconds.
+    pub duration_ms: Option<i64>,
+    pub error: Option<String>,
+    pub links: RunLinks,
+}
+
+fn duration(started: Option<i64>, finished: Option<i64>, now: i64) -> Option<i64> {
+    started.map(|s| (finished.unwrap_or(now) - s).max(0))
+}
+
+impl RunSummary {
+    pub fn from_run(run: &Run, now: i64) -> Self {
+        RunSummary {
+            id: run.id.clone(),
+            template: run.template.clone(),
+            version: run.version.clone(),
+            status: run.status.as_str().into(),
+            created_at: rfc3339(run.created_at),
+            started_at: run.started_at.map(rfc3339),
+            finished_at: run.finished_at.map(rfc3339),
+            duration_ms: duration(run.started_at, run.finished_at, now),
+            error: run.error.clone(),
+            links: RunLinks::for_run(&run.id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunList {
+    pub runs: Vec<RunSummary>,
+    /// Pass as `cursor` for the next page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// One step of a run.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StepBody {
+    pub id: String,
+    pub tool: Option<String>,
+    /// The steps this one waits for: the edges of the run's graph.
+    pub needs: Vec<String>,
+    /// Whether the step fans out over a list (`for_each`).
+    pub fan_out: bool,
+    /// `pending`, `running`, `succeeded`, `failed`, `skipped` or `cancelled`.
+    pub status: String,
+    pub attempts: u32,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: Option<i64>,
+    #[schema(value_type = Object, nullable)]
+    pub output: Option<Value>,
+    pub error: Option<String>,
+    pub items_total: Option<u32>,
+    pub items_done: u32,
+    pub items_failed: u32,
+    pub cache_hits: u32,
+}
+
+/// A run with its inputs, output and steps.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RunDetail {
+    #[serde(flatten)]
+    pub summary: RunSummary,
+    pub digest: String,
+    #[schema(value_type = Object)]
+    pub inputs: Value,
+    #[schema(value_type = Object, nullable)]
+    pub output: Option<Value>,
+    pub steps: Vec<StepBody>,
+}
+
+impl RunDetail {
+    pub fn new(run: &Run, steps: &[StepRow], plan: Option<&Plan>, now: i64) -> Self {
+        let steps = steps
+            .iter()
+            .map(|s| {
+                let planned = plan.and_then(|p| p.step_index(&s.step_id).map(|i| &p.steps[i]));
+                StepBody {
+                    id: s.step_id.clone(),
+                    tool: s.tool.clone(),
+                    needs: planned
+                        .map(|st| {
+                            st.needs
+                                .iter()
+                                .filter_map(|&i| plan.and_then(|p| p.steps.get(i)))
+                                .map(|n| n.id.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                    fan_out: planned.is_some_and(|st| st.for_each.is_some()),
+                    status: s.status.as_str().into(),
+                    attempts: s.attempts,
+                    started_at: s.started_at.map(rfc3339),
+                    finished_at: s.finished_at.map(rfc3339),
+                    duration_ms: duration(s.started_at, s.finished_at, now),
+                    output: s.output.clone(),
+                    error: s.error.clone(),
+                    items_total: s.items_total,
+                    items_done: s.items_done,
+                    items_failed: s.items_failed,
+                    cache_hits: s.cache_hits,
+                }
+            })
+            .collect();
+        RunDetail {
+            summary: RunSummary::from_run(run, now),
+            digest: run.digest.clone(),
+            inputs: run.inputs.clone(),
+            output: run.output.clone(),
+            steps,
+        }
+    }
+}
+
+/// One durable event, as each SSE `data:` line carries it; `seq` is also the SSE `id:`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct EventBody {
+    pub seq: i64,
+    pub run_id: String,
+    pub ts: String,
+    /// `run.started`, `step.started`, `step.progress`, `task.retrying`, `run.succeeded`...
+    pub kind: String,
+    pub step_id: Option<String>,
+    pub item: Option<u32>,
+    pub attempt: Option<u32>,
+    #[schema(value_type = Object)]
+    pub data: Value,
+}
+
+impl From<&Event> for EventBody {
+    fn from(e: &Event) -> Self {
+        EventBody {
+            seq: e.seq,
+            run_id: e.run_id.clone(),
+            ts: rfc3339(e.ts),
+            kind: e.kind.clone(),
+            step_id: e.step_id.clone(),
+            item: e.item,
+            attempt: e.attempt,
+            data: e.data.clone(),
+        }
+    }
+}
+
+/// A template input, enough to build a form for it.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InputBody {
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean`, `array` or `object`.
+    #[serde(rename = "type")]
+    pub ty: String,
+    pub required: bool,
+    #[schema(value_type = Object, nullable)]
+    pub default: Option<Value>,
+    #[serde(rename = "enum")]
+    #[schema(value_type = Vec<Object>, nullable)]
+    pub allowed: Option<Vec<Value>>,
+    pub description: Option<String>,
+}
+
+/// One version of a template.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateVersion {
+    pub version: String,
+    pub digest: String,
+    pub description: Option<String>,
+    /// `registered` (through the API, this tenant only) or `server` (loaded by `weft serve`).
+    pub origin: String,
+    pub registered_at: Option<String>,
+    pub inputs: Vec<InputBody>,
+    pub steps: Vec<String>,
+    /// The YAML text.
+    pub source: String,
+}
+
+impl TemplateVersion {
+    pub fn new(plan: &Plan, origin: &str, registered_at: Option<i64>) -> Self {
+        TemplateVersion {
+            version: plan.version.clone(),
+            digest: plan.digest.clone(),
+            description: plan.description.clone(),
+            origin: origin.into(),
+            registered_at: registered_at.map(rfc3339),
+            inputs: plan
+                .inputs
+                .iter()
+                .map(|(name, spec)| InputBody {
+                    name: name.clone(),
+                    ty: serde_json::to_value(spec.ty)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    required: spec.required && spec.default.is_none(),
+                    default: spec.default.clone(),
+                    allowed: spec.allowed.clone(),
+                    description: spec.description.clone(),
+                })
+                .collect(),
+            steps: plan.steps.iter().map(|s| s.id.clone()).collect(),
+            source: plan.source.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateSummary {
+    pub name: String,
+    pub latest_version: String,
+    pub description: Option<String>,
+    pub versions: Vec<String>,
+    pub origin: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateList {
+    pub templates: Vec<TemplateSummary>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateDetail {
+    pub name: String,
+    /// Oldest first; the last is what a run without `version` uses.
+    pub versions: Vec<TemplateVersion>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct TemplateRegistered {
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    /// `false` when this exact body was already registered under this version.
+    pub created: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct StreamTicketBody {
+    /// Single use, read-only, for this run's event stream only.
+    pub ticket: String,
+    pub expires_at: String,
+    /// The stream's URL with the ticket in it, ready for `EventSource`.
+    pub events_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Health {
+    pub status: String,
+    pub store: String,
+}

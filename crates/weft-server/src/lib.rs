@@ -1,0 +1,244 @@
+//! `weft serve`: the HTTP API, live progress over Server-Sent Events, tenants with API keys,
+//! Prometheus metrics and the web UI, in one process with the workers.
+//!
+//! # Layout
+//! - [`Server`] is the long-running part: `ServerOptions` -> [`Server::new`] ->
+//!   [`Server::run`]. It owns the event [`events::Hub`] (one tail of the event log fanned out
+//!   to every stream), the in-process worker and the listener.
+//! - `api/` holds the `/v1` handlers and their JSON shapes; every route is registered in
+//!   [`Server::routes`] through `utoipa-axum`, so `/openapi.json` is generated from the same
+//!   list that serves requests, and tests can enumerate it.
+//! - [`problem`] turns every error into RFC 9457 problem details with a stable code.
+//! - [`auth`] makes and checks API keys and stream tickets (hashes only in the store).
+//! - `ui.rs` serves the embedded web UI and the `<weft-run>` widget script.
+//!
+//! Architecture Invariant: the server holds no workflow logic. Runs start, stop and resume
+//! through `weft_engine::Engine`; the server only authenticates, validates and shows. Every
+//! store query it makes names the caller's tenant, so another tenant's records answer 404.
+
+// Handlers return `Result<_, Problem>`; a problem is built once per failed request, so its size
+// on the error path costs nothing worth boxing for.
+#![allow(clippy::result_large_err)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use weft_core::Plan;
+use weft_engine::{Engine, WorkerOptions};
+use weft_store::server::ServerStore;
+
+pub mod api;
+pub mod auth;
+pub mod events;
+pub mod metrics;
+pub mod problem;
+mod ui;
+
+pub use events::Hub;
+
+/// Settings of one server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerOptions {
+    /// Where to listen; loopback by default.
+    pub listen: SocketAddr,
+    /// The largest request body accepted, in bytes.
+    pub body_limit: usize,
+    /// The largest page a list returns.
+    pub max_page: u32,
+    /// Events buffered per stream subscriber; a subscriber that falls this far behind is
+    /// disconnected (it reconnects with `Last-Event-ID` and misses nothing).
+    pub sse_buffer: usize,
+    /// How often an idle stream sends a heartbeat comment, in milliseconds.
+    pub heartbeat_ms: u64,
+    /// How often the event tail looks for new events, in milliseconds.
+    pub tail_poll_ms: u64,
+    /// Run workers in this process.
+    pub workers: bool,
+    pub worker: WorkerOptions,
+}
+
+impl Default for ServerOptions {
+    fn default() -> Self {
+        ServerOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
+            body_limit: 1024 * 1024,
+            max_page: 200,
+            sse_buffer: 256,
+            heartbeat_ms: 15_000,
+            tail_poll_ms: 50,
+            workers: true,
+            worker: WorkerOptions::default(),
+        }
+    }
+}
+
+/// A template the server loaded at start (from `--templates` folders or the built-ins). Every
+/// tenant can run it; a tenant's own registered template of the same name comes first.
+#[derive(Debug, Clone)]
+pub struct SharedTemplate {
+    pub plan: Arc<Plan>,
+    pub base_dir: Option<String>,
+}
+
+/// What every handler shares. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn ServerStore>,
+    pub engine: Engine,
+    pub hub: Hub,
+    pub options: Arc<ServerOptions>,
+    pub shared: Arc<HashMap<String, SharedTemplate>>,
+    /// Registered templates' plans by digest, so each loads once per process.
+    pub plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
+}
+
+pub struct Server {
+    state: AppState,
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "weft", description = "A durable workflow engine for AI-agent tool chains."),
+    modifiers(&BearerAuth),
+    tags((name = "runs"), (name = "templates"), (name = "service"))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wft_ak_...")
+                    .build(),
+            ),
+        );
+    }
+}
+
+impl Server {
+    pub fn new(
+        store: Arc<dyn ServerStore>,
+        engine: Engine,
+        options: ServerOptions,
+        shared: Vec<SharedTemplate>,
+    ) -> Self {
+        let hub = Hub::new(options.sse_buffer);
+        let shared = shared
+            .into_iter()
+            .map(|t| (t.plan.name.clone(), t))
+            .collect();
+        Server {
+            state: AppState {
+                store,
+                engine,
+                hub,
+                options: Arc::new(options),
+                shared: Arc::new(shared),
+                plans: Arc::default(),
+            },
+        }
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Every API route, with its OpenAPI description. Tests enumerate this list.
+    pub fn routes(&self) -> OpenApiRouter<AppState> {
+        use api::{runs, templates};
+        OpenApiRouter::with_openapi(ApiDoc::openapi())
+            .routes(routes!(runs::create_run, runs::list_runs))
+            .routes(routes!(runs::get_run))
+            .routes(routes!(runs::cancel_run))
+            .routes(routes!(runs::resume_run))
+            .routes(routes!(runs::create_stream_ticket))
+            .routes(routes!(events::stream_events))
+            .routes(routes!(
+                templates::register_template,
+                templates::list_templates
+            ))
+            .routes(routes!(templates::get_template))
+            .routes(routes!(api::healthz))
+            .routes(routes!(metrics::render))
+    }
+
+    /// The OpenAPI document of [`Server::routes`].
+    pub fn openapi(&self) -> utoipa::openapi::OpenApi {
+        self.routes().split_for_parts().1
+    }
+
+    /// The whole application: API, `/openapi.json`, UI, limits and problem fallbacks.
+    pub fn router(&self) -> Router {
+        let (api, doc) = self.routes().split_for_parts();
+        let doc = Arc::new(doc);
+        api.route(
+            "/openapi.json",
+            axum::routing::get(move || {
+                let doc = doc.clone();
+                async move { axum::Json(doc.as_ref().clone()) }
+            }),
+        )
+        .merge(ui::routes())
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(DefaultBodyLimit::max(self.state.options.body_limit))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(self.state.clone())
+    }
+
+    /// Serves on `listener` until `shutdown` fires, with the event tail, the metrics upkeep
+    /// and (unless disabled) a worker running beside it.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        let mut tasks = tokio::task::JoinSet::new();
+        let poll = Duration::from_millis(self.state.options.tail_poll_ms.max(1));
+        tasks.spawn(
+            self.state
+                .hub
+                .clone()
+                .tail(self.state.store.clone(), poll, shutdown.clone()),
+        );
+        tasks.spawn(metrics::upkeep(shutdown.clone()));
+        if self.state.options.workers {
+            let worker = self.state.engine.worker(WorkerOptions {
+                only_runs: None,
+                ..self.state.options.worker.clone()
+            });
+            let stop = shutdown.clone();
+            tasks.spawn(async move {
+                if let Err(error) = worker.run(stop).await {
+                    tracing::error!(%error, "Worker stopped.");
+                }
+            });
+        }
+        let app = self.router();
+        let stop = shutdown.clone();
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { stop.cancelled().await })
+            .await;
+        shutdown.cancel();
+        while tasks.join_next().await.is_some() {}
+        served
+    }
+}

@@ -1,0 +1,202 @@
+//! Errors as RFC 9457 problem details, each with a stable `code` a client can match on.
+//!
+//! Every handler returns `Result<_, Problem>`, so no error reaches a client as bare text. The
+//! `detail` says what to do next; it never holds a secret (keys and tickets are checked by
+//! hash and never echoed back).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// The closed set of problems the API answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Unauthorized,
+    NotFound,
+    BadRequest,
+    Validation,
+    IdempotencyConflict,
+    TemplateInvalid,
+    TemplateVersionConflict,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RunNotResumable,
+    MethodNotAllowed,
+    Unavailable,
+    Internal,
+}
+
+impl Kind {
+    pub fn code(self) -> &'static str {
+        match self {
+            Kind::Unauthorized => "WEFT-E201",
+            Kind::NotFound => "WEFT-E202",
+            Kind::BadRequest => "WEFT-E203",
+            Kind::Validation => "WEFT-E204",
+            Kind::IdempotencyConflict => "WEFT-E205",
+            Kind::TemplateInvalid => "WEFT-E206",
+            Kind::TemplateVersionConflict => "WEFT-E207",
+            Kind::PayloadTooLarge => "WEFT-E208",
+            Kind::UnsupportedMediaType => "WEFT-E209",
+            Kind::RunNotResumable => "WEFT-E210",
+            Kind::MethodNotAllowed => "WEFT-E211",
+            Kind::Unavailable => "WEFT-E212",
+            Kind::Internal => "WEFT-E299",
+        }
+    }
+
+    fn slug(self) -> &'static str {
+        match self {
+            Kind::Unauthorized => "unauthorized",
+            Kind::NotFound => "not-found",
+            Kind::BadRequest => "bad-request",
+            Kind::Validation => "validation",
+            Kind::IdempotencyConflict => "idempotency-conflict",
+            Kind::TemplateInvalid => "template-invalid",
+            Kind::TemplateVersionConflict => "template-version-conflict",
+            Kind::PayloadTooLarge => "payload-too-large",
+            Kind::UnsupportedMediaType => "unsupported-media-type",
+            Kind::RunNotResumable => "run-not-resumable",
+            Kind::MethodNotAllowed => "method-not-allowed",
+            Kind::Unavailable => "unavailable",
+            Kind::Internal => "internal",
+        }
+    }
+
+    fn title(self) -> &'static str {
+        match self {
+            Kind::Unauthorized => "Missing or invalid API key",
+            Kind::NotFound => "Not found",
+            Kind::BadRequest => "Malformed request",
+            Kind::Validation => "Invalid request",
+            Kind::IdempotencyConflict => "Idempotency key reused with another request",
+            Kind::TemplateInvalid => "Template does not validate",
+            Kind::TemplateVersionConflict => "Template version already registered",
+            Kind::PayloadTooLarge => "Request body too large",
+            Kind::UnsupportedMediaType => "Unsupported content type",
+            Kind::RunNotResumable => "Run cannot be resumed",
+            Kind::MethodNotAllowed => "Method not allowed",
+            Kind::Unavailable => "Temporarily unavailable",
+            Kind::Internal => "Internal error",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::NotFound => StatusCode::NOT_FOUND,
+            Kind::BadRequest => StatusCode::BAD_REQUEST,
+            Kind::Validation | Kind::TemplateInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Kind::IdempotencyConflict | Kind::TemplateVersionConflict | Kind::RunNotResumable => {
+                StatusCode::CONFLICT
+            }
+            Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One field that is wrong, by its path in the request (`inputs.state`, `limit`).
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+/// A template problem at FILE:LINE:COL, as `weft validate` prints it.
+#[derive(Debug, Clone, Serialize, ToSchema, PartialEq)]
+pub struct DiagnosticBody {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub code: String,
+    pub message: String,
+}
+
+/// An RFC 9457 problem details document (`application/problem+json`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Problem {
+    /// A URI naming the kind of problem.
+    #[serde(rename = "type")]
+    pub type_uri: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The stable code (`WEFT-E2xx`): match on this, not on the text.
+    pub code: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diagnostics: Vec<DiagnosticBody>,
+    #[serde(skip)]
+    pub kind: Option<Kind>,
+}
+
+impl Problem {
+    pub fn new(kind: Kind, detail: impl Into<String>) -> Self {
+        Problem {
+            type_uri: format!("https://weft.dev/problems/{}", kind.slug()),
+            title: kind.title().into(),
+            status: kind.status().as_u16(),
+            detail: detail.into(),
+            code: kind.code().into(),
+            errors: Vec::new(),
+            diagnostics: Vec::new(),
+            kind: Some(kind),
+        }
+    }
+
+    pub fn not_found(what: &str, id: &str) -> Self {
+        Problem::new(Kind::NotFound, format!("no {what} `{id}`"))
+    }
+
+    pub fn field(kind: Kind, field: impl Into<String>, message: impl Into<String>) -> Self {
+        let field = field.into();
+        let message = message.into();
+        let mut p = Problem::new(kind, format!("`{field}`: {message}"));
+        p.errors.push(FieldError { field, message });
+        p
+    }
+
+    pub fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "Request failed.");
+        Problem::new(Kind::Internal, "the server failed; the error is in its log")
+    }
+}
+
+impl From<weft_store::Error> for Problem {
+    fn from(e: weft_store::Error) -> Self {
+        if e.is_transient() {
+            tracing::warn!(error = %e, "Store busy.");
+            Problem::new(Kind::Unavailable, "the store is busy; try again")
+        } else {
+            Problem::internal(e)
+        }
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self
+            .kind
+            .map(Kind::status)
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self).unwrap_or_default();
+        let mut res = (status, body).into_response();
+        res.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        res
+    }
+}
+
+pub type ApiResult<T> = Result<T, Problem>;

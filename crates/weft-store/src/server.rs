@@ -1,0 +1,110 @@
+//! What `weft serve` keeps besides runs: tenants, API keys, registered templates, stream
+//! tickets, and a tail of the whole event log for live streams and metrics.
+//!
+//! These are separate small traits so the engine never sees them (it knows nothing of
+//! tenants' keys), and so every backend implements the same contract: SQLite in
+//! `sqlite_server.rs`, PostgreSQL mirroring the tables of `migrations/sqlite/0002_server.sql`.
+//! Secrets are never stored: keys and tickets arrive here already hashed (SHA-256, hex).
+
+use async_trait::async_trait;
+use serde::Serialize;
+
+use crate::{Event, Result, Store};
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Tenant {
+    pub name: String,
+    pub created_at: i64,
+}
+
+/// An API key as stored: its hash, never the key.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ApiKey {
+    pub id: String,
+    pub tenant: String,
+    pub label: String,
+    #[serde(skip)]
+    pub hash: String,
+    /// The first characters of the key, to tell keys apart in a list.
+    pub prefix: String,
+    pub created_at: i64,
+    pub revoked_at: Option<i64>,
+}
+
+/// One version of a template registered through the API.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TemplateRecord {
+    pub tenant: String,
+    pub name: String,
+    pub version: String,
+    pub digest: String,
+    pub source: String,
+    pub description: Option<String>,
+    pub created_at: i64,
+}
+
+/// What registering a template version did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum PutTemplate {
+    Created(TemplateRecord),
+    /// The same body was already registered under this version.
+    Unchanged(TemplateRecord),
+    /// Another body is registered under this version; it stays.
+    Conflict(TemplateRecord),
+}
+
+/// A read-only, single-use permission to stream one run's events.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StreamTicket {
+    pub hash: String,
+    pub tenant: String,
+    pub run_id: String,
+    pub expires_at: i64,
+}
+
+#[async_trait]
+pub trait AuthStore: Send + Sync {
+    /// Creates a tenant; `false` if one with this name exists.
+    async fn create_tenant(&self, name: &str) -> Result<bool>;
+    async fn tenants(&self) -> Result<Vec<Tenant>>;
+    async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
+    async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
+    /// Revokes a key of `tenant` by id; `false` if there is no such live key.
+    async fn revoke_api_key(&self, tenant: &str, id: &str) -> Result<bool>;
+    /// The live key with this hash, if any.
+    async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKey>>;
+    async fn insert_ticket(&self, ticket: &StreamTicket) -> Result<()>;
+    /// Uses up a ticket: returns it if it existed, was unused and unexpired at `now`.
+    async fn take_ticket(&self, hash: &str, now: i64) -> Result<Option<StreamTicket>>;
+}
+
+#[async_trait]
+pub trait TemplateStore: Send + Sync {
+    /// Registers a version unless another body holds it already.
+    async fn put_template(&self, record: &TemplateRecord) -> Result<PutTemplate>;
+    /// Every registered version of `tenant`, by name then oldest first.
+    async fn templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
+    /// One version, or the newest registered one when `version` is `None`.
+    async fn template(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<Option<TemplateRecord>>;
+}
+
+#[async_trait]
+pub trait EventFeed: Send + Sync {
+    /// Events of every run with `seq > after`, oldest first: the tail that live streams follow.
+    async fn events_since(&self, after: i64, limit: u32) -> Result<Vec<Event>>;
+    /// The highest event `seq` so far (0 when there is none).
+    async fn last_event_seq(&self) -> Result<i64>;
+    /// Tasks by queue state: (queued, running), for the queue-depth and in-flight gauges.
+    async fn task_counts(&self) -> Result<(i64, i64)>;
+    /// Runs of every tenant counted by (template, status), for the runs gauge.
+    async fn run_counts(&self) -> Result<Vec<(String, String, i64)>>;
+}
+
+/// Everything the server needs from one backend.
+pub trait ServerStore: Store + AuthStore + TemplateStore + EventFeed {}
+impl<T: Store + AuthStore + TemplateStore + EventFeed> ServerStore for T {}

@@ -1,0 +1,181 @@
+//! `weft serve`: the HTTP API, the web UI and the workers in one process.
+//!
+//! On first start with no tenant it creates tenant `default` and writes its admin key to
+//! `admin.key` beside the store (mode 0600), printing where the key is, never the key.
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use tokio_util::sync::CancellationToken;
+use weft_engine::{Engine, WorkerOptions};
+use weft_server::{Server, ServerOptions, SharedTemplate};
+use weft_store::server::AuthStore;
+use weft_store::sqlite::{Durability, SqliteStore};
+
+use crate::app::{App, usage};
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Where to listen. Loopback by default; anything else exposes the API to the network.
+    #[arg(long, default_value = "127.0.0.1:8420")]
+    pub listen: SocketAddr,
+    /// A folder of templates every tenant may run (besides ./templates and the built-ins).
+    /// Repeatable.
+    #[arg(long = "templates", value_name = "DIR")]
+    pub templates: Vec<PathBuf>,
+    /// Most tool calls in flight at once (default 5, or `concurrency` in weft.toml).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// The largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub body_limit: usize,
+}
+
+/// Opens the store as the server needs it: with tenants, keys and templates.
+pub async fn server_store(app: &App) -> anyhow::Result<Arc<SqliteStore>> {
+    if let Some(db) = &app.global.db
+        && (db.starts_with("postgres://") || db.starts_with("postgresql://"))
+    {
+        return Err(usage(
+            "`weft serve` runs on a SQLite store in this build; use a SQLite file path",
+        ));
+    }
+    let durability = match app
+        .global
+        .durability
+        .as_deref()
+        .or(app.config.durability.as_deref())
+    {
+        Some("relaxed") => Durability::Relaxed,
+        _ => Durability::Full,
+    };
+    let path = app.db_path();
+    let store = SqliteStore::open(&path, durability)
+        .await
+        .with_context(|| format!("cannot open the store at {}", path.display()))?;
+    Ok(Arc::new(store))
+}
+
+/// Templates every tenant may run: the folders' valid templates, then the built-ins.
+fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTemplate> {
+    let mut dirs = vec![PathBuf::from("templates")];
+    dirs.extend(app.config.templates.iter().cloned());
+    dirs.extend(extra.iter().cloned());
+    let mut out: Vec<SharedTemplate> = Vec::new();
+    for dir in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            if extra.contains(&dir) {
+                eprintln!("warning: cannot read the template folder {}", dir.display());
+            }
+            continue;
+        };
+        let mut paths: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+            .collect();
+        paths.sort();
+        for path in paths {
+            match weft_core::load::load_file(&path, &*app.tools) {
+                Ok(plan) if out.iter().all(|t| t.plan.name != plan.name) => {
+                    out.push(SharedTemplate {
+                        plan: Arc::new(plan),
+                        base_dir: path
+                            .canonicalize()
+                            .ok()
+                            .and_then(|p| p.parent().map(|d| d.display().to_string())),
+                    })
+                }
+                Ok(_) => {}
+                Err(d) => eprintln!("warning: skipping an invalid template:\n{d}"),
+            }
+        }
+    }
+    for name in ["hello"] {
+        if let Some((file, source)) = crate::commands::templates::builtin(name)
+            && out.iter().all(|t| t.plan.name != name)
+            && let Ok(plan) = weft_core::load::load_str(source, file, None, &*app.tools)
+        {
+            out.push(SharedTemplate {
+                plan: Arc::new(plan),
+                base_dir: None,
+            });
+        }
+    }
+    out
+}
+
+/// Writes a secret to a new file only its owner can read.
+fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)?;
+    }
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    writeln!(file, "{secret}")?;
+    Ok(())
+}
+
+/// With no tenant yet, creates `default` and puts its admin key in a file.
+async fn bootstrap(app: &App, store: &SqliteStore) -> anyhow::Result<()> {
+    if !store.tenants().await?.is_empty() {
+        return Ok(());
+    }
+    store.create_tenant("default").await?;
+    let (_, secret) = weft_server::auth::create_key(store, "default", "admin").await?;
+    let path = app
+        .db_path()
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+        .join("admin.key");
+    write_secret(&path, &secret)?;
+    eprintln!(
+        "created tenant `default`; its admin API key is in {} (readable by you only)",
+        path.display()
+    );
+    Ok(())
+}
+
+pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let store = server_store(app).await?;
+    bootstrap(app, &store).await?;
+    let engine = Engine::new(store.clone(), app.tools.clone());
+    let options = ServerOptions {
+        listen: args.listen,
+        body_limit: args.body_limit,
+        worker: WorkerOptions {
+            concurrency: app.concurrency(args.concurrency),
+            ..WorkerOptions::default()
+        },
+        ..ServerOptions::default()
+    };
+    let shared = shared_templates(app, &args.templates);
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let addr = listener.local_addr()?;
+    eprintln!(
+        "weft serving http://{addr} (store {}, {} shared template(s)); Ctrl-C stops",
+        weft_store::Store::describe(store.as_ref()),
+        shared.len()
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        let _ = tokio::signal::ctrl_c().await;
+        stop.cancel();
+    });
+    let server = Server::new(store, engine, options, shared);
+    server.run(listener, shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
