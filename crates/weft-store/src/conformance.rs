@@ -35,6 +35,7 @@ macro_rules! conformance_tests {
             tx_dropped_without_commit_rolls_back,
             claim_leases_ready_tasks,
             claim_honours_step_concurrency,
+            next_ready_at_ignores_tasks_already_due,
             claim_skips_runs_and_steps_not_running,
             concurrent_claims_never_share_a_task,
             concurrent_claims_respect_the_cap,
@@ -481,6 +482,25 @@ pub async fn claim_honours_step_concurrency(store: Arc<dyn Store>) {
     let next = claim(&store, "w2", 10, 60_000, None).await;
     assert_eq!(next.len(), 1, "a finished task frees one slot");
     assert_eq!(next[0].step_id, "capped");
+}
+
+/// Regression: `next_ready_at` named tasks that were due but held back by a cap, so a worker
+/// with free slots saw "ready now" on every turn and spun.
+pub async fn next_ready_at_ignores_tasks_already_due(store: Arc<dyn Store>) {
+    running_run(&store, "run_n", &[("s", Some(1))]).await;
+    queue_items(&store, "run_n", "s", 3).await;
+    assert_eq!(claim(&store, "w", 5, 60_000, None).await.len(), 1);
+    let mut tx = begin(&store).await;
+    assert_eq!(
+        tx.next_ready_at(None).await.expect("next"),
+        None,
+        "due tasks are not waiting"
+    );
+    let later = tx.now() + 60_000;
+    tx.insert_tasks(&[new_task("run_n", "s", Some(9), later)])
+        .await
+        .expect("insert");
+    assert_eq!(tx.next_ready_at(None).await.expect("next"), Some(later));
 }
 
 /// Only tasks of running steps of running runs are claimed.

@@ -1,7 +1,7 @@
 //! Durable state: runs, steps, the task queue, the event log and the step cache.
 //!
-//! [`Store`] is the contract every backend implements — SQLite embedded now, PostgreSQL next —
-//! and `conformance` is the one suite that checks a backend against it. All writes go through a
+//! [`Store`] is the contract every backend implements — SQLite embedded, PostgreSQL shared by
+//! many processes — and `conformance` is the one suite that checks a backend against it. All writes go through a
 //! [`Tx`]: the engine records a task's result, its step's new state, the next tasks and their
 //! events in one transaction, so they commit together or not at all.
 //!
@@ -13,10 +13,11 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod conformance;
+pub mod memory;
+pub mod postgres;
 mod records;
-pub mod server;
 pub mod sqlite;
-mod sqlite_server;
+mod sqlite_memory;
 
 pub use records::*;
 pub use weft_core::orchestrator::{RunStatus, StepStatus};
@@ -40,12 +41,21 @@ impl Error {
         match self {
             Error::Db(sqlx::Error::Database(e)) => {
                 let code = e.code().unwrap_or_default();
-                // SQLITE_BUSY (5), SQLITE_LOCKED (6); PostgreSQL serialization/deadlock.
-                matches!(code.as_ref(), "5" | "6" | "517" | "40001" | "40P01")
+                // SQLITE_BUSY (5), SQLITE_LOCKED (6); PostgreSQL serialization/deadlock, a
+                // server shutting down or starting up, and lost connections (class 08).
+                matches!(
+                    code.as_ref(),
+                    "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
+                ) || code.starts_with("08")
             }
-            Error::Db(sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
-                true
-            }
+            Error::Db(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::Protocol(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed,
+            ) => true,
             _ => false,
         }
     }
@@ -82,6 +92,12 @@ pub trait Store: Send + Sync + 'static {
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>>;
     /// The store's clock, in milliseconds since the Unix epoch. Leases use this clock only.
     async fn now(&self) -> Result<i64>;
+    /// Returns when another process may have queued work, or after `timeout` at the latest.
+    /// Workers call it between turns. The default suits a store that only one process
+    /// writes to: it waits out the timeout (in-process wake-ups go through the engine).
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
     /// A short name for messages (`sqlite:.weft/weft.db`).
     fn describe(&self) -> String;
 }
@@ -105,8 +121,13 @@ pub trait Tx: Send {
     async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>>;
     async fn update_step(&mut self, step: &StepRow) -> Result<()>;
     /// Adds to a fan-out step's done/failed counters.
-    async fn count_items(&mut self, run_id: &str, step_id: &str, done: i64, failed: i64)
-    -> Result<()>;
+    async fn count_items(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        done: i64,
+        failed: i64,
+    ) -> Result<()>;
 
     // Tasks.
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()>;
@@ -145,13 +166,20 @@ pub trait Tx: Send {
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64>;
     /// Extends the leases of `owner`'s running tasks; returns the ids still running under it.
     async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>>;
-    /// When the earliest queued task becomes ready, if any is waiting.
+    /// When the earliest queued task that is not ready yet (`not_before` after now) becomes
+    /// ready. Tasks already due but held back by a concurrency cap are not "waiting": naming
+    /// them would make a worker spin.
     async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>>;
 
     // Cache.
     async fn cache_get(&mut self, key: &str) -> Result<Option<Value>>;
-    async fn cache_put(&mut self, key: &str, tenant: &str, output: &Value, expires_at: i64)
-    -> Result<()>;
+    async fn cache_put(
+        &mut self,
+        key: &str,
+        tenant: &str,
+        output: &Value,
+        expires_at: i64,
+    ) -> Result<()>;
 
     // Events.
     async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;

@@ -687,7 +687,9 @@ impl Tx for SqliteTx {
     }
 
     async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
-        let mut sql = String::from("SELECT MIN(not_before) FROM tasks WHERE status = 'queued'");
+        let mut sql = String::from(
+            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued' AND not_before > ?",
+        );
         if let Some(runs) = only_runs {
             if runs.is_empty() {
                 return Ok(None);
@@ -696,7 +698,7 @@ impl Tx for SqliteTx {
             sql.push_str(&vec!["?"; runs.len()].join(","));
             sql.push(')');
         }
-        let mut q = sqlx::query_scalar(AssertSqlSafe(sql));
+        let mut q = sqlx::query_scalar(AssertSqlSafe(sql)).bind(self.now);
         if let Some(runs) = only_runs {
             for r in runs {
                 q = q.bind(r);
