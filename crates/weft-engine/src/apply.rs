@@ -17,7 +17,7 @@ use weft_store::{
 use crate::{Engine, Result};
 
 /// The end of one attempt, as a worker reports it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(crate) struct Completion {
     pub task_id: i64,
     pub run_id: String,
@@ -115,7 +115,9 @@ impl Engine {
         batch: Vec<Completion>,
         random01: &mut (dyn FnMut() -> f64 + Send),
     ) -> Result<Vec<String>> {
-        let mut by_run: HashMap<String, Vec<Completion>> = HashMap::new();
+        // Runs are locked in id order, so two workers never wait on each other in a cycle.
+        let mut by_run: std::collections::BTreeMap<String, Vec<Completion>> =
+            std::collections::BTreeMap::new();
         for c in batch {
             by_run.entry(c.run_id.clone()).or_default().push(c);
         }
@@ -334,6 +336,8 @@ impl Engine {
                             json!({"tool": spec.tool(), "items": s.items_total,
                                    "inline": inline}),
                         ));
+                        // One lookup per step, not per item.
+                        let tool = spec.tool().and_then(|name| tools.get(name));
                         let mut done_now = 0u32;
                         let mut failed_now = 0u32;
                         let mut first_error = None;
@@ -350,8 +354,7 @@ impl Engine {
                                 cache_key: None,
                                 done: None,
                             };
-                            let tool = tools.get(&t.tool);
-                            if let (Some(_), Some(tool)) = (spec.cache_ttl, tool) {
+                            if let (Some(_), Some(tool)) = (spec.cache_ttl, tool.as_ref()) {
                                 let key =
                                     cache_key(&t.tool, tool.version(), &new.input, &run.tenant);
                                 if let Some(hit) = tx.cache_get(&key).await? {
@@ -370,11 +373,12 @@ impl Engine {
                                 new.cache_key = Some(key);
                             }
                             if new.done.is_none() && inline {
-                                let result = match tool.and_then(|tool| tool.call_pure(&new.input))
-                                {
-                                    Some(r) => r.map_err(|e| e.to_string()),
-                                    None => Err(format!("tool `{}` cannot run inline", t.tool)),
-                                };
+                                let result =
+                                    match tool.as_ref().and_then(|tool| tool.call_pure(&new.input))
+                                    {
+                                        Some(r) => r.map_err(|e| e.to_string()),
+                                        None => Err(format!("tool `{}` cannot run inline", t.tool)),
+                                    };
                                 new.done = Some(match result {
                                     Ok(v) => (TaskStatus::Succeeded, v, None, false),
                                     Err(e) => (TaskStatus::Failed, Value::Null, Some(e), false),

@@ -32,6 +32,11 @@ pub struct WorkerOptions {
     /// How often to look for work that another process queued (a backstop for wake-ups).
     #[serde(with = "humantime_serde_ms")]
     pub poll: Duration,
+    /// At shutdown, how long running tool calls may take to finish and commit before the
+    /// rest are stopped and handed back to the queue. Zero stops them at once and leaves
+    /// their leases to lapse.
+    #[serde(with = "humantime_serde_ms")]
+    pub grace: Duration,
 }
 
 mod humantime_serde_ms {
@@ -52,6 +57,7 @@ impl Default for WorkerOptions {
             lease: Duration::from_secs(30),
             only_runs: None,
             poll: Duration::from_secs(1),
+            grace: Duration::ZERO,
         }
     }
 }
@@ -98,6 +104,7 @@ pub struct Worker {
 
 struct InFlight {
     cancel: CancellationToken,
+    task: Task,
 }
 
 impl Engine {
@@ -139,8 +146,11 @@ impl Worker {
         // Set by a wake-up: a run may have been cancelled, so check our leases at once.
         let mut check_leases = false;
 
+        // Results whose commit failed on a transient error, tried again next turn.
+        let mut carry: Vec<Completion> = Vec::new();
+
         loop {
-            let mut batch = Vec::new();
+            let mut batch = std::mem::take(&mut carry);
             while let Ok(c) = done_rx.try_recv() {
                 in_flight.remove(&c.task_id);
                 batch.push(c);
@@ -173,7 +183,7 @@ impl Worker {
                         look_for_work = true;
                         check_leases = true;
                     }
-                    _ = tokio::time::sleep(wait) => { look_for_work = true; }
+                    _ = engine.store().wait_for_work(wait) => { look_for_work = true; }
                 }
                 while let Ok(c) = done_rx.try_recv() {
                     in_flight.remove(&c.task_id);
@@ -185,6 +195,7 @@ impl Worker {
             }
             let free = capacity.saturating_sub(in_flight.len());
             let claim_now = free > 0 && (look_for_work || !batch.is_empty() || ready_due);
+            let kept = batch.clone();
             let result = turn(
                 &engine,
                 &id,
@@ -203,8 +214,18 @@ impl Worker {
             let outcome = match result {
                 Ok(o) => o,
                 Err(e) => {
-                    // The batch is lost from memory but not from the store: the tasks are still
-                    // leased to us and come back when their lease lapses.
+                    // A transient failure (a lost connection, a deadlock) keeps the results
+                    // for the next turn; fencing refuses any whose lease lapsed meanwhile.
+                    if e.is_transient() {
+                        carry = kept;
+                    }
+                    // Fail-closed: without a renewal for a whole lease, our leases may be
+                    // someone else's now, so the calls stop.
+                    if last_heartbeat.elapsed() >= options.lease {
+                        for f in in_flight.values() {
+                            f.cancel.cancel();
+                        }
+                    }
                     tracing::error!(error = %e, "Worker turn failed; retrying shortly.");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     continue;
@@ -228,11 +249,13 @@ impl Worker {
             next_ready = outcome.next_ready;
             look_for_work = claim_now && outcome.claimed.len() == free;
             for task in outcome.claimed {
-                let cancel = shutdown.child_token();
+                // Not a child of `shutdown`: a graceful stop lets running calls finish.
+                let cancel = CancellationToken::new();
                 in_flight.insert(
                     task.id,
                     InFlight {
                         cancel: cancel.clone(),
+                        task: task.clone(),
                     },
                 );
                 let engine = engine.clone();
@@ -244,11 +267,122 @@ impl Worker {
                 });
             }
         }
+        let graceful = !options.grace.is_zero();
+        if graceful {
+            let mut drain = Drain {
+                engine: &engine,
+                owner: &id,
+                in_flight: &mut in_flight,
+                done_rx: &mut done_rx,
+                lease_ms,
+                heartbeat_every,
+            };
+            drain.run(carry, options.grace, &mut random01).await;
+        }
         for f in in_flight.values() {
             f.cancel.cancel();
         }
         calls.shutdown().await;
+        if graceful {
+            release(&engine, &in_flight).await;
+        }
         Ok(())
+    }
+}
+
+/// A graceful stop: no more claims, running calls get `grace` to finish and commit.
+struct Drain<'a> {
+    engine: &'a Engine,
+    owner: &'a str,
+    in_flight: &'a mut HashMap<i64, InFlight>,
+    done_rx: &'a mut mpsc::Receiver<Completion>,
+    lease_ms: i64,
+    heartbeat_every: Duration,
+}
+
+impl Drain<'_> {
+    async fn run(
+        &mut self,
+        mut batch: Vec<Completion>,
+        grace: Duration,
+        random01: &mut (dyn FnMut() -> f64 + Send),
+    ) {
+        let deadline = tokio::time::Instant::now() + grace;
+        loop {
+            if batch.is_empty() {
+                if self.in_flight.is_empty() {
+                    break;
+                }
+                tokio::select! {
+                    c = self.done_rx.recv() => match c {
+                        Some(c) => {
+                            self.in_flight.remove(&c.task_id);
+                            batch.push(c);
+                        }
+                        None => break,
+                    },
+                    _ = tokio::time::sleep_until(deadline) => break,
+                    // Time to renew the leases of what is still running.
+                    _ = tokio::time::sleep(self.heartbeat_every) => {}
+                }
+                while let Ok(c) = self.done_rx.try_recv() {
+                    self.in_flight.remove(&c.task_id);
+                    batch.push(c);
+                }
+            }
+            let plan = TurnPlan {
+                batch: batch.clone(),
+                claim: 0,
+                lease_ms: self.lease_ms,
+                heartbeat: !self.in_flight.is_empty(),
+                reclaim: false,
+                only_runs: None,
+            };
+            match turn(self.engine, self.owner, plan, random01).await {
+                Ok(_) => batch.clear(),
+                Err(e) => {
+                    tracing::warn!(error = %e, "Could not commit results while stopping.");
+                    if !e.is_transient() || tokio::time::Instant::now() >= deadline {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Hands the tasks whose calls a graceful stop cut short back to the queue at once, as their
+/// next attempt, rather than leaving them until their leases lapse.
+async fn release(engine: &Engine, in_flight: &HashMap<i64, InFlight>) {
+    if in_flight.is_empty() {
+        return;
+    }
+    let released = async {
+        let mut tx = engine.store().begin().await?;
+        let mut events = Vec::new();
+        for f in in_flight.values() {
+            let t = &f.task;
+            if tx.reclaim_task(t.id, t.attempt).await? {
+                events.push(weft_store::NewEvent {
+                    run_id: t.run_id.clone(),
+                    kind: "task.retrying".into(),
+                    step_id: Some(t.step_id.clone()),
+                    item: t.item,
+                    attempt: Some(t.attempt),
+                    data: serde_json::json!({"reason": "shutdown", "delay_ms": 0,
+                        "error": "the worker stopped before the call finished",
+                        "next_attempt": t.attempt + 1}),
+                });
+            }
+        }
+        tx.append_events(&events).await?;
+        tx.commit().await?;
+        Ok::<_, crate::Error>(events.len())
+    };
+    match released.await {
+        Ok(n) => tracing::info!(tasks = n, "Released unfinished tasks at shutdown."),
+        Err(error) => tracing::warn!(%error, "Could not release tasks; their leases will lapse."),
     }
 }
 
@@ -393,7 +527,7 @@ async fn attempt(
         transient: false,
         reason: "error",
     };
-    let Some(tool) = engine.tools().get(&task.tool).cloned() else {
+    let Some(tool) = engine.tools().get(&task.tool) else {
         return Err(permanent(format!("unknown tool `{}`", task.tool)));
     };
     let run = engine
