@@ -116,7 +116,8 @@ impl Hub {
             .unwrap_or(0)
     }
 
-    fn publish(&self, events: &[Event]) {
+    /// Hands events to their runs' subscribers; one whose buffer is full is dropped.
+    pub fn publish(&self, events: &[Event]) {
         let Ok(mut subs) = self.inner.subscribers.lock() else {
             return;
         };

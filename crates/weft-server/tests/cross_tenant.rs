@@ -1,0 +1,158 @@
+//! Every route, asked by another tenant about tenant alpha's records, answers exactly as for
+//! a record that does not exist. The routes come from the router itself, so a new route
+//! without a case here fails this test.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use serde_json::json;
+use weft_server::ServerOptions;
+
+#[tokio::test]
+async fn every_route_hides_other_tenants_records() {
+    let h = harness(ServerOptions::default()).await;
+    let yaml = "name: secret-plan\nversion: 1\nsteps:\n  - id: a\n    tool: sleep\n    with: { duration: 10s }\n";
+    let r = call(
+        &h,
+        "POST",
+        "/v1/templates",
+        Some(&h.key_a),
+        Some(("application/yaml", yaml)),
+    )
+    .await;
+    assert_eq!(r.status, 201);
+    let run = start_run(&h, &h.key_a, "secret-plan", json!({})).await;
+    let beta = Some(h.key_b.as_str());
+
+    // Routes that name a record: beta's answer for alpha's id must equal the answer for an id
+    // that exists nowhere, apart from the id itself.
+    let by_id: &[(&str, &str)] = &[
+        ("get", "/v1/runs/{id}"),
+        ("post", "/v1/runs/{id}/cancel"),
+        ("post", "/v1/runs/{id}/resume"),
+        ("post", "/v1/runs/{id}/stream-tickets"),
+        ("get", "/v1/runs/{id}/events"),
+        ("get", "/v1/templates/{name}"),
+    ];
+    // Routes without an id: each has its own check below.
+    let collections: &[(&str, &str)] = &[
+        ("get", "/v1/runs"),
+        ("post", "/v1/runs"),
+        ("get", "/v1/templates"),
+        ("post", "/v1/templates"),
+    ];
+    // Routes that hold no tenant's records.
+    let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics")];
+
+    let doc = serde_json::to_value(h.server.openapi()).unwrap();
+    let mut routes = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                routes.insert((method.clone(), path.clone()));
+            }
+        }
+    }
+    let covered: BTreeSet<_> = by_id
+        .iter()
+        .chain(collections)
+        .chain(public)
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        routes, covered,
+        "every route needs a cross-tenant case in this test"
+    );
+
+    for (method, path) in by_id {
+        let (theirs, missing) = if path.contains("{name}") {
+            ("secret-plan", "no-such-plan")
+        } else {
+            (run.as_str(), "run_00000000000000000000000000")
+        };
+        let method = method.to_uppercase();
+        let foreign = call(
+            &h,
+            &method,
+            &path.replace("{id}", theirs).replace("{name}", theirs),
+            beta,
+            None,
+        )
+        .await;
+        let absent = call(
+            &h,
+            &method,
+            &path.replace("{id}", missing).replace("{name}", missing),
+            beta,
+            None,
+        )
+        .await;
+        assert_eq!(foreign.status, 404, "{method} {path}: {:?}", foreign.body);
+        assert_eq!(absent.status, 404, "{method} {path}");
+        let same = foreign.body.to_string().replace(theirs, "X")
+            == absent.body.to_string().replace(missing, "X");
+        assert!(
+            same,
+            "{method} {path}: {:?} vs {:?}",
+            foreign.body, absent.body
+        );
+    }
+
+    // Alpha's run was not touched by beta's cancel.
+    let r = call(&h, "GET", &format!("/v1/runs/{run}"), Some(&h.key_a), None).await;
+    assert_eq!(r.body["status"], "running");
+
+    // Lists show only one's own.
+    let r = call(&h, "GET", "/v1/runs", beta, None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.to_string().contains(&run));
+    let r = call(&h, "GET", "/v1/templates", beta, None).await;
+    assert!(!r.body.to_string().contains("secret-plan"));
+    // Another tenant's template cannot be run.
+    let body = json!({"template": "secret-plan"}).to_string();
+    let r = call(
+        &h,
+        "POST",
+        "/v1/runs",
+        beta,
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert_eq!(r.status, 404);
+    // Registering the same name and version is beta's own template, not a conflict with alpha's.
+    let beta_yaml = yaml.replace("10s", "1s");
+    let r = call(
+        &h,
+        "POST",
+        "/v1/templates",
+        beta,
+        Some(("application/yaml", &beta_yaml)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let r = call(&h, "GET", "/v1/templates/secret-plan", Some(&h.key_a), None).await;
+    assert_eq!(r.body["versions"][0]["source"], yaml);
+
+    // A ticket is for one run: alpha's ticket does not open another run's stream.
+    let other = start_run(&h, &h.key_a, "steps", json!({})).await;
+    let t = call(
+        &h,
+        "POST",
+        &format!("/v1/runs/{run}/stream-tickets"),
+        Some(&h.key_a),
+        None,
+    )
+    .await;
+    let ticket = t.body["ticket"].as_str().unwrap();
+    let r = call(
+        &h,
+        "GET",
+        &format!("/v1/runs/{other}/events?ticket={ticket}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 404);
+}
