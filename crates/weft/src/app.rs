@@ -24,7 +24,7 @@ pub fn usage(msg: impl Into<String>) -> anyhow::Error {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// The store: a SQLite file path (default `.weft/weft.db`).
+    /// The store: a SQLite file path (default `.weft/weft.db`) or a `postgres://` URL.
     pub db: Option<String>,
     /// Most tool calls in flight at once (default 5).
     pub concurrency: Option<usize>,
@@ -55,7 +55,7 @@ impl Config {
 /// Global options shared by every command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Global {
-    /// The store: a SQLite file (default ./.weft/weft.db).
+    /// The store: a SQLite file (default ./.weft/weft.db) or postgres://user@host/db.
     #[arg(long, global = true, env = "WEFT_DB")]
     pub db: Option<String>,
     /// The configuration file (default ./weft.toml when it exists).
@@ -92,6 +92,12 @@ impl App {
         })
     }
 
+    /// The store's URL when it is PostgreSQL (`postgres://` or `postgresql://`).
+    pub fn postgres_url(&self) -> Option<String> {
+        let db = self.global.db.as_ref().or(self.config.db.as_ref())?;
+        (db.starts_with("postgres://") || db.starts_with("postgresql://")).then(|| db.clone())
+    }
+
     pub fn db_path(&self) -> PathBuf {
         let raw = self
             .global
@@ -105,14 +111,13 @@ impl App {
     }
 
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
-        let path = self.db_path();
-        if let Some(db) = &self.global.db
-            && (db.starts_with("postgres://") || db.starts_with("postgresql://"))
-        {
-            return Err(usage(
-                "PostgreSQL stores are not supported by this build yet; use a SQLite file path",
-            ));
+        if let Some(url) = self.postgres_url() {
+            let store = weft_store::postgres::PgStore::open(&url)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            return Ok(Arc::new(store));
         }
+        let path = self.db_path();
         let durability = match self
             .global
             .durability

@@ -9,10 +9,12 @@ use crate::app::{App, Global};
 mod keys;
 mod run;
 mod runs;
+mod runs_wait;
 mod serve;
 mod templates;
 mod tenants;
 mod validate;
+mod worker;
 
 /// weft — a durable workflow engine for AI-agent tool chains.
 #[derive(Debug, Parser)]
@@ -30,6 +32,9 @@ pub enum Command {
     Run(run::RunArgs),
     /// Check templates without running them; every problem as FILE:LINE:COL: CODE: message.
     Validate(validate::ValidateArgs),
+    /// Run tasks of every run in the store until stopped (SIGTERM finishes or hands back
+    /// running tasks); start several, on several machines, against one PostgreSQL.
+    Worker(worker::WorkerArgs),
     /// List, inspect, resume and cancel runs.
     #[command(subcommand)]
     Runs(runs::RunsCommand),
@@ -52,6 +57,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(args) => run::run(&app, args).await,
         Command::Validate(args) => validate::validate(&app, args),
         Command::Runs(cmd) => runs::runs(&app, cmd).await,
+        Command::Worker(args) => worker::worker(&app, args).await,
         Command::Templates(cmd) => templates::templates(&app, cmd),
         Command::Serve(args) => serve::serve(&app, args).await,
         Command::Tenants(cmd) => tenants::tenants(&app, cmd).await,

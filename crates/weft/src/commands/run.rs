@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Makes a repeated `weft run` with the same key return the first run.
     #[arg(long)]
     pub idempotency_key: Option<String>,
+    /// Only enqueue: print the run id and exit 0; `weft worker` processes run it and
+    /// `weft runs wait RUN` waits for its end.
+    #[arg(long)]
+    pub detach: bool,
 }
 
 /// Finds and loads a template: a path, then `NAME(.yaml|.yml)` in ./templates and the
@@ -115,6 +119,14 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
             weft_engine::Error::Invalid(m) => usage(m),
             other => anyhow::Error::new(other),
         })?;
+    if args.detach {
+        if app.global.json {
+            print_json(&run)?;
+        } else {
+            println!("{}", run.id);
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     drive(app, &engine, &run.id, args.concurrency).await
 }
 
@@ -143,7 +155,16 @@ pub async fn drive(
     shutdown.cancel();
     let _ = worker_task.await;
     watched?;
-    let store = engine.store();
+    report(app, engine.store().as_ref(), run_id).await
+}
+
+/// Prints a run's result as `weft run` does (`--json`: the run with its steps) and returns
+/// its exit code: 0 succeeded, 1 failed or cancelled, 130 not ended yet.
+pub async fn report(
+    app: &App,
+    store: &dyn weft_store::Store,
+    run_id: &str,
+) -> anyhow::Result<ExitCode> {
     let run = store
         .run("default", run_id)
         .await?

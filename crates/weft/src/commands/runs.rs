@@ -32,6 +32,9 @@ pub enum RunsCommand {
     },
     /// Cancel a run: queued work never starts, running tools are stopped.
     Cancel { run: String },
+    /// Wait until a run ends (workers run it), then print what `weft run` prints; the exit
+    /// code is `weft run`'s too.
+    Wait { run: String },
 }
 
 const TENANT: &str = "default";
@@ -164,6 +167,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .context("while driving the resumed run")
         }
+        RunsCommand::Wait { run } => crate::commands::runs_wait::wait(app, &*store, &run).await,
         RunsCommand::Cancel { run } => {
             let r = engine.cancel_run(TENANT, &run).await.map_err(|e| match e {
                 weft_engine::Error::RunNotFound(_) => usage(e.to_string()),

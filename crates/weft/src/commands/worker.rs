@@ -1,0 +1,80 @@
+//! `weft worker`: a process that only runs tasks, so one store can be served by many workers on
+//! many machines (PostgreSQL), or a `weft run --detach` can be finished by someone else.
+//!
+//! It claims from every run in the store, wakes on the store's notifications (LISTEN/NOTIFY on
+//! PostgreSQL) with a slow poll as a backstop, and stops gracefully on SIGTERM or SIGINT: no
+//! new claims, running calls get `--grace` to finish and commit, the rest go back to the queue.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use weft_engine::WorkerOptions;
+
+use crate::app::App;
+
+#[derive(Debug, clap::Args)]
+pub struct WorkerArgs {
+    /// Most tool calls in flight at once in this process (default 5, or `concurrency` in
+    /// weft.toml).
+    #[arg(long)]
+    pub concurrency: Option<usize>,
+    /// How long a task's lease lasts without a heartbeat (heartbeats come every third of it);
+    /// a worker that dies loses its tasks to others after this long.
+    #[arg(long, env = "WEFT_LEASE", default_value = "30s", value_parser = weft_core::duration::parse)]
+    pub lease: Duration,
+    /// After SIGTERM/SIGINT, how long running calls may take to finish before they are stopped
+    /// and handed back to the queue.
+    #[arg(long, default_value = "10s", value_parser = weft_core::duration::parse)]
+    pub grace: Duration,
+    /// How often to look at the queue without a notification (a backstop).
+    #[arg(long, default_value = "2s", value_parser = weft_core::duration::parse)]
+    pub poll: Duration,
+}
+
+pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
+    if args.lease < Duration::from_millis(30) {
+        return Err(crate::app::usage("--lease must be at least 30ms"));
+    }
+    let engine = app.engine().await?;
+    let worker = engine.worker(WorkerOptions {
+        concurrency: app.concurrency(args.concurrency),
+        lease: args.lease,
+        only_runs: None,
+        poll: args.poll,
+        grace: args.grace,
+    });
+    eprintln!(
+        "weft worker {} on {} (concurrency {}, lease {}); SIGTERM or Ctrl-C stops",
+        worker.id(),
+        engine.store().describe(),
+        app.concurrency(args.concurrency),
+        weft_core::duration::format(args.lease)
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        stop_signal().await;
+        eprintln!("stopping: no new tasks; running ones get the grace period");
+        stop.cancel();
+    });
+    worker.run(shutdown).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on the first SIGTERM or SIGINT.
+async fn stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(error) => {
+            tracing::warn!(%error, "Cannot watch SIGTERM; only Ctrl-C stops this worker.");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
