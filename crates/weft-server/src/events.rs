@@ -10,7 +10,6 @@
 //! skipping what the replay already sent (`seq` only grows).
 
 use std::collections::HashMap;
-use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -18,8 +17,8 @@ use std::time::Duration;
 use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::http::request::Parts;
+use axum::response::IntoResponse as _;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
-use futures::Stream;
 use tokio::sync::{Notify, mpsc};
 use tokio_util::sync::CancellationToken;
 use weft_store::Event;
@@ -251,7 +250,7 @@ pub async fn stream_events(
     Query(params): Query<HashMap<String, String>>,
     headers: HeaderMap,
     request: axum::extract::Request,
-) -> ApiResult<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>> {
+) -> ApiResult<axum::response::Response> {
     let (mut parts, _) = request.into_parts();
     for name in params.keys() {
         if name != "after" && name != "ticket" {
@@ -292,10 +291,21 @@ pub async fn stream_events(
     ));
     metrics::gauge!("weft_sse_streams").increment(1.0);
     let stream = futures::stream::unfold((rx, StreamGuard), |(mut rx, guard)| async move {
-        rx.recv().await.map(|e| (Ok(e), (rx, guard)))
+        rx.recv()
+            .await
+            .map(|e| (Ok::<_, std::convert::Infallible>(e), (rx, guard)))
     });
     let heartbeat = Duration::from_millis(state.options.heartbeat_ms.max(10));
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat")))
+    let mut response = Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(heartbeat).text("heartbeat"))
+        .into_response();
+    // The `<weft-run>` widget runs on the embedding app's origin. Streams carry no cookies and
+    // are authorised by a header or a ticket, so any origin may read them.
+    response.headers_mut().insert(
+        axum::http::header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        axum::http::HeaderValue::from_static("*"),
+    );
+    Ok(response)
 }
 
 /// Counts open streams; dropped with the response stream.

@@ -1,1 +1,152 @@
-// widget
+// <weft-run>: a run's live progress, for embedding in any page (the agent app's chat UI).
+//
+//   <script src="https://WEFT/weft-run.js"></script>
+//   <weft-run src="https://WEFT/v1/runs/RUN_ID" ticket="wft_st_..." ticket-url="/my-backend/ticket"></weft-run>
+//
+// `ticket` is a single-use stream ticket (POST /v1/runs/{id}/stream-tickets, minted by your
+// backend with its API key; never put an API key in a page). The element follows the run's
+// event stream and shows "Step 2/5", each step with a status icon, fan-out progress, and the
+// error of a failed step; the header collapses and expands the list. If the stream drops
+// before the run ends and `ticket-url` is set, the element POSTs there for a new ticket
+// (expects JSON `{ticket}`) and resumes after the last event it saw. It sets its `status`
+// attribute to the run's status and fires `weft-run:end` when the run ends.
+(function () {
+  "use strict";
+  if (customElements.get("weft-run")) return;
+  var ICONS = { pending: "○", running: "◐", succeeded: "✓", failed: "✗", skipped: "⤼", cancelled: "⊘" };
+  var CSS = [
+    ":host{display:block;font:14px/1.4 system-ui,sans-serif;border:1px solid #d0d7de;border-radius:8px;background:#fff;color:#1f2328;max-width:480px}",
+    "button.head{all:unset;display:flex;gap:8px;align-items:center;width:100%;box-sizing:border-box;padding:8px 12px;cursor:pointer;font-weight:600}",
+    ".count{margin-left:auto;color:#6e7781;font-weight:400}",
+    "ol{list-style:none;margin:0;padding:0 12px 8px}",
+    "li{display:flex;gap:8px;padding:2px 0;align-items:baseline}",
+    ".icon{width:1.2em;text-align:center}",
+    ".succeeded .icon{color:#1a7f37}.failed .icon{color:#cf222e}.running .icon{color:#0969da;display:inline-block;animation:spin 1s linear infinite}",
+    ".skipped,.cancelled{color:#6e7781}",
+    ".items{color:#6e7781;font-size:12px}",
+    ".error{color:#cf222e;white-space:pre-wrap;font-size:12px;padding:0 12px 8px 32px}",
+    "[hidden]{display:none}",
+    "@keyframes spin{to{transform:rotate(360deg)}}"
+  ].join("\n");
+
+  function text(s) { return document.createTextNode(s == null ? "" : String(s)); }
+  function el(tag, cls, children) {
+    var e = document.createElement(tag);
+    if (cls) e.className = cls;
+    (children || []).forEach(function (c) { e.appendChild(typeof c === "string" ? text(c) : c); });
+    return e;
+  }
+
+  class WeftRun extends HTMLElement {
+    constructor() {
+      super();
+      this.attachShadow({ mode: "open" });
+      this.steps = [];
+      this.byId = {};
+      this.runStatus = "pending";
+      this.runError = null;
+      this.last = 0;
+      this.collapsed = false;
+      this.source = null;
+    }
+    connectedCallback() {
+      this.render();
+      this.open(this.getAttribute("ticket"));
+    }
+    disconnectedCallback() { if (this.source) this.source.close(); }
+
+    eventsUrl(ticket) {
+      var src = (this.getAttribute("src") || "").replace(/\/+$/, "");
+      return src + "/events?ticket=" + encodeURIComponent(ticket) + (this.last ? "&after=" + this.last : "");
+    }
+    open(ticket) {
+      var self = this;
+      if (!ticket) { this.fail("no stream ticket"); return; }
+      var source = new EventSource(this.eventsUrl(ticket));
+      this.source = source;
+      source.onmessage = function (m) {
+        var e;
+        try { e = JSON.parse(m.data); } catch (_) { return; }
+        self.last = e.seq;
+        self.apply(e);
+      };
+      source.onerror = function () {
+        source.close();
+        if (self.ended()) return;
+        var url = self.getAttribute("ticket-url");
+        if (!url) { self.fail("the progress stream was interrupted"); return; }
+        setTimeout(function () {
+          fetch(url, { method: "POST", credentials: "same-origin" })
+            .then(function (r) { return r.json(); })
+            .then(function (t) { self.open(t.ticket); })
+            .catch(function () { self.fail("the progress stream was interrupted"); });
+        }, 1000);
+      };
+    }
+    ended() { return /^(succeeded|failed|cancelled)$/.test(this.runStatus); }
+    fail(message) { this.runError = this.runError || message; this.render(); }
+    step(id) {
+      if (!this.byId[id]) { this.byId[id] = { id: id, status: "pending" }; this.steps.push(this.byId[id]); }
+      return this.byId[id];
+    }
+    apply(e) {
+      var d = e.data || {};
+      var s = e.step_id ? this.step(e.step_id) : null;
+      switch (e.kind) {
+        case "run.started":
+          (d.steps || []).forEach(this.step, this);
+          this.template = d.template; this.runStatus = "running"; break;
+        case "run.resumed": this.runStatus = "running"; this.runError = null; break;
+        case "run.succeeded": this.runStatus = "succeeded"; break;
+        case "run.failed": this.runStatus = "failed"; this.runError = d.error || "the run failed"; break;
+        case "run.cancelled": this.runStatus = "cancelled"; break;
+        case "step.started":
+          s.status = "running"; if (typeof d.items === "number") { s.total = d.items; s.done = 0; } break;
+        case "step.progress": s.done = d.done; s.total = d.total; s.failedItems = d.failed; break;
+        case "step.succeeded": case "step.failed": case "step.skipped": case "step.cancelled":
+          s.status = e.kind.slice(5);
+          if (d.error) s.error = d.error;
+          if (d.items && typeof d.items === "object") { s.done = d.items.done; s.total = d.items.total; }
+          break;
+        case "task.retrying": if (s) s.retrying = d.next_attempt; break;
+      }
+      this.render();
+      if (this.ended() && this.source) {
+        this.source.close();
+        this.dispatchEvent(new CustomEvent("weft-run:end", { detail: { status: this.runStatus }, bubbles: true }));
+      }
+    }
+    render() {
+      var root = this.shadowRoot, self = this;
+      this.setAttribute("status", this.runStatus);
+      var total = this.steps.length;
+      var finished = this.steps.filter(function (s) { return /succeeded|failed|skipped|cancelled/.test(s.status); }).length;
+      var current = this.steps.findIndex(function (s) { return s.status === "running"; });
+      var position = this.ended() ? finished : (current >= 0 ? current + 1 : Math.min(finished + 1, total));
+      var head = el("button", "head", [
+        el("span", "icon " + this.runStatus, [ICONS[this.runStatus] || "○"]),
+        el("span", "title", [this.template || "workflow"]),
+        el("span", "count", [total ? "Step " + position + "/" + total + " · " + this.runStatus : this.runStatus])
+      ]);
+      head.setAttribute("part", "header");
+      head.setAttribute("aria-expanded", String(!this.collapsed));
+      head.onclick = function () { self.collapsed = !self.collapsed; self.render(); };
+      var list = el("ol", "steps", this.steps.map(function (s) {
+        var li = el("li", s.status, [el("span", "icon", [ICONS[s.status] || "○"]), el("span", "name", [s.id])]);
+        li.dataset.step = s.id;
+        li.dataset.status = s.status;
+        if (s.total != null) li.appendChild(el("span", "items", [(s.done || 0) + "/" + s.total]));
+        if (s.retrying && s.status === "running") li.appendChild(el("span", "items", ["attempt " + s.retrying]));
+        return li;
+      }));
+      list.hidden = this.collapsed;
+      var errors = this.steps.filter(function (s) { return s.error; }).map(function (s) {
+        return el("div", "error step-error", [s.id + ": " + s.error]);
+      });
+      if (this.runError && !errors.length) errors.push(el("div", "error", [this.runError]));
+      var style = el("style", null, [CSS]);
+      root.replaceChildren.apply(root, [style, head, list].concat(errors));
+    }
+  }
+  customElements.define("weft-run", WeftRun);
+})();

@@ -1,0 +1,415 @@
+//! The web UI and the `<weft-run>` widget in real headless Chromium, driven over the DevTools
+//! protocol: sign in, start a run from the form and watch its steps turn green live, read a
+//! failed run's error, and a plain page on another origin embedding the widget.
+//!
+//! Skipped (with a message) when Chromium is not installed, unless WEFT_REQUIRE_SERVICES=1.
+
+mod common;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::*;
+use futures::{SinkExt as _, StreamExt as _};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use weft_server::ServerOptions;
+
+fn chromium() -> Option<PathBuf> {
+    if let Ok(path) = std::env::var("WEFT_CHROMIUM") {
+        return Some(PathBuf::from(path));
+    }
+    [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}
+
+struct Browser {
+    _child: tokio::process::Child,
+    ws: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    next_id: u64,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    async fn launch(binary: &PathBuf) -> Browser {
+        let profile = tempfile::tempdir().unwrap();
+        let child = tokio::process::Command::new(binary)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--disable-dev-shm-usage",
+                "--window-size=1280,900",
+                "--remote-debugging-port=0",
+            ])
+            .arg(format!("--user-data-dir={}", profile.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromium");
+        let port_file = profile.path().join("DevToolsActivePort");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Ok(text) = std::fs::read_to_string(&port_file)
+                && let Some(port) = text
+                    .lines()
+                    .next()
+                    .and_then(|l| l.trim().parse::<u16>().ok())
+            {
+                break port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromium did not open its DevTools port"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let targets: Value = reqwest::get(format!("http://127.0.0.1:{port}/json/list"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let page = targets
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["type"] == "page")
+            .expect("a page target");
+        let url = page["webSocketDebuggerUrl"].as_str().unwrap();
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("devtools");
+        Browser {
+            _child: child,
+            ws,
+            next_id: 1,
+            _profile: profile,
+        }
+    }
+
+    async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next_id;
+        self.next_id += 1;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws.send(Message::Text(msg.into())).await.unwrap();
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .expect("devtools answer")
+                .expect("devtools open")
+                .unwrap();
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                if v["id"] == id {
+                    assert!(v["error"].is_null(), "{method}: {v}");
+                    return v["result"].clone();
+                }
+            }
+        }
+    }
+
+    async fn eval(&mut self, expression: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expression, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        assert!(r["exceptionDetails"].is_null(), "{expression}: {r}");
+        r["result"]["value"].clone()
+    }
+
+    async fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({"url": url})).await;
+        self.wait_for(
+            "document.readyState === 'complete' && location.href !== 'about:blank'",
+            15,
+        )
+        .await;
+    }
+
+    /// Polls `expression` until it is truthy; returns its value.
+    async fn wait_for(&mut self, expression: &str, secs: u64) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let v = self.eval(expression).await;
+            if !(v.is_null() || v == json!(false) || v == json!("") || v == json!(0)) {
+                return v;
+            }
+            if Instant::now() > deadline {
+                let body = self
+                    .eval("document.body ? document.body.innerText : ''")
+                    .await;
+                panic!("timed out waiting for `{expression}`; page shows:\n{body}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn api(
+    base: &str,
+    key: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> Value {
+    let mut req = reqwest::Client::new()
+        .request(method, format!("{base}{path}"))
+        .header("authorization", format!("Bearer {key}"));
+    if let Some(body) = body {
+        req = req.json(&body);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_and_the_widget_in_headless_chromium() {
+    let Some(binary) = chromium() else {
+        if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("chromium is required (WEFT_REQUIRE_SERVICES=1): apt-get install -y chromium");
+        }
+        eprintln!(
+            "SKIPPED: chromium not found (apt-get install -y chromium); UI tests did not run"
+        );
+        return;
+    };
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let base = srv.base.clone();
+    let key = srv.key_a.clone();
+    let failed = api(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/runs",
+        Some(json!({"template": "fails"})),
+    )
+    .await;
+    let failed_id = failed["id"].as_str().unwrap().to_string();
+
+    let mut b = Browser::launch(&binary).await;
+
+    // Sign in with the API key.
+    b.goto(&format!("{base}/")).await;
+    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
+        .await;
+    b.eval(&format!(
+        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
+        json!(key)
+    ))
+    .await;
+    b.wait_for(
+        "!document.querySelector('#nav').hidden && !!document.querySelector('#runs')",
+        10,
+    )
+    .await;
+    assert_eq!(
+        b.eval("sessionStorage.getItem('weft.key') !== null").await,
+        json!(true)
+    );
+
+    // Start a run from the template's form.
+    b.eval("location.hash = '#/templates/steps'; true").await;
+    b.wait_for("!!document.querySelector('#run-form #input-pause')", 10)
+        .await;
+    b.eval(
+        "document.querySelector('#input-who').value = 'Browser'; \
+         document.querySelector('#input-pause').value = '400ms'; \
+         window.__sameDocument = 1; document.querySelector('#run-form').requestSubmit(); true",
+    )
+    .await;
+    let hash = b
+        .wait_for(
+            "location.hash.startsWith('#/runs/run_') && location.hash",
+            10,
+        )
+        .await;
+    let run_id = hash
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/runs/")
+        .to_string();
+
+    // Watch the steps turn green, live: record each distinct picture of the graph.
+    let snapshot = "Array.from(document.querySelectorAll('.node')).map(n => n.dataset.step + ':' + n.dataset.status).join(',')";
+    let mut pictures: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let pic = b
+            .eval(snapshot)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !pic.is_empty() && pictures.last() != Some(&pic) {
+            pictures.push(pic.clone());
+        }
+        if pic == "first:succeeded,second:succeeded,third:succeeded,report:succeeded" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "steps never all succeeded: {pictures:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert!(
+        pictures.iter().any(|p| p.contains("running")),
+        "saw steps running: {pictures:?}"
+    );
+    assert!(
+        pictures.len() >= 3,
+        "the graph changed step by step: {pictures:?}"
+    );
+    assert_eq!(
+        b.eval("window.__sameDocument").await,
+        json!(1),
+        "updated without a reload"
+    );
+    b.wait_for(
+        "document.querySelector('#run-status .status.succeeded') !== null",
+        10,
+    )
+    .await;
+    let heading = b.wait_for("document.querySelector('.output h1') && document.querySelector('.output h1').textContent", 10).await;
+    assert_eq!(
+        heading,
+        json!("Hello, Browser!"),
+        "markdown output rendered as HTML"
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('.output table td').length > 0")
+            .await,
+        json!(true)
+    );
+    let run = api(
+        &base,
+        &key,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(run["status"], "succeeded");
+    assert_eq!(run["inputs"]["who"], "Browser");
+
+    // A failed run shows its error in full.
+    for _ in 0..100 {
+        let r = api(
+            &base,
+            &key,
+            reqwest::Method::GET,
+            &format!("/v1/runs/{failed_id}"),
+            None,
+        )
+        .await;
+        if r["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    b.eval(&format!("location.hash = '#/runs/{failed_id}'; true"))
+        .await;
+    let error = b
+        .wait_for("document.querySelector('#run-error') && document.querySelector('#run-error').innerText", 10)
+        .await;
+    assert!(
+        error
+            .as_str()
+            .unwrap()
+            .contains("the widget exploded: code 42"),
+        "{error}"
+    );
+    b.wait_for(
+        "document.querySelector('.node[data-step=\"explode\"].failed') !== null",
+        5,
+    )
+    .await;
+
+    // A plain page on another origin embeds the widget with a ticket.
+    let widget_run = api(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/runs",
+        Some(json!({"template": "steps", "inputs": {"pause": "300ms"}})),
+    )
+    .await;
+    let widget_id = widget_run["id"].as_str().unwrap().to_string();
+    let ticket = api(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{widget_id}/stream-tickets"),
+        None,
+    )
+    .await;
+    let page = format!(
+        "<!doctype html><html><head><title>agent app</title><script src=\"{base}/weft-run.js\"></script></head>\
+         <body><p>Your workflow:</p><weft-run id=\"w\" src=\"{base}/v1/runs/{widget_id}\" ticket=\"{}\"></weft-run></body></html>",
+        ticket["ticket"].as_str().unwrap()
+    );
+    let app = axum::Router::new().route(
+        "/",
+        axum::routing::get(move || async move { axum::response::Html(page) }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}/", listener.local_addr().unwrap());
+    let app_server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    b.goto(&app_url).await;
+    let widget = "(() => { const w = document.querySelector('#w'); if (!w || !w.shadowRoot) return ''; \
+        return w.getAttribute('status') + '|' + (w.shadowRoot.querySelector('.count') || {}).textContent + '|' + \
+        Array.from(w.shadowRoot.querySelectorAll('li')).map(li => li.dataset.step + ':' + li.dataset.status).join(','); })()";
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = b
+            .eval(widget)
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        if !v.is_empty() && seen.last() != Some(&v) {
+            seen.push(v.clone());
+        }
+        if v.starts_with("succeeded|") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the widget never showed the end: {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    let end = seen.last().unwrap();
+    assert!(end.contains("Step 4/4"), "{end}");
+    assert!(
+        end.ends_with("first:succeeded,second:succeeded,third:succeeded,report:succeeded"),
+        "{end}"
+    );
+    assert!(
+        seen.iter().any(|s| s.contains(":running")),
+        "live progress: {seen:?}"
+    );
+    // Collapse and expand.
+    assert_eq!(b.eval("(() => { const r = document.querySelector('#w').shadowRoot; r.querySelector('button.head').click(); return r.querySelector('ol').hidden; })()").await, json!(true));
+    assert_eq!(b.eval("(() => { const r = document.querySelector('#w').shadowRoot; r.querySelector('button.head').click(); return r.querySelector('ol').hidden; })()").await, json!(false));
+    app_server.abort();
+    srv.stop().await;
+}
