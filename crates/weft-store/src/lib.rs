@@ -13,10 +13,12 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod conformance;
+pub mod memory;
 pub mod postgres;
 mod records;
 pub mod server;
 pub mod sqlite;
+mod sqlite_memory;
 mod sqlite_server;
 
 pub use records::*;

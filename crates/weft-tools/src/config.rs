@@ -1,11 +1,84 @@
-//! The `[http]` and `[tools]` parts of `weft.toml` that built-in tools read.
+//! The parts of `weft.toml` that tools read: `[http]`, `[mcp.NAME]`, `[llm]`, `[skills]`,
+//! `[artifacts]` and `[browser]`. The binary copies them out of its own `Config`.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::artifacts::ArtifactsConfig;
+use crate::browser::BrowserConfig;
+use crate::llm::ProviderConfig;
+use crate::mcp::McpServerConfig;
+use crate::skills::SkillsConfig;
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ToolsConfig {
     pub http: HttpConfig,
+    /// MCP servers by name: their tools become `mcp.NAME.TOOL`.
+    pub mcp: BTreeMap<String, McpServerConfig>,
+    pub artifacts: ArtifactsConfig,
+    /// LLM providers by name, for `llm.chat`.
+    pub llm: BTreeMap<String, ProviderConfig>,
+    pub skills: SkillsConfig,
+    pub browser: BrowserConfig,
+}
+
+/// Adds every configured tool besides the built-ins and memory: MCP servers (not started),
+/// `llm.chat`, skills, `browser.screenshot`, and the artifacts hook. Returns every problem.
+pub fn register_configured(
+    registry: &mut crate::Registry,
+    config: &ToolsConfig,
+) -> Result<crate::artifacts::ArtifactStore, Vec<String>> {
+    let mut problems = Vec::new();
+    if let Err(more) = crate::mcp::register(registry, &config.mcp) {
+        problems.extend(more);
+    }
+    if let Err(more) = crate::llm::register(registry, &config.llm) {
+        problems.extend(more);
+    }
+    if let Err(more) = crate::skills::register(registry, &config.skills) {
+        problems.extend(more);
+    }
+    if let Err(problem) = crate::browser::register(registry, &config.browser) {
+        problems.push(problem);
+    }
+    // Hooks last: they apply to tools whatever their source.
+    let store = crate::artifacts::register(registry, &config.artifacts);
+    match store {
+        Ok(store) if problems.is_empty() => Ok(store),
+        Ok(_) => Err(problems),
+        Err(problem) => {
+            problems.push(problem);
+            Err(problems)
+        }
+    }
+}
+
+/// Expands `${VAR}` from the environment, so secrets stay out of `weft.toml`. A missing
+/// variable is an error that names it (never a value).
+pub fn expand_env(text: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in {:?}", excerpt_name(text)))?;
+        let name = &after[..end];
+        let value = std::env::var(name)
+            .map_err(|_| format!("the environment variable `{name}` is not set"))?;
+        out.push_str(&value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// What may be shown of a configured value: the text before any `${`, which is not secret.
+fn excerpt_name(text: &str) -> &str {
+    text.split("${").next().unwrap_or_default()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -13,8 +13,14 @@ use async_trait::async_trait;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
+pub mod artifacts;
+pub mod browser;
 pub mod builtin;
 pub mod config;
+pub mod llm;
+pub mod mcp;
+pub mod memory;
+pub mod skills;
 
 pub use config::ToolsConfig;
 
@@ -135,10 +141,84 @@ pub trait Tool: Send + Sync {
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value>;
 }
 
+/// Where tools come from that are only known once something starts: an MCP server lists its
+/// tools after it is running. A source answers for every name under its `prefix`; before it
+/// starts it accepts any such name (so a stored run's plan still loads) and hands out proxies
+/// that start it on their first call.
+#[async_trait]
+pub trait ToolSource: Send + Sync {
+    /// E.g. `mcp.files.`: the names this source answers for.
+    fn prefix(&self) -> &str;
+    /// Whether the tool list is known (the source started).
+    fn is_started(&self) -> bool;
+    /// The tool called `name` (with the prefix); before start, a proxy for any name.
+    fn get(&self, name: &str) -> Option<Arc<dyn Tool>>;
+    /// The tools known now: empty before start.
+    fn tools(&self) -> Vec<Arc<dyn Tool>>;
+    /// Starts the source and learns its tools; a no-op once started.
+    async fn start(&self) -> Result<()>;
+}
+
+/// A step after a tool: it may rewrite the tool's output before the output is recorded (the
+/// `artifacts` hook moves images to the artifact store).
+#[async_trait]
+pub trait Hook: Send + Sync {
+    fn name(&self) -> &str;
+    async fn process(&self, output: Value, ctx: &Context) -> Result<Value>;
+}
+
+/// A tool followed by the hooks whose pattern matches its name.
+struct Hooked {
+    tool: Arc<dyn Tool>,
+    hooks: Vec<Arc<dyn Hook>>,
+}
+
+#[async_trait]
+impl Tool for Hooked {
+    fn name(&self) -> &str {
+        self.tool.name()
+    }
+    fn description(&self) -> &str {
+        self.tool.description()
+    }
+    fn input_schema(&self) -> Option<Value> {
+        self.tool.input_schema()
+    }
+    fn version(&self) -> &str {
+        self.tool.version()
+    }
+    fn is_pure(&self) -> bool {
+        self.tool.is_pure()
+    }
+    fn wants_scope(&self) -> bool {
+        self.tool.wants_scope()
+    }
+    fn call_pure(&self, input: &Value) -> Option<Result<Value>> {
+        self.tool.call_pure(input)
+    }
+    async fn call(&self, input: Value, ctx: &Context) -> Result<Value> {
+        let mut output = self.tool.call(input, ctx).await?;
+        for hook in &self.hooks {
+            output = hook.process(output, ctx).await?;
+        }
+        Ok(output)
+    }
+}
+
+/// Whether `name` matches `pattern`: exact, or a prefix ending in `*` (`mcp.*`, `browser.*`).
+pub fn name_matches(pattern: &str, name: &str) -> bool {
+    match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix),
+        None => pattern == name,
+    }
+}
+
 /// The tools a process knows, by name. Filled explicitly at start-up.
 #[derive(Clone, Default)]
 pub struct Registry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
+    sources: Vec<Arc<dyn ToolSource>>,
+    hooks: Vec<(String, Arc<dyn Hook>)>,
 }
 
 impl Registry {
@@ -157,18 +237,110 @@ impl Registry {
         self.tools.insert(tool.name().to_string(), tool);
     }
 
-    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.get(name)
+    /// Adds a lazily started source of tools (an MCP server).
+    pub fn insert_source(&mut self, source: Arc<dyn ToolSource>) {
+        self.sources.push(source);
     }
 
+    /// Runs `hook` on the output of every tool whose name matches `pattern` (see
+    /// [`name_matches`]).
+    pub fn add_hook(&mut self, pattern: impl Into<String>, hook: Arc<dyn Hook>) {
+        self.hooks.push((pattern.into(), hook));
+    }
+
+    fn source_for(&self, name: &str) -> Option<&Arc<dyn ToolSource>> {
+        self.sources.iter().find(|s| name.starts_with(s.prefix()))
+    }
+
+    fn hooked(&self, tool: Arc<dyn Tool>) -> Arc<dyn Tool> {
+        let hooks: Vec<Arc<dyn Hook>> = self
+            .hooks
+            .iter()
+            .filter(|(pattern, _)| name_matches(pattern, tool.name()))
+            .map(|(_, hook)| hook.clone())
+            .collect();
+        if hooks.is_empty() {
+            tool
+        } else {
+            Arc::new(Hooked { tool, hooks })
+        }
+    }
+
+    /// The tool called `name`, with its hooks.
+    pub fn get(&self, name: &str) -> Option<Arc<dyn Tool>> {
+        let tool = match self.tools.get(name) {
+            Some(tool) => tool.clone(),
+            None => self.source_for(name)?.get(name)?,
+        };
+        Some(self.hooked(tool))
+    }
+
+    /// The built-in and explicitly inserted tools (not those of sources).
     pub fn iter(&self) -> impl Iterator<Item = &Arc<dyn Tool>> {
         self.tools.values()
+    }
+
+    /// Every tool known now: inserted ones and those of started sources, by name.
+    pub fn all(&self) -> Vec<Arc<dyn Tool>> {
+        let mut all: Vec<Arc<dyn Tool>> = self.tools.values().cloned().collect();
+        for source in &self.sources {
+            all.extend(source.tools());
+        }
+        all.sort_by(|a, b| a.name().cmp(b.name()));
+        all
+    }
+
+    /// The prefixes of the sources (e.g. `mcp.files.`), started or not.
+    pub fn source_prefixes(&self) -> Vec<String> {
+        self.sources
+            .iter()
+            .map(|s| s.prefix().to_string())
+            .collect()
+    }
+
+    /// Starts the sources that answer for any of `names` (a run starts only the MCP servers
+    /// its template uses). Returns each source that failed to start, with why.
+    pub async fn prepare<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Vec<(String, Error)> {
+        let mut wanted: Vec<&Arc<dyn ToolSource>> = Vec::new();
+        for name in names {
+            if let Some(source) = self.source_for(name)
+                && !wanted.iter().any(|w| Arc::ptr_eq(w, source))
+            {
+                wanted.push(source);
+            }
+        }
+        self.start(wanted).await
+    }
+
+    /// Starts every source (for `weft tools list`).
+    pub async fn prepare_all(&self) -> Vec<(String, Error)> {
+        self.start(self.sources.iter().collect()).await
+    }
+
+    async fn start(&self, sources: Vec<&Arc<dyn ToolSource>>) -> Vec<(String, Error)> {
+        let results = futures::future::join_all(sources.iter().map(|s| s.start())).await;
+        sources
+            .iter()
+            .zip(results)
+            .filter_map(|(s, r)| r.err().map(|e| (s.prefix().to_string(), e)))
+            .collect()
     }
 }
 
 impl weft_core::catalog::ToolCatalog for Registry {
     fn contains(&self, name: &str) -> bool {
-        self.tools.contains_key(name)
+        if self.tools.contains_key(name) {
+            return true;
+        }
+        match self.source_for(name) {
+            // Before start any name passes, so a stored run's plan still loads; `weft run` and
+            // `weft validate` start the sources their templates use first.
+            Some(source) => !source.is_started() || source.get(name).is_some(),
+            None => false,
+        }
     }
     fn input_schema(&self, name: &str) -> Option<Value> {
         self.get(name).and_then(|t| t.input_schema())
@@ -180,6 +352,6 @@ impl weft_core::catalog::ToolCatalog for Registry {
         self.get(name).is_some_and(|t| t.wants_scope())
     }
     fn names(&self) -> Vec<String> {
-        self.tools.keys().cloned().collect()
+        self.all().iter().map(|t| t.name().to_string()).collect()
     }
 }

@@ -172,6 +172,7 @@ fn registry(allow: &[&str]) -> Registry {
             max_response_bytes: 1000,
             ..HttpConfig::default()
         },
+        ..ToolsConfig::default()
     };
     Registry::with_builtins(&config)
 }

@@ -1,6 +1,7 @@
 //! What every command shares: configuration (`weft.toml`), the store, the tool registry and
 //! the engine, built the same way for each command.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -33,6 +34,16 @@ pub struct Config {
     /// Folders searched for templates by name, besides `./templates`.
     pub templates: Vec<PathBuf>,
     pub http: weft_tools::config::HttpConfig,
+    /// `[mcp.NAME]`: MCP servers whose tools become `mcp.NAME.TOOL`.
+    pub mcp: BTreeMap<String, weft_tools::mcp::McpServerConfig>,
+    /// `[llm.NAME]`: providers for `llm.chat`.
+    pub llm: BTreeMap<String, weft_tools::llm::ProviderConfig>,
+    /// `[artifacts]`: where images found in tool outputs go.
+    pub artifacts: weft_tools::artifacts::ArtifactsConfig,
+    /// `[skills]`: folders of `skill.yaml` + executable, each a `skill.NAME` tool.
+    pub skills: weft_tools::skills::SkillsConfig,
+    /// `[browser]`: headless Chromium for `browser.screenshot`.
+    pub browser: weft_tools::browser::BrowserConfig,
 }
 
 impl Config {
@@ -76,6 +87,8 @@ pub struct App {
     pub config: Config,
     pub global: Global,
     pub tools: Arc<Registry>,
+    /// The memory tools' way to the store, filled when the store opens.
+    pub memory: crate::memory::StoreMemory,
 }
 
 impl App {
@@ -83,13 +96,46 @@ impl App {
         let config = Config::load(global.config.as_deref())?;
         let tools_config = ToolsConfig {
             http: config.http.clone(),
+            mcp: config.mcp.clone(),
+            llm: config.llm.clone(),
+            artifacts: config.artifacts.clone(),
+            skills: config.skills.clone(),
+            browser: config.browser.clone(),
         };
-        let tools = Arc::new(Registry::with_builtins(&tools_config));
+        let mut registry = Registry::with_builtins(&tools_config);
+        weft_tools::config::register_configured(&mut registry, &tools_config).map_err(
+            |problems| {
+                let where_ = global
+                    .config
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|| "weft.toml".into());
+                usage(format!("{where_}: {}", problems.join("\n")))
+            },
+        )?;
+        let memory = crate::memory::StoreMemory::default();
+        weft_tools::memory::register(&mut registry, Arc::new(memory.clone()));
         Ok(App {
             config,
             global,
-            tools,
+            tools: Arc::new(registry),
+            memory,
         })
+    }
+
+    /// Starts the MCP servers that `plan` uses, so its `mcp.*` tools are checked against their
+    /// real names and schemas. Fails when one does not start.
+    pub async fn prepare_tools(&self, plan: &weft_core::Plan) -> anyhow::Result<()> {
+        let names: Vec<&str> = plan.steps.iter().filter_map(|s| s.tool()).collect();
+        let failed = self.tools.prepare(names).await;
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let lines: Vec<String> = failed
+            .into_iter()
+            .map(|(prefix, e)| format!("{}*: {e}", prefix))
+            .collect();
+        Err(anyhow::anyhow!("cannot start tools:\n{}", lines.join("\n")))
     }
 
     /// The store's URL when it is PostgreSQL (`postgres://` or `postgresql://`).
@@ -135,7 +181,9 @@ impl App {
         let store = SqliteStore::open(&path, durability)
             .await
             .with_context(|| format!("cannot open the store at {}", path.display()))?;
-        Ok(Arc::new(store))
+        let store = Arc::new(store);
+        self.memory.attach(store.clone());
+        Ok(store)
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {

@@ -6,6 +6,7 @@
 
 mod app;
 mod commands;
+mod memory;
 mod progress;
 
 use std::process::ExitCode;

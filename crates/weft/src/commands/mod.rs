@@ -13,6 +13,7 @@ mod runs_wait;
 mod serve;
 mod templates;
 mod tenants;
+mod tools;
 mod validate;
 mod worker;
 
@@ -41,6 +42,9 @@ pub enum Command {
     /// The templates weft can find.
     #[command(subcommand)]
     Templates(templates::TemplatesCommand),
+    /// The tools templates can call (starts configured MCP servers to list theirs).
+    #[command(subcommand)]
+    Tools(tools::ToolsCommand),
     /// Serve the HTTP API, live progress (SSE) and the web UI, with workers, in one process.
     Serve(serve::ServeArgs),
     /// Create and list tenants.
@@ -55,10 +59,11 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let app = App::new(cli.global)?;
     match cli.command {
         Command::Run(args) => run::run(&app, args).await,
-        Command::Validate(args) => validate::validate(&app, args),
+        Command::Validate(args) => validate::validate(&app, args).await,
         Command::Runs(cmd) => runs::runs(&app, cmd).await,
         Command::Worker(args) => worker::worker(&app, args).await,
         Command::Templates(cmd) => templates::templates(&app, cmd),
+        Command::Tools(cmd) => tools::tools(&app, cmd).await,
         Command::Serve(args) => serve::serve(&app, args).await,
         Command::Tenants(cmd) => tenants::tenants(&app, cmd).await,
         Command::Keys(cmd) => keys::keys(&app, cmd).await,

@@ -103,6 +103,9 @@ fn collect_inputs(plan: &Plan, args: &RunArgs) -> anyhow::Result<Value> {
 }
 
 pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let (plan, _) = resolve_template(app, &args.template)?;
+    // Start only the MCP servers this template uses, then check it against their real tools.
+    app.prepare_tools(&plan).await?;
     let (plan, dir) = resolve_template(app, &args.template)?;
     let inputs = collect_inputs(&plan, &args)?;
     let engine = app.engine().await?;

@@ -13,7 +13,21 @@ pub struct ValidateArgs {
     pub files: Vec<PathBuf>,
 }
 
-pub fn validate(app: &App, args: ValidateArgs) -> anyhow::Result<ExitCode> {
+pub async fn validate(app: &App, args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    // Start the MCP servers the templates use, so their tool names and schemas are checked.
+    let mut used = Vec::new();
+    for file in &args.files {
+        if let Ok(plan) = weft_core::load::load_file(file, &*app.tools) {
+            used.extend(
+                plan.steps
+                    .iter()
+                    .filter_map(|s| s.tool().map(str::to_string)),
+            );
+        }
+    }
+    for (prefix, error) in app.tools.prepare(used.iter().map(String::as_str)).await {
+        eprintln!("warning: {prefix}* not checked: {error}");
+    }
     let mut all = Vec::new();
     let mut ok = 0;
     for file in &args.files {
