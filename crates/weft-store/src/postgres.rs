@@ -34,13 +34,17 @@ const LOCK_IDEMPOTENCY: i32 = 0x7765_0003;
 pub struct PgStore {
     pool: PgPool,
     wake: std::sync::Arc<Notify>,
-    listener: tokio::task::JoinHandle<()>,
+    /// Started by the first [`Store::wait_for_work`], so a short-lived CLI process that never
+    /// waits for work holds one connection, not two.
+    listener: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
     describe: String,
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        self.listener.abort();
+        if let Some(l) = self.listener.get() {
+            l.abort();
+        }
     }
 }
 
@@ -63,19 +67,19 @@ impl PgStore {
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/postgres").run(&pool).await?;
-        let wake = std::sync::Arc::new(Notify::new());
-        let listener = tokio::spawn(listen(pool.clone(), wake.clone()));
         Ok(PgStore {
             pool,
-            wake,
-            listener,
+            wake: std::sync::Arc::new(Notify::new()),
+            listener: std::sync::OnceLock::new(),
             describe,
         })
     }
 
     /// Closes every connection (the listener's too).
     pub async fn close(&self) {
-        self.listener.abort();
+        if let Some(l) = self.listener.get() {
+            l.abort();
+        }
         self.pool.close().await;
     }
 }
@@ -208,6 +212,8 @@ impl Store for PgStore {
     }
 
     async fn wait_for_work(&self, timeout: Duration) {
+        self.listener
+            .get_or_init(|| tokio::spawn(listen(self.pool.clone(), self.wake.clone())));
         let _ = tokio::time::timeout(timeout, self.wake.notified()).await;
     }
 
