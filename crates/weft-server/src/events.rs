@@ -237,9 +237,9 @@ fn parse_after(text: &str, field: &str) -> ApiResult<i64> {
     security(("bearer" = []), ()),
     params(
         ("id" = String, Path, description = "The run id"),
-        ("after" = Option<i64>, Query, description = "Replay events after this seq (as Last-Event-ID)"),
-        ("ticket" = Option<String>, Query, description = "A stream ticket, instead of an API key"),
-        ("Last-Event-ID" = Option<String>, Header, description = "The last seq the client has"),
+        crate::api::dto::EventsParams,
+        ("Last-Event-ID" = Option<String>, Header, pattern = "^[0-9]*$",
+            description = "The last seq the client has; replay starts after it"),
     ),
     responses(
         (status = 200, description = "An event stream of EventBody", content_type = "text/event-stream", body = EventBody),
@@ -275,7 +275,8 @@ pub async fn stream_events(
         Some(a) => parse_after(a, "after")?,
         None => 0,
     };
-    if let Some(value) = headers.get("last-event-id") {
+    // EventSource sends the header only when it has an id; an empty one means none.
+    if let Some(value) = headers.get("last-event-id").filter(|v| !v.is_empty()) {
         let text = value.to_str().unwrap_or("x");
         after = parse_after(text, "Last-Event-ID")?;
     }

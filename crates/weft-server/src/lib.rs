@@ -182,12 +182,15 @@ impl Server {
 
     /// The OpenAPI document of [`Server::routes`].
     pub fn openapi(&self) -> utoipa::openapi::OpenApi {
-        self.routes().split_for_parts().1
+        let mut doc = self.routes().split_for_parts().1;
+        problem::document_problems(&mut doc);
+        doc
     }
 
     /// The whole application: API, `/openapi.json`, UI, limits and problem fallbacks.
     pub fn router(&self) -> Router {
-        let (api, doc) = self.routes().split_for_parts();
+        let (api, mut doc) = self.routes().split_for_parts();
+        problem::document_problems(&mut doc);
         let doc = Arc::new(doc);
         api.route(
             "/openapi.json",

@@ -20,7 +20,7 @@ pub struct CreateRun {
     pub version: Option<String>,
     /// The template's inputs by name; defaults fill the rest.
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
     pub inputs: Option<Map<String, Value>>,
 }
 
@@ -53,7 +53,7 @@ pub struct RunSummary {
     pub id: String,
     pub template: String,
     pub version: String,
-    /// `pending`, `running`, `succeeded`, `failed` or `cancelled`.
+    /// `queued`, `running`, `waiting`, `succeeded`, `failed` or `cancelled`.
     pub status: String,
     pub created_at: String,
     pub started_at: Option<String>,
@@ -107,7 +107,6 @@ pub struct StepBody {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub duration_ms: Option<i64>,
-    #[schema(value_type = Object, nullable)]
     pub output: Option<Value>,
     pub error: Option<String>,
     pub items_total: Option<u32>,
@@ -122,9 +121,7 @@ pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
     pub digest: String,
-    #[schema(value_type = Object)]
     pub inputs: Value,
-    #[schema(value_type = Object, nullable)]
     pub output: Option<Value>,
     pub steps: Vec<StepBody>,
 }
@@ -183,7 +180,6 @@ pub struct EventBody {
     pub step_id: Option<String>,
     pub item: Option<u32>,
     pub attempt: Option<u32>,
-    #[schema(value_type = Object)]
     pub data: Value,
 }
 
@@ -210,10 +206,8 @@ pub struct InputBody {
     #[serde(rename = "type")]
     pub ty: String,
     pub required: bool,
-    #[schema(value_type = Object, nullable)]
     pub default: Option<Value>,
     #[serde(rename = "enum")]
-    #[schema(value_type = Vec<Object>, nullable)]
     pub allowed: Option<Vec<Value>>,
     pub description: Option<String>,
 }
@@ -305,4 +299,52 @@ pub struct StreamTicketBody {
 pub struct Health {
     pub status: String,
     pub store: String,
+}
+
+/// The filters and page of `GET /v1/runs`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct RunsParams {
+    /// Only runs in this status.
+    #[param(inline)]
+    pub status: Option<RunStatusParam>,
+    /// Only runs of this template.
+    pub template: Option<String>,
+    /// Page size (default 50).
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<u32>,
+    /// `next_cursor` of the page before.
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum RunStatusParam {
+    Queued,
+    Running,
+    Waiting,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+/// The `Idempotency-Key` header of `POST /v1/runs`.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+pub struct IdempotencyParams {
+    /// Makes retries safe: the same key with the same body returns the same run.
+    #[serde(rename = "Idempotency-Key")]
+    #[param(min_length = 1, max_length = 255, pattern = "^[!-~]+$")]
+    pub idempotency_key: Option<String>,
+}
+
+/// Where an event stream starts, and how it is authorised without a header.
+#[derive(Debug, Clone, Deserialize, utoipa::IntoParams)]
+pub struct EventsParams {
+    /// Replay the events after this seq (like `Last-Event-ID`).
+    #[param(minimum = 0)]
+    #[into_params(parameter_in = Query)]
+    pub after: Option<i64>,
+    /// A stream ticket, instead of an API key.
+    pub ticket: Option<String>,
 }

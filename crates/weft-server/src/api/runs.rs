@@ -64,7 +64,7 @@ fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
 /// Starts a run. It is committed before the answer; the same `Idempotency-Key` with the same
 /// body returns the same run, with another body it is a 409.
 #[utoipa::path(post, path = "/v1/runs", tag = "runs", request_body = CreateRun,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
+    params(IdempotencyParams),
     security(("bearer" = [])),
     responses((status = 201, body = RunDetail), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem),
@@ -136,12 +136,7 @@ fn decode_cursor(cursor: &str) -> Option<(i64, String)> {
 
 /// Runs of the caller's tenant, newest first.
 #[utoipa::path(get, path = "/v1/runs", tag = "runs", security(("bearer" = [])),
-    params(
-        ("status" = Option<String>, Query, description = "pending, running, succeeded, failed or cancelled"),
-        ("template" = Option<String>, Query, description = "Only runs of this template"),
-        ("limit" = Option<u32>, Query, description = "Page size, 1 to 200 (default 50)"),
-        ("cursor" = Option<String>, Query, description = "`next_cursor` of the page before"),
-    ),
+    params(RunsParams),
     responses((status = 200, body = RunList), (status = 401, body = Problem),
         (status = 422, body = Problem)))]
 pub async fn list_runs(
@@ -154,14 +149,18 @@ pub async fn list_runs(
         limit: 50,
         ..RunQuery::default()
     };
-    for (name, value) in &params {
+    // An empty filter is no filter, as an HTML form sends it.
+    for (name, value) in params
+        .iter()
+        .filter(|(n, v)| !v.is_empty() || *n == "limit")
+    {
         match name.as_str() {
             "status" => {
                 query.status = Some(RunStatus::parse(value).ok_or_else(|| {
                     Problem::field(
                         Kind::Validation,
                         "status",
-                        "must be pending, running, succeeded, failed or cancelled",
+                        "must be queued, running, waiting, succeeded, failed or cancelled",
                     )
                 })?)
             }
