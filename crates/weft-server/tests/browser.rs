@@ -144,6 +144,21 @@ impl Browser {
         .await;
     }
 
+    /// Saves a PNG of the page when WEFT_UI_SCREENSHOTS names a folder (to look at the UI).
+    async fn screenshot(&mut self, name: &str) {
+        let Ok(dir) = std::env::var("WEFT_UI_SCREENSHOTS") else {
+            return;
+        };
+        use base64::Engine as _;
+        let shot = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .unwrap();
+        std::fs::write(PathBuf::from(dir).join(format!("{name}.png")), png).unwrap();
+    }
+
     /// Polls `expression` until it is truthy; returns its value.
     async fn wait_for(&mut self, expression: &str, secs: u64) -> Value {
         let deadline = Instant::now() + Duration::from_secs(secs);
@@ -298,6 +313,7 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
             .await,
         json!(true)
     );
+    b.screenshot("run").await;
     let run = api(
         &base,
         &key,
@@ -341,6 +357,7 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
         5,
     )
     .await;
+    b.screenshot("failed").await;
 
     // A plain page on another origin embeds the widget with a ticket.
     let widget_run = api(
@@ -397,6 +414,7 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
         );
         tokio::time::sleep(Duration::from_millis(40)).await;
     }
+    b.screenshot("widget").await;
     let end = seen.last().unwrap();
     assert!(end.contains("Step 4/4"), "{end}");
     assert!(

@@ -21,7 +21,7 @@
     "ol{list-style:none;margin:0;padding:0 12px 8px}",
     "li{display:flex;gap:8px;padding:2px 0;align-items:baseline}",
     ".icon{width:1.2em;text-align:center}",
-    ".succeeded .icon{color:#1a7f37}.failed .icon{color:#cf222e}.running .icon{color:#0969da;display:inline-block;animation:spin 1s linear infinite}",
+    ".succeeded .icon,.icon.succeeded{color:#1a7f37}.failed .icon,.icon.failed{color:#cf222e}.running .icon{color:#0969da;display:inline-block;animation:spin 1s linear infinite}",
     ".skipped,.cancelled{color:#6e7781}",
     ".items{color:#6e7781;font-size:12px}",
     ".error{color:#cf222e;white-space:pre-wrap;font-size:12px;padding:0 12px 8px 32px}",
