@@ -47,9 +47,8 @@ impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| {
-                Error::Invalid(format!("cannot create {}: {e}", dir.display()))
-            })?;
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Invalid(format!("cannot create {}: {e}", dir.display())))?;
         }
         let sync = match durability {
             Durability::Full => SqliteSynchronous::Full,
@@ -124,7 +123,10 @@ impl Store for SqliteStore {
         if let Some((at, id)) = &q.before {
             query = query.bind(at).bind(at).bind(id);
         }
-        let rows = query.bind(q.limit.max(1) as i64).fetch_all(&self.reader).await?;
+        let rows = query
+            .bind(q.limit.max(1) as i64)
+            .fetch_all(&self.reader)
+            .await?;
         rows.iter().map(run_from_row).collect()
     }
 
@@ -145,14 +147,13 @@ impl Store for SqliteStore {
     }
 
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
-        let rows = sqlx::query(
-            "SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(run_id)
-        .bind(after)
-        .bind(limit as i64)
-        .fetch_all(&self.reader)
-        .await?;
+        let rows =
+            sqlx::query("SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
+                .bind(run_id)
+                .bind(after)
+                .bind(limit as i64)
+                .fetch_all(&self.reader)
+                .await?;
         rows.iter().map(event_from_row).collect()
     }
 
@@ -179,10 +180,8 @@ fn opt_json(v: Option<&Value>) -> Option<String> {
 }
 
 fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
-    text.map(|t| {
-        serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
-    })
-    .transpose()
+    text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}"))))
+        .transpose()
 }
 
 fn run_from_row(r: &SqliteRow) -> Result<Run> {
@@ -629,9 +628,8 @@ impl Tx for SqliteTx {
     }
 
     async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>> {
-        let mut sql = String::from(
-            "SELECT * FROM tasks WHERE status = 'running' AND (lease_expires < ?",
-        );
+        let mut sql =
+            String::from("SELECT * FROM tasks WHERE status = 'running' AND (lease_expires < ?");
         if !dead_owners.is_empty() {
             sql.push_str(" OR lease_owner IN (");
             sql.push_str(&vec!["?"; dead_owners.len()].join(","));
