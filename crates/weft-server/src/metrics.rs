@@ -144,7 +144,10 @@ impl EventObserver {
 /// Counts requests by method and status. The path is left out: it holds ids.
 pub async fn track(request: Request, next: Next) -> Response {
     let method = request.method().to_string();
+    // The path only: a stream ticket travels in the query and must not reach a log.
+    let path = request.uri().path().to_string();
     let response = next.run(request).await;
+    tracing::debug!(%method, %path, status = response.status().as_u16(), "Request.");
     if handle().is_some() {
         metrics::counter!("weft_http_requests_total", "method" => method, "status" => response.status().as_u16().to_string())
             .increment(1);
@@ -164,6 +167,22 @@ pub async fn render(State(state): State<AppState>) -> Response {
         metrics::gauge!("weft_tasks_in_flight").set(running as f64);
     }
     if let Ok(counts) = state.store.run_counts().await {
+        // A (template, status) with no runs left is not in the answer: set it to 0, or the
+        // gauge would keep its last value.
+        static SEEN: std::sync::Mutex<Vec<(String, String)>> = std::sync::Mutex::new(Vec::new());
+        if let Ok(mut seen) = SEEN.lock() {
+            for (template, status) in seen.iter() {
+                if !counts.iter().any(|(t, s, _)| t == template && s == status) {
+                    metrics::gauge!("weft_runs", "template" => template.clone(), "status" => status.clone())
+                        .set(0.0);
+                }
+            }
+            for (template, status, _) in &counts {
+                if !seen.iter().any(|(t, s)| t == template && s == status) {
+                    seen.push((template.clone(), status.clone()));
+                }
+            }
+        }
         for (template, status, n) in counts {
             metrics::gauge!("weft_runs", "template" => template, "status" => status).set(n as f64);
         }

@@ -162,6 +162,26 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_events() {
     )
     .await;
     assert!(fourth.rest().await.is_empty());
+
+    // The run shows in the metrics, counted from the event log.
+    let metrics = reqwest::get(format!("{}/metrics", srv.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"weft_runs_finished_total{template="steps",status="succeeded"} "#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(r#"weft_runs{template="steps",status="succeeded"} 1"#),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("weft_step_duration_seconds_bucket"),
+        "{metrics}"
+    );
     srv.stop().await;
 }
 
