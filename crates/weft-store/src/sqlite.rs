@@ -70,13 +70,24 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("migrations/sqlite").run(&writer).await?;
+        // Most starts find the schema current: one indexed read instead of the migrator's
+        // table checks and checksums (which still run whenever the versions differ).
+        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+        let latest = MIGRATOR.iter().map(|m| m.version).max();
+        let current: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&writer)
+                .await
+                .ok()
+                .flatten();
+        if current != latest {
+            MIGRATOR.run(&writer).await?;
+        }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .idle_timeout(None)
             .max_lifetime(None)
-            .connect_with(options.read_only(true))
-            .await?;
+            .connect_lazy_with(options.read_only(true));
         Ok(SqliteStore {
             writer,
             reader,
