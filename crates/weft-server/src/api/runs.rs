@@ -149,11 +149,7 @@ pub async fn list_runs(
         limit: 50,
         ..RunQuery::default()
     };
-    // An empty filter is no filter, as an HTML form sends it.
-    for (name, value) in params
-        .iter()
-        .filter(|(n, v)| !v.is_empty() || *n == "limit")
-    {
+    for (name, value) in &params {
         match name.as_str() {
             "status" => {
                 query.status = Some(RunStatus::parse(value).ok_or_else(|| {
