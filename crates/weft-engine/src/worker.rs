@@ -132,6 +132,9 @@ impl Worker {
         } = self;
         let capacity = options.concurrency.max(1);
         let (done_tx, mut done_rx) = mpsc::channel::<Completion>(capacity * 2 + 16);
+        // Tool progress, already shaped as events; advisory, so a full channel drops updates.
+        let (progress_tx, mut progress_rx) = mpsc::channel::<weft_store::NewEvent>(1024);
+        let mut progress: Vec<weft_store::NewEvent> = Vec::new();
         let mut in_flight: HashMap<i64, InFlight> = HashMap::new();
         let mut calls = JoinSet::new();
         let lease_ms = crate::millis(options.lease);
@@ -156,11 +159,18 @@ impl Worker {
                 batch.push(c);
             }
             while calls.try_join_next().is_some() {}
+            while let Ok(e) = progress_rx.try_recv() {
+                progress.push(e);
+            }
             let free = capacity.saturating_sub(in_flight.len());
             let heartbeat_due =
                 !in_flight.is_empty() && last_heartbeat.elapsed() >= heartbeat_every;
             let ready_due = next_ready.is_some_and(|t| t <= wall_ms());
-            if batch.is_empty() && !heartbeat_due && !(free > 0 && (look_for_work || ready_due)) {
+            if batch.is_empty()
+                && progress.is_empty()
+                && !heartbeat_due
+                && !(free > 0 && (look_for_work || ready_due))
+            {
                 let wait = match next_ready {
                     Some(t) => Duration::from_millis((t - wall_ms()).max(1) as u64),
                     None => options.poll,
@@ -184,6 +194,7 @@ impl Worker {
                         check_leases = true;
                     }
                     _ = engine.store().wait_for_work(wait) => { look_for_work = true; }
+                    Some(e) = progress_rx.recv() => progress.push(e),
                 }
                 while let Ok(c) = done_rx.try_recv() {
                     in_flight.remove(&c.task_id);
@@ -201,6 +212,7 @@ impl Worker {
                 &id,
                 TurnPlan {
                     batch,
+                    progress: coalesce(std::mem::take(&mut progress)),
                     claim: if claim_now { free as u32 } else { 0 },
                     lease_ms,
                     heartbeat: (check_leases || last_heartbeat.elapsed() >= heartbeat_every)
@@ -261,8 +273,9 @@ impl Worker {
                 let engine = engine.clone();
                 let done_tx = done_tx.clone();
                 let owner = id.clone();
+                let reporter = progress_reporter(&task, progress_tx.clone());
                 calls.spawn(async move {
-                    let completion = call_tool(&engine, task, owner, cancel).await;
+                    let completion = call_tool(&engine, task, owner, cancel, reporter).await;
                     let _ = done_tx.send(completion).await;
                 });
             }
@@ -332,6 +345,7 @@ impl Drain<'_> {
             }
             let plan = TurnPlan {
                 batch: batch.clone(),
+                progress: Vec::new(),
                 claim: 0,
                 lease_ms: self.lease_ms,
                 heartbeat: !self.in_flight.is_empty(),
@@ -388,6 +402,8 @@ async fn release(engine: &Engine, in_flight: &HashMap<i64, InFlight>) {
 
 struct TurnPlan<'a> {
     batch: Vec<Completion>,
+    /// `task.progress` events to append.
+    progress: Vec<weft_store::NewEvent>,
     claim: u32,
     lease_ms: i64,
     heartbeat: bool,
@@ -410,6 +426,9 @@ async fn turn(
     random01: &mut (dyn FnMut() -> f64 + Send),
 ) -> Result<TurnOutcome> {
     let mut tx = engine.store().begin().await?;
+    if !plan.progress.is_empty() {
+        tx.append_events(&plan.progress).await?;
+    }
     engine
         .apply_completions(&mut *tx, plan.batch, random01)
         .await?;
@@ -492,11 +511,58 @@ impl Engine {
     }
 }
 
+/// Keeps only the latest progress of each task attempt: a busy tool reporting every item
+/// does not turn into one event per update.
+fn coalesce(events: Vec<weft_store::NewEvent>) -> Vec<weft_store::NewEvent> {
+    let mut latest: Vec<weft_store::NewEvent> = Vec::with_capacity(events.len());
+    for e in events {
+        match latest.iter_mut().find(|l| {
+            l.run_id == e.run_id
+                && l.step_id == e.step_id
+                && l.item == e.item
+                && l.attempt == e.attempt
+        }) {
+            Some(slot) => *slot = e,
+            None => latest.push(e),
+        }
+    }
+    latest
+}
+
+/// The `Progress` handed to one call: its updates become `task.progress` events.
+fn progress_reporter(
+    task: &Task,
+    events: mpsc::Sender<weft_store::NewEvent>,
+) -> weft_tools::Progress {
+    let (tx, mut rx) = mpsc::channel::<weft_tools::ProgressUpdate>(16);
+    let (run_id, step_id, item, attempt) = (
+        task.run_id.clone(),
+        task.step_id.clone(),
+        task.item,
+        task.attempt,
+    );
+    // Ends when the call drops its sender.
+    tokio::spawn(async move {
+        while let Some(u) = rx.recv().await {
+            let _ = events.try_send(weft_store::NewEvent {
+                run_id: run_id.clone(),
+                kind: "task.progress".into(),
+                step_id: Some(step_id.clone()),
+                item,
+                attempt: Some(attempt),
+                data: serde_json::json!({"done": u.done, "total": u.total, "message": u.message}),
+            });
+        }
+    });
+    weft_tools::Progress::new(tx)
+}
+
 async fn call_tool(
     engine: &Engine,
     task: Task,
     owner: String,
     cancel: CancellationToken,
+    progress: weft_tools::Progress,
 ) -> Completion {
     let started = Instant::now();
     let mut completion = Completion {
@@ -512,7 +578,7 @@ async fn call_tool(
         duration_ms: 0,
         result: Ok(serde_json::Value::Null),
     };
-    completion.result = attempt(engine, &task, cancel).await;
+    completion.result = attempt(engine, &task, cancel, progress).await;
     completion.duration_ms = started.elapsed().as_millis() as i64;
     completion
 }
@@ -521,6 +587,7 @@ async fn attempt(
     engine: &Engine,
     task: &Task,
     cancel: CancellationToken,
+    progress: weft_tools::Progress,
 ) -> std::result::Result<serde_json::Value, Failure> {
     let permanent = |message: String| Failure {
         message,
@@ -559,7 +626,7 @@ async fn attempt(
             task.item,
         ),
         cancel: cancel.clone(),
-        progress: weft_tools::Progress::default(),
+        progress,
         base_dir: run.base_dir.as_ref().map(std::path::PathBuf::from),
     };
     let call = tool.call(task.input.clone(), &ctx);

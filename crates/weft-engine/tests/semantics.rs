@@ -45,6 +45,17 @@ impl Tool for ProbeTool {
         }
         let running = p.now.fetch_add(1, Ordering::SeqCst) + 1;
         p.peak.fetch_max(running, Ordering::SeqCst);
+        if let Some(n) = input["progress"].as_u64() {
+            for done in 1..=n {
+                ctx.progress.report(weft_tools::ProgressUpdate {
+                    done,
+                    total: Some(n),
+                    message: Some(format!("{done} of {n}")),
+                });
+                // Let the worker commit each update before the next arrives.
+                tokio::time::sleep(Duration::from_millis(30)).await;
+            }
+        }
         let ms = input["ms"].as_u64().unwrap_or(0);
         let result = tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(ms)) => Ok(()),
@@ -612,4 +623,38 @@ output: "{{ steps.items.output | map(attribute='echo') | list }}"
         "resume re-ran something that succeeded"
     );
     assert!(steps.iter().all(|s| s.status == StepStatus::Succeeded));
+}
+
+#[tokio::test]
+async fn a_tool_reports_progress_as_events() {
+    let h = harness().await;
+    let (run, _) = h
+        .run(
+            r#"
+name: progress
+steps:
+  - id: long
+    tool: probe
+    with: { progress: 3 }
+"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    let events = h.engine.store().events(&run.id, 0, 1000).await.expect("events");
+    let progress: Vec<(u64, String)> = events
+        .iter()
+        .filter(|e| e.kind == "task.progress")
+        .map(|e| {
+            assert_eq!(e.step_id.as_deref(), Some("long"));
+            (
+                e.data["done"].as_u64().unwrap_or(0),
+                e.data["message"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    assert!(!progress.is_empty(), "no progress event");
+    assert_eq!(progress.last(), Some(&(3, "3 of 3".to_string())));
+    let dones: Vec<u64> = progress.iter().map(|p| p.0).collect();
+    assert!(dones.windows(2).all(|w| w[0] < w[1]), "{dones:?}");
 }

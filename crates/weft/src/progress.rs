@@ -112,6 +112,14 @@ impl View {
                 ));
             }
             "task.cache_hit" => {}
+            "task.progress" => {
+                if self.bar.is_none()
+                    && let Some(message) = d["message"].as_str()
+                {
+                    let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                    self.say(format!("  … {step}{item}: {message}"));
+                }
+            }
             "step.succeeded" | "step.failed" | "step.skipped" | "step.cancelled" => {
                 let (mark, word) = match e.kind.as_str() {
                     "step.succeeded" => ("✓", "succeeded"),
