@@ -50,6 +50,8 @@ macro_rules! conformance_tests {
             events_replay_exactly,
             concurrent_events_replay_without_gaps,
             runs_list_newest_first_filters_and_pages,
+            queue_status_counts_due_tasks_and_leases,
+            schema_status_is_current_after_open,
         );
     };
     (@tests $fixture:ident; $($name:ident),* $(,)?) => {$(
@@ -1204,4 +1206,39 @@ pub async fn runs_list_newest_first_filters_and_pages(store: Arc<dyn Store>) {
         ..q
     };
     assert!(store.runs(&other).await.expect("list").is_empty());
+}
+
+/// `weft status` and the queue gauges: depth, due tasks, the oldest due task, leases by owner.
+pub async fn queue_status_counts_due_tasks_and_leases(store: Arc<dyn Store>) {
+    let empty = store.queue_status().await.expect("queue status");
+    assert_eq!(
+        (empty.queued, empty.running, empty.oldest_due_at),
+        (0, 0, None)
+    );
+    assert_eq!(empty.oldest_age_ms(), 0);
+    running_run(&store, "run_q", &[("s", None)]).await;
+    queue_items(&store, "run_q", "s", 3).await;
+    let mut tx = begin(&store).await;
+    let later = tx.now() + 600_000;
+    tx.insert_tasks(&[new_task("run_q", "s", Some(9), later)])
+        .await
+        .expect("insert");
+    tx.commit().await.expect("commit");
+    assert_eq!(claim(&store, "w1", 1, 60_000, None).await.len(), 1);
+    let status = store.queue_status().await.expect("queue status");
+    assert_eq!((status.queued, status.due, status.running), (3, 2, 1));
+    let oldest = status.oldest_due_at.expect("an oldest due task");
+    assert!(oldest <= status.now && status.now - oldest < 60_000);
+    assert_eq!(status.leases.len(), 1);
+    assert_eq!(
+        (status.leases[0].owner.as_str(), status.leases[0].tasks),
+        ("w1", 1)
+    );
+    assert!(status.leases[0].expires_at > status.now);
+}
+
+/// A store that opened has applied every migration this build carries.
+pub async fn schema_status_is_current_after_open(store: Arc<dyn Store>) {
+    let schema = store.schema_status().await.expect("schema status");
+    assert!(schema.is_current(), "{schema:?}");
 }

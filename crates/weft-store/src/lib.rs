@@ -20,8 +20,10 @@ pub mod server;
 pub mod sqlite;
 mod sqlite_memory;
 mod sqlite_server;
+mod status;
 
 pub use records::*;
+pub use status::{LeaseHolder, QueueStatus, SchemaStatus};
 pub use weft_core::orchestrator::{RunStatus, StepStatus};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,6 +102,11 @@ pub trait Store: Send + Sync + 'static {
     async fn wait_for_work(&self, timeout: std::time::Duration) {
         tokio::time::sleep(timeout).await;
     }
+    /// The queue as an operator sees it: depth, the oldest due task, leases per owner. One
+    /// read for `weft status` and the metrics upkeep; cheap enough to run every few seconds.
+    async fn queue_status(&self) -> Result<QueueStatus>;
+    /// The migrations the store has applied against the ones this build carries.
+    async fn schema_status(&self) -> Result<SchemaStatus>;
     /// A short name for messages (`sqlite:.weft/weft.db`).
     fn describe(&self) -> String;
 }

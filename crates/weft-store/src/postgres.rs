@@ -66,7 +66,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        MIGRATOR.run(&pool).await?;
         Ok(PgStore {
             pool,
             wake: std::sync::Arc::new(Notify::new()),
@@ -83,6 +83,8 @@ impl PgStore {
         self.pool.close().await;
     }
 }
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/postgres");
 
 fn wake_all(wake: &Notify) {
     wake.notify_waiters();
@@ -139,6 +141,55 @@ async fn db_now(tx: &mut Transaction<'static, Postgres>) -> Result<i64> {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn queue_status(&self) -> Result<QueueStatus> {
+        let row = sqlx::query(
+            "SELECT weft_now_ms() AS now, \
+             COUNT(*) FILTER (WHERE status = 'queued') AS queued, \
+             COUNT(*) FILTER (WHERE status = 'queued' AND not_before <= weft_now_ms()) AS due, \
+             COUNT(*) FILTER (WHERE status = 'running') AS running, \
+             MIN(not_before) FILTER (WHERE status = 'queued' AND not_before <= weft_now_ms()) \
+               AS oldest \
+             FROM tasks WHERE status IN ('queued', 'running')",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        let leases = sqlx::query(
+            "SELECT lease_owner, COUNT(*) AS n, MAX(lease_expires) AS expires FROM tasks \
+             WHERE status = 'running' AND lease_owner IS NOT NULL \
+             GROUP BY lease_owner ORDER BY lease_owner",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(QueueStatus {
+            now: row.try_get("now")?,
+            queued: row.try_get("queued")?,
+            due: row.try_get("due")?,
+            running: row.try_get("running")?,
+            oldest_due_at: row.try_get("oldest")?,
+            leases: leases
+                .iter()
+                .map(|r| {
+                    Ok(LeaseHolder {
+                        owner: r.try_get("lease_owner")?,
+                        tasks: r.try_get("n")?,
+                        expires_at: r.try_get::<Option<i64>, _>("expires")?.unwrap_or(0),
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    async fn schema_status(&self) -> Result<SchemaStatus> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(SchemaStatus {
+            applied,
+            latest: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+        })
+    }
+
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         let mut tx = self.pool.begin().await?;
         let now = db_now(&mut tx).await?;

@@ -36,6 +36,8 @@ pub struct SqliteStore {
     path: PathBuf,
 }
 
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
+
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -72,7 +74,6 @@ impl SqliteStore {
             .await?;
         // Most starts find the schema current: one indexed read instead of the migrator's
         // table checks and checksums (which still run whenever the versions differ).
-        static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("migrations/sqlite");
         let latest = MIGRATOR.iter().map(|m| m.version).max();
         let current: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
@@ -98,6 +99,55 @@ impl SqliteStore {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn queue_status(&self) -> Result<QueueStatus> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "SELECT COALESCE(SUM(status = 'queued'), 0) AS queued, \
+             COALESCE(SUM(status = 'queued' AND not_before <= ?1), 0) AS due, \
+             COALESCE(SUM(status = 'running'), 0) AS running, \
+             MIN(CASE WHEN status = 'queued' AND not_before <= ?1 THEN not_before END) AS oldest \
+             FROM tasks WHERE status IN ('queued', 'running')",
+        )
+        .bind(now)
+        .fetch_one(&self.reader)
+        .await?;
+        let leases = sqlx::query(
+            "SELECT lease_owner, COUNT(*) AS n, MAX(lease_expires) AS expires FROM tasks \
+             WHERE status = 'running' AND lease_owner IS NOT NULL \
+             GROUP BY lease_owner ORDER BY lease_owner",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        Ok(QueueStatus {
+            now,
+            queued: row.try_get("queued")?,
+            due: row.try_get("due")?,
+            running: row.try_get("running")?,
+            oldest_due_at: row.try_get("oldest")?,
+            leases: leases
+                .iter()
+                .map(|r| {
+                    Ok(LeaseHolder {
+                        owner: r.try_get("lease_owner")?,
+                        tasks: r.try_get("n")?,
+                        expires_at: r.try_get::<Option<i64>, _>("expires")?.unwrap_or(0),
+                    })
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    async fn schema_status(&self) -> Result<SchemaStatus> {
+        let applied: Option<i64> =
+            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(SchemaStatus {
+            applied,
+            latest: MIGRATOR.iter().map(|m| m.version).max().unwrap_or(0),
+        })
+    }
+
     async fn begin(&self) -> Result<Box<dyn Tx>> {
         let tx = self.writer.begin_with("BEGIN IMMEDIATE").await?;
         Ok(Box::new(SqliteTx { tx, now: now_ms() }))
