@@ -1,0 +1,306 @@
+//! Aligning one intent example with a sentence: an edit distance over tokens in which a
+//! `{slot}` consumes a span of the sentence that fits the input's type.
+//!
+//! Literal words match exactly (cost 0) or within a small typo (0.3); a literal the sentence
+//! lacks, or a sentence word the example lacks, costs more for content words than for
+//! stopwords; a slot costs a little per word it takes, so an extra adjective joins the slot
+//! ("HVAC repair") rather than being dropped, while a literal the sentence has is matched, not
+//! swallowed.
+
+use serde_json::Value;
+
+use crate::text::{Kind, Token, is_stopword};
+
+/// How a slot's value is read from the sentence, from the input's declaration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SlotType {
+    State,
+    /// Any other `enum` of strings.
+    Choice(Vec<String>),
+    Integer,
+    Number,
+    Url,
+    UrlList,
+    /// Free text: a run of words.
+    Text,
+}
+
+/// A slot's declaration as the aligner needs it.
+#[derive(Debug, Clone)]
+pub struct SlotSpec {
+    pub ty: SlotType,
+    /// Whether leaving it out makes the run impossible (required, no default).
+    pub required: bool,
+}
+
+/// The best alignment of one example.
+#[derive(Debug, Clone)]
+pub struct Alignment {
+    pub cost: f64,
+    /// Content (non-stop) literals of the example matched in the sentence, and their total.
+    pub matched_literals: usize,
+    pub content_literals: usize,
+    pub values: Vec<(String, Value)>,
+}
+
+const FUZZY: f64 = 0.3;
+const MAX_TEXT: usize = 12;
+
+fn literal_miss(norm: &str) -> f64 {
+    if is_stopword(norm) { 0.3 } else { 1.0 }
+}
+
+fn extra_word(token: &Token) -> f64 {
+    match token.kind {
+        Kind::Word if is_stopword(&token.norm) => 0.2,
+        Kind::Word => 0.6,
+        // A typed value the example has no place for says the example is the wrong one.
+        _ => 0.8,
+    }
+}
+
+/// The cost of a literal example word against a sentence word, if they may match.
+fn literal_match(lit: &str, token: &Token) -> Option<(f64, bool)> {
+    if token.kind != Kind::Word {
+        return None;
+    }
+    if lit == token.norm {
+        return Some((0.0, true));
+    }
+    if lit.chars().count() >= 4 && token.norm.chars().count() >= 4 {
+        let sim = strsim::normalized_damerau_levenshtein(lit, &token.norm);
+        if sim >= 0.75 {
+            return Some((FUZZY, true));
+        }
+    }
+    None
+}
+
+/// The cost and value of a slot taking `span`, if the span fits the slot's type.
+fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
+    let one = || (span.len() == 1).then(|| &span[0]);
+    match ty {
+        SlotType::State => match &one()?.kind {
+            Kind::State(name) => Some((0.0, Value::String((*name).to_string()))),
+            _ => None,
+        },
+        SlotType::Integer => match one()?.kind {
+            Kind::Number(n) if n.fract() == 0.0 && n.abs() < 1e12 => {
+                Some((0.0, Value::from(n as i64)))
+            }
+            _ => None,
+        },
+        SlotType::Number => match one()?.kind {
+            Kind::Number(n) => serde_json::Number::from_f64(n).map(|n| (0.0, Value::Number(n))),
+            _ => None,
+        },
+        SlotType::Url => match &one()?.kind {
+            Kind::Url(url) => Some((0.0, Value::String(url.clone()))),
+            _ => None,
+        },
+        SlotType::UrlList => {
+            let first_last_url = matches!(span.first()?.kind, Kind::Url(_))
+                && matches!(span.last()?.kind, Kind::Url(_));
+            if !first_last_url {
+                return None;
+            }
+            let mut urls = Vec::new();
+            for token in span {
+                match &token.kind {
+                    Kind::Url(url) => urls.push(Value::String(url.clone())),
+                    Kind::Word if matches!(token.norm.as_str(), "and" | "compare" | "&") => {}
+                    _ => return None,
+                }
+            }
+            Some((0.0, Value::Array(urls)))
+        }
+        SlotType::Choice(allowed) => {
+            let text = join(span);
+            let lower = text.to_lowercase();
+            allowed
+                .iter()
+                .map(|a| (strsim::normalized_levenshtein(&a.to_lowercase(), &lower), a))
+                .filter(|(sim, _)| *sim >= 0.75)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(sim, a)| ((1.0 - sim) * 2.0, Value::String(a.clone())))
+        }
+        SlotType::Text => {
+            if span.len() > MAX_TEXT || span.iter().any(|t| matches!(t.kind, Kind::Url(_))) {
+                return None;
+            }
+            if let [token] = span
+                && token.kind == Kind::Quoted
+            {
+                return Some((0.0, Value::String(token.surface.clone())));
+            }
+            let text = trim_text(span);
+            if text.is_empty() {
+                return None;
+            }
+            Some((0.1 + text_cost(span), Value::String(text)))
+        }
+    }
+}
+
+/// What free text costs per word: little for content words, more for words that belong to
+/// the sentence's frame (a stopword at either edge, a job word such as "find" or "in", a typed
+/// value), so a slot takes "HVAC repair" but not "me every" or "in production".
+fn text_cost(span: &[Token]) -> f64 {
+    let last = span.len().saturating_sub(1);
+    span.iter()
+        .enumerate()
+        .map(|(idx, token)| match token.kind {
+            Kind::Word if token.keyword => 0.8,
+            Kind::Word if is_stopword(&token.norm) && (idx == 0 || idx == last) => 0.3,
+            Kind::Word | Kind::Quoted => 0.05,
+            _ => 0.5,
+        })
+        .sum()
+}
+
+fn join(span: &[Token]) -> String {
+    span.iter()
+        .map(|t| t.surface.as_str())
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Free text without leading articles or trailing stopwords ("the history of Rome" is
+/// "history of Rome"; "rust async runtimes for me" is "rust async runtimes").
+fn trim_text(span: &[Token]) -> String {
+    let mut start = 0;
+    let mut end = span.len();
+    while start < end
+        && span[start].kind == Kind::Word
+        && matches!(
+            span[start].surface.to_lowercase().as_str(),
+            "the" | "a" | "an" | "some" | "any" | "all"
+        )
+    {
+        start += 1;
+    }
+    while end > start && span[end - 1].kind == Kind::Word && is_stopword(&span[end - 1].norm) {
+        end -= 1;
+    }
+    join(&span[start..end])
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    Start,
+    Match(bool),
+    MissLiteral,
+    Extra,
+    Slot(usize),
+    SkipSlot,
+}
+
+/// Aligns `example` (tokens with `Slot`s) with `sentence`; `slot` looks up a slot's
+/// declaration by name (`None`: the example names an input the template lacks; such a slot
+/// only matches free text).
+pub fn align(
+    example: &[Token],
+    sentence: &[Token],
+    slot: &dyn Fn(&str) -> Option<SlotSpec>,
+) -> Alignment {
+    let (m, n) = (example.len(), sentence.len());
+    let mut cost = vec![vec![f64::INFINITY; n + 1]; m + 1];
+    let mut back = vec![vec![Step::Start; n + 1]; m + 1];
+    cost[0][0] = 0.0;
+    for i in 0..=m {
+        for j in 0..=n {
+            let here = cost[i][j];
+            if !here.is_finite() {
+                continue;
+            }
+            // A sentence word the example has no place for.
+            if j < n {
+                let c = here + extra_word(&sentence[j]);
+                if c < cost[i][j + 1] {
+                    cost[i][j + 1] = c;
+                    back[i][j + 1] = Step::Extra;
+                }
+            }
+            if i == m {
+                continue;
+            }
+            match &example[i].kind {
+                Kind::Slot(name) => {
+                    let spec = slot(name).unwrap_or(SlotSpec {
+                        ty: SlotType::Text,
+                        required: false,
+                    });
+                    let skip = here + if spec.required { 1.5 } else { 0.5 };
+                    if skip < cost[i + 1][j] {
+                        cost[i + 1][j] = skip;
+                        back[i + 1][j] = Step::SkipSlot;
+                    }
+                    for k in j + 1..=n.min(j + MAX_TEXT) {
+                        if let Some((c, _)) = fill(&spec.ty, &sentence[j..k]) {
+                            let c = here + c;
+                            if c < cost[i + 1][k] {
+                                cost[i + 1][k] = c;
+                                back[i + 1][k] = Step::Slot(j);
+                            }
+                        }
+                    }
+                }
+                _ => {
+                    let lit = &example[i].norm;
+                    let miss = here + literal_miss(lit);
+                    if miss < cost[i + 1][j] {
+                        cost[i + 1][j] = miss;
+                        back[i + 1][j] = Step::MissLiteral;
+                    }
+                    if j < n
+                        && let Some((c, _)) = literal_match(lit, &sentence[j])
+                    {
+                        let c = here + c;
+                        if c < cost[i + 1][j + 1] {
+                            cost[i + 1][j + 1] = c;
+                            back[i + 1][j + 1] = Step::Match(!is_stopword(lit));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Walk back to read the slots' values.
+    let content_literals = example
+        .iter()
+        .filter(|t| t.kind == Kind::Word && !is_stopword(&t.norm))
+        .count();
+    let mut values = Vec::new();
+    let mut matched_literals = 0;
+    let (mut i, mut j) = (m, n);
+    while i > 0 || j > 0 {
+        match back[i][j] {
+            Step::Start => break,
+            Step::Extra => j -= 1,
+            Step::MissLiteral | Step::SkipSlot => i -= 1,
+            Step::Match(content) => {
+                matched_literals += usize::from(content);
+                i -= 1;
+                j -= 1;
+            }
+            Step::Slot(from) => {
+                if let Kind::Slot(name) = &example[i - 1].kind {
+                    let spec = slot(name).map(|s| s.ty).unwrap_or(SlotType::Text);
+                    if let Some((_, value)) = fill(&spec, &sentence[from..j]) {
+                        values.push((name.clone(), value));
+                    }
+                }
+                i -= 1;
+                j = from;
+            }
+        }
+    }
+    values.reverse();
+    Alignment {
+        cost: cost[m][n],
+        matched_literals,
+        content_literals,
+        values,
+    }
+}

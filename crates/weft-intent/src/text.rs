@@ -1,0 +1,481 @@
+//! What a sentence is made of, for matching: words folded to a canonical form (case, plurals,
+//! synonyms), and the typed things people write that templates take as inputs — US states (by
+//! name, code or a near miss), numbers, URLs and quoted strings — each kept as one token.
+//!
+//! Intent examples go through the same tokenizer, so "companies" in a sentence meets
+//! "businesses" in an example as the same word.
+
+use weft_core::inputs::US_STATE_CODES;
+
+/// One unit of a sentence.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Token {
+    /// As written (for a quoted string, without the quotes).
+    pub surface: String,
+    /// Lower case, singular, synonyms folded: what literals are compared on.
+    pub norm: String,
+    pub kind: Kind,
+    /// Whether the word says what the job is ([`is_keyword`]), worked out once.
+    pub keyword: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Kind {
+    Word,
+    /// `{name}` in an intent example.
+    Slot(String),
+    /// A US state; the value is its full name.
+    State(&'static str),
+    Number(f64),
+    /// An address, with a scheme added when it had none.
+    Url(String),
+    Quoted,
+}
+
+/// Words that carry little meaning: cheap to add to or leave out of a sentence.
+const STOPWORDS: &[&str] = &[
+    "a", "an", "the", "me", "my", "can", "could", "would", "you", "i", "like", "to", "for", "of",
+    "all", "some", "our", "us", "up", "out", "and", "with", "on", "in", "at", "want", "need", "do",
+    "let", "give", "that", "this", "these", "those", "what", "is", "are", "be", "there", "it",
+    "its", "go", "across", "how", "will", "we", "from", "about", "by", "just", "quick", "quickly",
+];
+
+/// Words dropped before matching: politeness says nothing about the job.
+const FILLER: &[&str] = &["please", "pls", "thanks", "thank", "kindly"];
+
+/// Synonym groups; every word of a group is folded to the first.
+const SYNONYMS: &[&[&str]] = &[
+    &[
+        "business",
+        "company",
+        "firm",
+        "shop",
+        "contractor",
+        "provider",
+        "store",
+        "outfit",
+        "operator",
+        "vendor",
+        "place",
+        "agency",
+    ],
+    &[
+        "find", "search", "discover", "locate", "list", "lookup", "get", "show", "pull",
+    ],
+    &[
+        "screenshot",
+        "snapshot",
+        "capture",
+        "screengrab",
+        "snap",
+        "screencap",
+        "image",
+        "picture",
+        "shot",
+    ],
+    &["deployment", "deploy", "release", "rollout", "deployed"],
+    &["research", "investigate", "study", "explore", "dig"],
+    &[
+        "summary",
+        "summarize",
+        "overview",
+        "rundown",
+        "brief",
+        "digest",
+    ],
+    &[
+        "check", "verify", "inspect", "audit", "status", "healthy", "health",
+    ],
+    &["compare", "comparison", "contrast", "versus", "vs", "diff"],
+    &["scrape", "crawl", "extract", "harvest"],
+    &["every", "each", "any", "entire", "whole"],
+    &[
+        "across",
+        "in",
+        "throughout",
+        "within",
+        "around",
+        "statewide",
+        "over",
+        "near",
+    ],
+    &["hello", "hi", "greet", "greeting", "hey"],
+    &["page", "site", "website", "webpage", "url", "link"],
+    &["latest", "last", "recent", "newest", "current"],
+    &["web", "internet", "online"],
+];
+
+/// Small numbers people write as words.
+const NUMBER_WORDS: &[(&str, f64)] = &[
+    ("one", 1.0),
+    ("two", 2.0),
+    ("three", 3.0),
+    ("four", 4.0),
+    ("five", 5.0),
+    ("six", 6.0),
+    ("seven", 7.0),
+    ("eight", 8.0),
+    ("nine", 9.0),
+    ("ten", 10.0),
+    ("twelve", 12.0),
+    ("fifteen", 15.0),
+    ("twenty", 20.0),
+    ("thirty", 30.0),
+    ("fifty", 50.0),
+];
+
+/// Two-letter words that are also state codes; taken as a state only when written in capitals.
+const CODE_WORDS: &[&str] = &[
+    "in", "or", "me", "ok", "hi", "oh", "id", "al", "la", "pa", "ma", "de",
+];
+
+pub fn is_stopword(norm: &str) -> bool {
+    STOPWORDS.contains(&norm)
+}
+
+/// Whether a (normalized) word is the head of a synonym group: words like "find", "business"
+/// or "screenshot" that say what the job is, rather than what it is about.
+pub fn is_keyword(norm: &str) -> bool {
+    SYNONYMS.iter().any(|group| {
+        group[0] == norm
+            || (norm.len() >= 6
+                && group.iter().any(|w| {
+                    w.len() >= 6 && strsim::normalized_damerau_levenshtein(w, norm) >= 0.8
+                }))
+    })
+}
+
+/// Splits a sentence (or an intent example) into tokens.
+pub fn tokenize(text: &str) -> Vec<Token> {
+    let mut raw: Vec<(String, bool)> = Vec::new();
+    let mut chars = text.chars().peekable();
+    let mut word = String::new();
+    let mut prev_space = true;
+    while let Some(c) = chars.next() {
+        let opens_quote = matches!(c, '"' | '“' | '«') || (c == '\'' && prev_space);
+        if opens_quote {
+            let close = match c {
+                '“' => '”',
+                '«' => '»',
+                other => other,
+            };
+            let rest: String = chars.clone().collect();
+            if let Some(end) = rest.find(close) {
+                if !word.is_empty() {
+                    raw.push((std::mem::take(&mut word), false));
+                }
+                raw.push((rest[..end].trim().to_string(), true));
+                let n = rest[..end].chars().count() + 1;
+                for _ in 0..n {
+                    chars.next();
+                }
+                prev_space = false;
+                continue;
+            }
+        }
+        if c.is_whitespace() {
+            if !word.is_empty() {
+                raw.push((std::mem::take(&mut word), false));
+            }
+            prev_space = true;
+        } else {
+            word.push(c);
+            prev_space = false;
+        }
+    }
+    if !word.is_empty() {
+        raw.push((word, false));
+    }
+
+    let mut tokens = Vec::new();
+    for (chunk, quoted) in raw {
+        if quoted {
+            if !chunk.is_empty() {
+                tokens.push(Token {
+                    norm: chunk.to_lowercase(),
+                    surface: chunk,
+                    kind: Kind::Quoted,
+                    keyword: false,
+                });
+            }
+            continue;
+        }
+        push_chunk(&chunk, &mut tokens);
+    }
+    mark_states(&mut tokens);
+    for token in &mut tokens {
+        token.keyword = token.kind == Kind::Word && is_keyword(&token.norm);
+    }
+    tokens
+}
+
+fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
+    // `{name}` slots in examples, possibly with punctuation around them.
+    if let Some(start) = chunk.find('{')
+        && let Some(len) = chunk[start..].find('}')
+    {
+        let name = &chunk[start + 1..start + len];
+        if !name.is_empty() && name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            tokens.push(Token {
+                surface: chunk.to_string(),
+                norm: String::new(),
+                kind: Kind::Slot(name.to_string()),
+                keyword: false,
+            });
+            return;
+        }
+    }
+    let trimmed = chunk.trim_matches(|c: char| {
+        matches!(
+            c,
+            ',' | '.' | ';' | ':' | '!' | '?' | '(' | ')' | '[' | ']' | '<' | '>' | '"' | '\''
+        )
+    });
+    if trimmed.is_empty() {
+        return;
+    }
+    if let Some(url) = as_url(trimmed) {
+        tokens.push(Token {
+            surface: trimmed.to_string(),
+            norm: trimmed.to_lowercase(),
+            kind: Kind::Url(url),
+            keyword: false,
+        });
+        return;
+    }
+    // "HVAC," or "roofers/plumbers" stay words; "3" and "three" are numbers.
+    let lower = trimmed.to_lowercase();
+    if let Ok(n) = lower.replace(',', "").parse::<f64>()
+        && n.is_finite()
+    {
+        tokens.push(Token {
+            surface: trimmed.to_string(),
+            norm: lower,
+            kind: Kind::Number(n),
+            keyword: false,
+        });
+        return;
+    }
+    if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == lower) {
+        tokens.push(Token {
+            surface: trimmed.to_string(),
+            norm: lower,
+            kind: Kind::Number(*n),
+            keyword: false,
+        });
+        return;
+    }
+    if FILLER.contains(&lower.as_str()) {
+        return;
+    }
+    // "what's" -> "what", "Colorado's" -> "colorado".
+    let base = lower
+        .strip_suffix("'s")
+        .or_else(|| lower.strip_suffix("’s"))
+        .unwrap_or(&lower);
+    tokens.push(Token {
+        surface: trimmed.to_string(),
+        norm: normalize(base),
+        kind: Kind::Word,
+        keyword: false,
+    });
+}
+
+/// An address as written: with a scheme, `www.`, or a dotted host name with a known-looking
+/// top-level domain.
+fn as_url(text: &str) -> Option<String> {
+    let lower = text.to_ascii_lowercase();
+    if lower.starts_with("http://") || lower.starts_with("https://") {
+        return (text.len() > 8).then(|| text.to_string());
+    }
+    if lower.starts_with("www.") && text.len() > 5 {
+        return Some(format!("https://{text}"));
+    }
+    let host = lower.split('/').next().unwrap_or_default();
+    let labels: Vec<&str> = host.split('.').collect();
+    if labels.len() < 2 || labels.iter().any(|l| l.is_empty()) {
+        return None;
+    }
+    let tld = labels.last().copied().unwrap_or_default();
+    let host_ok = host
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == ':');
+    let tld_ok = (2..=6).contains(&tld.len()) && tld.chars().all(|c| c.is_ascii_lowercase());
+    (host_ok && tld_ok).then(|| format!("https://{text}"))
+}
+
+/// Lower case, singular, synonyms folded.
+pub fn normalize(word: &str) -> String {
+    let word = word.trim_matches(|c: char| !c.is_alphanumeric());
+    let stem = singular(word);
+    for group in SYNONYMS {
+        if group.iter().any(|w| *w == stem || *w == word) {
+            return group[0].to_string();
+        }
+    }
+    stem
+}
+
+/// A crude singular: enough that "businesses", "companies" and "shops" meet their examples.
+fn singular(word: &str) -> String {
+    let n = word.chars().count();
+    if n <= 3 || !word.is_ascii() {
+        return word.to_string();
+    }
+    if let Some(base) = word.strip_suffix("ies") {
+        return format!("{base}y");
+    }
+    for suffix in ["sses", "shes", "ches", "xes"] {
+        if word.ends_with(suffix) {
+            return word[..word.len() - 2].to_string();
+        }
+    }
+    if word.ends_with("ss") || word.ends_with("us") || word.ends_with("is") {
+        return word.to_string();
+    }
+    if let Some(base) = word.strip_suffix('s') {
+        return base.to_string();
+    }
+    word.to_string()
+}
+
+/// Merges the words that name a US state into one `State` token: full names (one to three
+/// words, any case, or within a small typo), and codes (in capitals, or in lower case after
+/// "in"/"across" unless the code is also a common word).
+fn mark_states(tokens: &mut Vec<Token>) {
+    let mut i = 0;
+    while i < tokens.len() {
+        let mut found = None;
+        for width in (1..=3).rev() {
+            if i + width > tokens.len() {
+                continue;
+            }
+            let span = &tokens[i..i + width];
+            if span.iter().any(|t| t.kind != Kind::Word) {
+                continue;
+            }
+            let text = span
+                .iter()
+                .map(|t| t.surface.to_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(name) = state_by_name(&text, width) {
+                found = Some((width, name));
+                break;
+            }
+        }
+        if found.is_none() && tokens[i].kind == Kind::Word {
+            let surface = tokens[i].surface.trim_end_matches('.');
+            let prev = i
+                .checked_sub(1)
+                .map(|p| tokens[p].norm.as_str())
+                .unwrap_or_default();
+            let after_preposition = matches!(prev, "in" | "across" | "of" | "for");
+            if surface.len() == 2 {
+                let upper = surface.to_ascii_uppercase();
+                let capitals = surface == upper;
+                let lower_ok = after_preposition && !CODE_WORDS.contains(&surface);
+                if (capitals || lower_ok)
+                    && let Some((_, name)) = US_STATE_CODES.iter().find(|(c, _)| *c == upper)
+                {
+                    found = Some((1, *name));
+                }
+            }
+        }
+        if let Some((width, name)) = found {
+            let surface = tokens[i..i + width]
+                .iter()
+                .map(|t| t.surface.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
+            tokens.splice(
+                i..i + width,
+                [Token {
+                    surface,
+                    norm: name.to_lowercase(),
+                    kind: Kind::State(name),
+                    keyword: false,
+                }],
+            );
+        }
+        i += 1;
+    }
+}
+
+fn state_by_name(text: &str, width: usize) -> Option<&'static str> {
+    let words = |name: &str| name.split(' ').count();
+    if let Some((_, name)) = US_STATE_CODES
+        .iter()
+        .find(|(_, name)| name.to_lowercase() == text)
+    {
+        return Some(name);
+    }
+    // A near miss ("Colorodo", "new jersy"), only for names long enough that a typo cannot
+    // turn an ordinary word into a state.
+    if text.len() < 6 {
+        return None;
+    }
+    US_STATE_CODES
+        .iter()
+        .filter(|(_, name)| words(name) == width && name.len() >= 6)
+        .map(|(_, name)| {
+            let lower = name.to_lowercase();
+            (
+                strsim::normalized_damerau_levenshtein(&lower, text),
+                lower.chars().next() == text.chars().next(),
+                *name,
+            )
+        })
+        .filter(|(sim, same_start, _)| *sim >= 0.8 && *same_start)
+        .max_by(|a, b| a.0.total_cmp(&b.0))
+        .map(|(_, _, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kinds(text: &str) -> Vec<(String, Kind)> {
+        tokenize(text)
+            .into_iter()
+            .map(|t| (t.norm, t.kind))
+            .collect()
+    }
+
+    #[test]
+    fn states_by_name_code_and_typo() {
+        for (text, want) in [
+            ("in Colorado", "Colorado"),
+            ("in colorado", "Colorado"),
+            ("in CO", "Colorado"),
+            ("in co.", "Colorado"),
+            ("across new york", "New York"),
+            ("in Colorodo", "Colorado"),
+            ("in North Carolina", "North Carolina"),
+            ("in tx", "Texas"),
+        ] {
+            let tokens = tokenize(text);
+            assert_eq!(
+                tokens.last().map(|t| &t.kind),
+                Some(&Kind::State(want)),
+                "{text}"
+            );
+        }
+        // "in" and "or" are words, not Indiana and Oregon.
+        let tokens = kinds("find roofers in or near denver");
+        assert!(tokens.iter().all(|(_, k)| *k == Kind::Word), "{tokens:?}");
+    }
+
+    #[test]
+    fn urls_numbers_quotes_and_plurals() {
+        let tokens =
+            tokenize("Compare example.com, https://a.org/x. and \"rust async\" 3 businesses");
+        assert_eq!(tokens[1].kind, Kind::Url("https://example.com".into()));
+        assert_eq!(tokens[2].kind, Kind::Url("https://a.org/x".into()));
+        assert_eq!(tokens[4].kind, Kind::Quoted);
+        assert_eq!(tokens[4].surface, "rust async");
+        assert_eq!(tokens[5].kind, Kind::Number(3.0));
+        assert_eq!(tokens[6].norm, "business");
+        assert_eq!(normalize("companies"), "business");
+    }
+}
