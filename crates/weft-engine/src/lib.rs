@@ -20,6 +20,7 @@ use weft_tools::Registry;
 
 mod apply;
 mod control;
+pub mod telemetry;
 mod worker;
 
 pub use control::NewRun;
@@ -65,10 +66,12 @@ struct Inner {
 }
 
 impl Engine {
+    /// The store is wrapped so that what the engine commits is counted and logged
+    /// (`telemetry`); pass the plain store, never another engine's `store()`.
     pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
         Engine {
             inner: Arc::new(Inner {
-                store,
+                store: telemetry::Observed::wrap(store),
                 tools,
                 plans: Mutex::new(HashMap::new()),
                 wake: Notify::new(),

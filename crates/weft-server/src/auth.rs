@@ -35,6 +35,7 @@ fn random_secret(prefix: &str) -> String {
 
 /// A new stream ticket's text.
 pub fn new_ticket() -> String {
+    metrics::counter!("weft_stream_tickets_total", "result" => "minted").increment(1);
     random_secret(TICKET_PREFIX)
 }
 
@@ -90,25 +91,33 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
-        let Some(token) = bearer(parts) else {
-            return Err(Problem::new(
-                Kind::Unauthorized,
-                "send `Authorization: Bearer <API key>`; `weft tenants create NAME` or \
-                 `weft keys create --tenant NAME` prints one",
-            ));
-        };
-        if !token.starts_with(KEY_PREFIX) {
-            return Err(Problem::new(
-                Kind::Unauthorized,
-                "that is not an API key (they start with `wft_ak_`)",
-            ));
+        let caller = authenticate(parts, state).await;
+        if caller.is_err() {
+            metrics::counter!("weft_auth_failures_total").increment(1);
         }
-        match state.store.api_key_by_hash(&hash_secret(token)).await? {
-            Some(key) => Ok(Caller { tenant: key.tenant }),
-            None => Err(Problem::new(
-                Kind::Unauthorized,
-                "unknown or revoked API key; create one with `weft keys create --tenant NAME`",
-            )),
-        }
+        caller
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Problem> {
+    let Some(token) = bearer(parts) else {
+        return Err(Problem::new(
+            Kind::Unauthorized,
+            "send `Authorization: Bearer <API key>`; `weft tenants create NAME` or \
+             `weft keys create --tenant NAME` prints one",
+        ));
+    };
+    if !token.starts_with(KEY_PREFIX) {
+        return Err(Problem::new(
+            Kind::Unauthorized,
+            "that is not an API key (they start with `wft_ak_`)",
+        ));
+    }
+    match state.store.api_key_by_hash(&hash_secret(token)).await? {
+        Some(key) => Ok(Caller { tenant: key.tenant }),
+        None => Err(Problem::new(
+            Kind::Unauthorized,
+            "unknown or revoked API key; create one with `weft keys create --tenant NAME`",
+        )),
     }
 }

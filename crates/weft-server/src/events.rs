@@ -157,7 +157,6 @@ impl Hub {
                 }
             }
         };
-        let mut observer = crate::metrics::EventObserver::default();
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
@@ -169,7 +168,6 @@ impl Hub {
                     Ok(batch) => {
                         let Some(tail) = batch.last() else { break };
                         last = tail.seq;
-                        observer.observe(&batch);
                         self.publish(&batch);
                         if batch.len() < 1000 {
                             break;
@@ -200,6 +198,12 @@ async fn stream_caller(
             .store
             .take_ticket(&hash_secret(ticket), now_ms())
             .await?;
+        let result = if found.as_ref().is_some_and(|t| t.run_id == run_id) {
+            "accepted"
+        } else {
+            "refused"
+        };
+        metrics::counter!("weft_stream_tickets_total", "result" => result).increment(1);
         return match found {
             Some(t) if t.run_id == run_id => Ok(t.tenant),
             Some(_) => Err(Problem::not_found("run", run_id)),

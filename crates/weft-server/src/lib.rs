@@ -140,6 +140,8 @@ impl Server {
         options: ServerOptions,
         shared: Vec<SharedTemplate>,
     ) -> Self {
+        // Before anything counts: the engine's metrics are no-ops until a recorder exists.
+        metrics::install();
         let hub = Hub::new(options.sse_buffer);
         let shared = shared
             .into_iter()

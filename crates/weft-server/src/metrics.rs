@@ -1,25 +1,29 @@
-//! Prometheus metrics: counters and histograms fed by the event log, gauges read from the
-//! store at scrape time, and request counts from a middleware.
+//! Prometheus metrics: the exporter, the gauges read from the store, and request counts.
 //!
-//! Deriving metrics from events (rather than instrumenting the engine) keeps the engine free
-//! of any metrics library and counts runs advanced by workers in other processes too.
+//! Counters and histograms of runs, steps, retries, cache and leases come from the engine
+//! (`weft_engine::telemetry`), counted where a transition commits, so every process exports
+//! what it did and Prometheus sums the processes. This module installs the process-wide
+//! recorder, sets the gauges that describe shared state (queue depth, oldest due task, runs by
+//! status, leases per worker) from one store query per scrape, and renders the text format.
 
-use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use tokio_util::sync::CancellationToken;
-use weft_store::Event;
+use weft_store::Store;
 
 use crate::AppState;
 
-/// The process's recorder: metrics are global, so every server in a process shares one.
-fn handle() -> Option<&'static PrometheusHandle> {
+/// Installs the process's recorder (once; later calls return the same handle). Metrics are
+/// global, so every server and worker in a process shares it. `None` when another recorder
+/// was installed first.
+pub fn install() -> Option<&'static PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
         .get_or_init(|| {
@@ -38,35 +42,46 @@ fn handle() -> Option<&'static PrometheusHandle> {
         .as_ref()
 }
 
+fn handle() -> Option<&'static PrometheusHandle> {
+    install()
+}
+
 fn describe() {
-    metrics::describe_counter!(
-        "weft_runs_finished_total",
-        "Runs that ended, by template and status."
-    );
+    weft_engine::telemetry::describe();
     metrics::describe_gauge!("weft_runs", "Runs in the store, by template and status.");
-    metrics::describe_histogram!("weft_run_duration_seconds", "Run durations, start to end.");
-    metrics::describe_histogram!(
-        "weft_step_duration_seconds",
-        "Step durations, by tool and status."
+    metrics::describe_gauge!(
+        "weft_queue_depth",
+        "Tasks waiting in the queue (due or waiting out a retry backoff)."
     );
-    metrics::describe_counter!("weft_step_failures_total", "Steps that failed, by tool.");
-    metrics::describe_counter!(
-        "weft_task_retries_total",
-        "Task attempts that were retried."
+    metrics::describe_gauge!(
+        "weft_queue_due_tasks",
+        "Queued tasks whose start time has passed."
     );
-    metrics::describe_counter!(
-        "weft_cache_hits_total",
-        "Task results taken from the cache."
+    metrics::describe_gauge!(
+        "weft_queue_oldest_task_age_seconds",
+        metrics::Unit::Seconds,
+        "How long the oldest due queued task has waited (0 with an empty queue)."
     );
-    metrics::describe_gauge!("weft_queue_depth", "Tasks waiting in the queue.");
     metrics::describe_gauge!(
         "weft_tasks_in_flight",
-        "Tasks leased to a worker and running."
+        "Tasks leased to a worker and running, in every process."
     );
-    metrics::describe_gauge!("weft_sse_streams", "Open event streams.");
+    metrics::describe_gauge!(
+        "weft_lease_holders",
+        "Worker processes that hold at least one lease."
+    );
+    metrics::describe_gauge!("weft_sse_streams", "Open event streams (SSE subscribers).");
     metrics::describe_counter!(
         "weft_sse_lagged_disconnects_total",
         "Streams dropped for falling behind."
+    );
+    metrics::describe_counter!(
+        "weft_stream_tickets_total",
+        "Stream tickets, by result (minted, accepted, refused)."
+    );
+    metrics::describe_counter!(
+        "weft_auth_failures_total",
+        "Requests refused for a missing, malformed, unknown or revoked API key."
     );
     metrics::describe_counter!(
         "weft_http_requests_total",
@@ -74,71 +89,64 @@ fn describe() {
     );
 }
 
-/// Turns events into counters and durations. Keeps what it needs about runs and steps that
-/// are in progress (their template, tool and start time), and forgets them when they end.
-#[derive(Default)]
-pub struct EventObserver {
-    runs: HashMap<String, (String, i64)>,
-    steps: HashMap<(String, String), (String, i64)>,
+/// Sets the gauges that describe the shared queue, from one store query.
+pub async fn refresh_queue_gauges(store: &dyn Store) {
+    match store.queue_status().await {
+        Ok(q) => {
+            metrics::gauge!("weft_queue_depth").set(q.queued as f64);
+            metrics::gauge!("weft_queue_due_tasks").set(q.due as f64);
+            metrics::gauge!("weft_queue_oldest_task_age_seconds")
+                .set(q.oldest_age_ms() as f64 / 1000.0);
+            metrics::gauge!("weft_tasks_in_flight").set(q.running as f64);
+            let live = q.leases.iter().filter(|l| l.expires_at >= q.now).count();
+            metrics::gauge!("weft_lease_holders").set(live as f64);
+        }
+        Err(error) => tracing::warn!(%error, "Cannot read the queue for metrics."),
+    }
 }
 
-impl EventObserver {
-    pub fn observe(&mut self, events: &[Event]) {
-        if handle().is_none() {
-            return;
-        }
-        for e in events {
-            let step_key = || (e.run_id.clone(), e.step_id.clone().unwrap_or_default());
-            match e.kind.as_str() {
-                "run.started" | "run.resumed" => {
-                    let template = e.data["template"].as_str().unwrap_or("unknown").to_string();
-                    let template = match self.runs.get(&e.run_id) {
-                        Some((t, _)) if template == "unknown" => t.clone(),
-                        _ => template,
-                    };
-                    self.runs.insert(e.run_id.clone(), (template, e.ts));
+/// The exporter alone, for a process without the API (`weft worker --metrics-listen`):
+/// `/metrics` and `/healthz`.
+pub fn exporter(store: Arc<dyn Store>) -> Router {
+    install();
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let store = store.clone();
+                async move {
+                    refresh_queue_gauges(store.as_ref()).await;
+                    text()
                 }
-                "run.succeeded" | "run.failed" | "run.cancelled" => {
-                    let status = e.kind.trim_start_matches("run.").to_string();
-                    let (template, started) = self
-                        .runs
-                        .remove(&e.run_id)
-                        .map(|(t, s)| (t, Some(s)))
-                        .unwrap_or(("unknown".into(), None));
-                    metrics::counter!("weft_runs_finished_total", "template" => template.clone(), "status" => status.clone())
-                        .increment(1);
-                    if let Some(started) = started {
-                        metrics::histogram!("weft_run_duration_seconds", "template" => template, "status" => status)
-                            .record((e.ts - started).max(0) as f64 / 1000.0);
-                    }
-                    self.steps.retain(|(run, _), _| run != &e.run_id);
-                }
-                "step.started" => {
-                    let tool = e.data["tool"].as_str().unwrap_or("unknown").to_string();
-                    self.steps.insert(step_key(), (tool, e.ts));
-                }
-                "step.succeeded" | "step.failed" | "step.cancelled" => {
-                    let status = e.kind.trim_start_matches("step.").to_string();
-                    let (tool, started) = self
-                        .steps
-                        .remove(&step_key())
-                        .map(|(t, s)| (t, Some(s)))
-                        .unwrap_or(("unknown".into(), None));
-                    if status == "failed" {
-                        metrics::counter!("weft_step_failures_total", "tool" => tool.clone())
-                            .increment(1);
-                    }
-                    if let Some(started) = started {
-                        metrics::histogram!("weft_step_duration_seconds", "tool" => tool, "status" => status)
-                            .record((e.ts - started).max(0) as f64 / 1000.0);
-                    }
-                }
-                "task.retrying" => metrics::counter!("weft_task_retries_total").increment(1),
-                "task.cache_hit" => metrics::counter!("weft_cache_hits_total").increment(1),
-                _ => {}
-            }
-        }
-    }
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+}
+
+/// Serves [`exporter`] on `listener` until `shutdown`.
+pub async fn serve_exporter(
+    listener: tokio::net::TcpListener,
+    store: Arc<dyn Store>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let upkeep = tokio::spawn(upkeep(shutdown.clone()));
+    let served = axum::serve(listener, exporter(store))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await;
+    let _ = upkeep.await;
+    served
+}
+
+fn text() -> Response {
+    let body = handle().map(|h| h.render()).unwrap_or_default();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
 }
 
 /// Counts requests by method and status. The path is left out: it holds ids.
@@ -159,13 +167,10 @@ pub async fn track(request: Request, next: Next) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "service",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn render(State(state): State<AppState>) -> Response {
-    let Some(handle) = handle() else {
+    if handle().is_none() {
         return (axum::http::StatusCode::OK, "").into_response();
-    };
-    if let Ok((queued, running)) = state.store.task_counts().await {
-        metrics::gauge!("weft_queue_depth").set(queued as f64);
-        metrics::gauge!("weft_tasks_in_flight").set(running as f64);
     }
+    refresh_queue_gauges(state.store.as_ref()).await;
     if let Ok(counts) = state.store.run_counts().await {
         // A (template, status) with no runs left is not in the answer: set it to 0, or the
         // gauge would keep its last value.
@@ -187,14 +192,7 @@ pub async fn render(State(state): State<AppState>) -> Response {
             metrics::gauge!("weft_runs", "template" => template, "status" => status).set(n as f64);
         }
     }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
-        handle.render(),
-    )
-        .into_response()
+    text()
 }
 
 /// Keeps histograms from growing without bound.

@@ -163,7 +163,7 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_events() {
     .await;
     assert!(fourth.rest().await.is_empty());
 
-    // The run shows in the metrics, counted from the event log.
+    // The run shows in the metrics, counted by the engine when it committed the run.
     let metrics = reqwest::get(format!("{}/metrics", srv.base))
         .await
         .unwrap()
