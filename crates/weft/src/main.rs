@@ -6,6 +6,7 @@
 
 mod app;
 mod commands;
+mod logging;
 mod memory;
 mod progress;
 
@@ -15,7 +16,7 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
-    app::init_logging(cli.global.verbose);
+    logging::init(&cli);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

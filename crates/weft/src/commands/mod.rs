@@ -7,10 +7,12 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, Global};
 
 mod keys;
+mod migrate;
 mod run;
 mod runs;
 mod runs_wait;
 mod serve;
+mod status;
 mod templates;
 mod tenants;
 mod tools;
@@ -53,6 +55,12 @@ pub enum Command {
     /// Create, list and revoke a tenant's API keys.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// What an operator asks first: store reachable, schema current, workers holding leases,
+    /// queue depth and the oldest due task. Exit 1 when something is wrong.
+    #[command(visible_alias = "doctor")]
+    Status,
+    /// Bring the store's schema up to this binary's version (before starting upgraded workers).
+    Migrate,
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -67,6 +75,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Serve(args) => serve::serve(&app, args).await,
         Command::Tenants(cmd) => tenants::tenants(&app, cmd).await,
         Command::Keys(cmd) => keys::keys(&app, cmd).await,
+        Command::Status => status::status(&app).await,
+        Command::Migrate => migrate::migrate(&app).await,
     }
 }
 

@@ -165,14 +165,15 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let addr = listener.local_addr()?;
     eprintln!(
-        "weft serving http://{addr} (store {}, {} shared template(s)); Ctrl-C stops",
+        "weft serving http://{addr} (store {}, {} shared template(s)); SIGTERM or Ctrl-C stops",
         weft_store::Store::describe(store.as_ref()),
         shared.len()
     );
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
-        let _ = tokio::signal::ctrl_c().await;
+        crate::commands::worker::stop_signal().await;
+        eprintln!("stopping: no new requests or tasks; running ones get the grace period");
         stop.cancel();
     });
     let server = Server::new(store, engine, options, shared);

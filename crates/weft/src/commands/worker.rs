@@ -30,12 +30,27 @@ pub struct WorkerArgs {
     /// How often to look at the queue without a notification (a backstop).
     #[arg(long, default_value = "2s", value_parser = weft_core::duration::parse)]
     pub poll: Duration,
+    /// Serve Prometheus metrics (`/metrics`) and `/healthz` on this address, e.g.
+    /// `127.0.0.1:9464`. Off by default.
+    #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
     if args.lease < Duration::from_millis(30) {
         return Err(crate::app::usage("--lease must be at least 30ms"));
     }
+    let metrics = match args.metrics_listen {
+        Some(addr) => {
+            // Installed before the engine exists, so its first commits are counted too.
+            weft_server::metrics::install();
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| crate::app::usage(format!("cannot listen on {addr}: {e}")))?;
+            Some(listener)
+        }
+        None => None,
+    };
     let engine = app.engine().await?;
     let worker = engine.worker(WorkerOptions {
         concurrency: app.concurrency(args.concurrency),
@@ -52,18 +67,35 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         weft_core::duration::format(args.lease)
     );
     let shutdown = CancellationToken::new();
+    let exporter = metrics.map(|listener| {
+        if let Ok(addr) = listener.local_addr() {
+            eprintln!("metrics on http://{addr}/metrics");
+        }
+        let store = engine.store().clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            if let Err(error) = weft_server::metrics::serve_exporter(listener, store, stop).await {
+                tracing::warn!(%error, "The metrics listener stopped.");
+            }
+        })
+    });
     let stop = shutdown.clone();
     tokio::spawn(async move {
         stop_signal().await;
         eprintln!("stopping: no new tasks; running ones get the grace period");
         stop.cancel();
     });
-    worker.run(shutdown).await?;
+    let worked = worker.run(shutdown.clone()).await;
+    shutdown.cancel();
+    if let Some(exporter) = exporter {
+        let _ = exporter.await;
+    }
+    worked?;
     Ok(ExitCode::SUCCESS)
 }
 
 /// Resolves on the first SIGTERM or SIGINT.
-async fn stop_signal() {
+pub(crate) async fn stop_signal() {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(s) => s,
