@@ -22,6 +22,8 @@ pub struct ToolsConfig {
     pub llm: BTreeMap<String, ProviderConfig>,
     pub skills: SkillsConfig,
     pub browser: BrowserConfig,
+    /// `[places]`: the provider behind `places.search`.
+    pub places: crate::builtin::places::PlacesConfig,
 }
 
 /// Adds every configured tool besides the built-ins and memory: MCP servers (not started),
@@ -42,6 +44,10 @@ pub fn register_configured(
     }
     if let Err(problem) = crate::browser::register(registry, &config.browser) {
         problems.push(problem);
+    }
+    match crate::builtin::places::Places::new(config.places.clone()) {
+        Ok(places) => registry.insert(std::sync::Arc::new(places)),
+        Err(problem) => problems.push(problem),
     }
     // Hooks last: they apply to tools whatever their source.
     let store = crate::artifacts::register(registry, &config.artifacts);

@@ -44,6 +44,8 @@ pub struct Config {
     pub skills: weft_tools::skills::SkillsConfig,
     /// `[browser]`: headless Chromium for `browser.screenshot`.
     pub browser: weft_tools::browser::BrowserConfig,
+    /// `[places]`: the provider behind `places.search` (Google Places or Overpass).
+    pub places: weft_tools::builtin::places::PlacesConfig,
 }
 
 impl Config {
@@ -110,6 +112,7 @@ impl App {
             artifacts: config.artifacts.clone(),
             skills: config.skills.clone(),
             browser: config.browser.clone(),
+            places: config.places.clone(),
         };
         let mut registry = Registry::with_builtins(&tools_config);
         weft_tools::config::register_configured(&mut registry, &tools_config).map_err(

@@ -15,6 +15,7 @@ use crate::{Error, Registry, Result, ToolsConfig};
 pub mod command;
 pub mod geo;
 pub mod http;
+pub mod places;
 pub mod render;
 pub mod sleep;
 pub mod ssrf;

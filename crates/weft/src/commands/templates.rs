@@ -6,12 +6,40 @@ use std::process::ExitCode;
 use crate::app::App;
 use crate::commands::print_json;
 
-/// Templates compiled into the binary: (name, file label, source).
-const BUILTINS: &[(&str, &str, &str)] = &[(
-    "hello",
-    "<builtin>/hello.yaml",
-    include_str!("../../../../examples/hello.yaml"),
-)];
+/// Templates compiled into the binary: (name, file label, source). The seeds' templates live
+/// in `templates/` at the repository root.
+pub(crate) const BUILTINS: &[(&str, &str, &str)] = &[
+    (
+        "hello",
+        "<builtin>/hello.yaml",
+        include_str!("../../../../examples/hello.yaml"),
+    ),
+    (
+        "state-discovery",
+        "<builtin>/state-discovery.yaml",
+        include_str!("../../../../templates/state-discovery.yaml"),
+    ),
+    (
+        "web-research",
+        "<builtin>/web-research.yaml",
+        include_str!("../../../../templates/web-research.yaml"),
+    ),
+    (
+        "screenshot-and-post",
+        "<builtin>/screenshot-and-post.yaml",
+        include_str!("../../../../templates/screenshot-and-post.yaml"),
+    ),
+    (
+        "multi-scrape",
+        "<builtin>/multi-scrape.yaml",
+        include_str!("../../../../templates/multi-scrape.yaml"),
+    ),
+    (
+        "deployment-check",
+        "<builtin>/deployment-check.yaml",
+        include_str!("../../../../templates/deployment-check.yaml"),
+    ),
+];
 
 /// A built-in template by name: (file label, source).
 pub fn builtin(name: &str) -> Option<(&'static str, &'static str)> {
