@@ -206,3 +206,49 @@ fn every_builtin_template_validates() {
         );
     }
 }
+
+#[test]
+fn ask_turns_a_sentence_into_a_plan_a_question_or_a_run() {
+    let stand_in = StandIn::start();
+    let dir = workdir(&stand_in);
+
+    let out = weft(
+        dir.path(),
+        &[
+            "ask",
+            "Find all HVAC businesses in Colorado",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["template"], "state-discovery");
+    assert_eq!(answer["inputs"]["niche"], "HVAC");
+    assert_eq!(answer["inputs"]["state"], "Colorado");
+    assert!(
+        answer["confidence"].as_f64().unwrap_or(0.0) > 0.9,
+        "{answer}"
+    );
+    assert!(answer["alternatives"].is_array());
+    assert_eq!(answer["plan"]["steps"][1]["tool"], "places.search");
+    assert_eq!(stand_in.calls(), 0, "a dry run calls nothing");
+
+    // Unsure: a question and the candidates, exit 2, nothing runs.
+    let out = weft(dir.path(), &["ask", "what's the weather like", "--json"]);
+    assert_eq!(out.status.code(), Some(2));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert!(answer["question"].is_string(), "{answer}");
+
+    // Sure: the run starts and finishes like `weft run`.
+    let out = weft(
+        dir.path(),
+        &["ask", "find hvac companies in 2 cities of CO"],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("**Found**: 45 businesses across 2 cities"),
+        "{text}"
+    );
+}

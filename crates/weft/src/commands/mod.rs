@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 use crate::app::{App, Global};
 
+mod ask;
 mod keys;
 mod migrate;
 mod run;
@@ -31,6 +32,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Say what you want in a sentence: weft picks a template and its inputs, then runs it
+    /// (`--dry-run`: only show the choice and the plan).
+    Ask(ask::AskArgs),
     /// Run a template (a file, or a name from ./templates or the built-ins) to its end.
     Run(run::RunArgs),
     /// Check templates without running them; every problem as FILE:LINE:COL: CODE: message.
@@ -66,6 +70,7 @@ pub enum Command {
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let app = App::new(cli.global)?;
     match cli.command {
+        Command::Ask(args) => ask::ask(&app, args).await,
         Command::Run(args) => run::run(&app, args).await,
         Command::Validate(args) => validate::validate(&app, args).await,
         Command::Runs(cmd) => runs::runs(&app, cmd).await,
