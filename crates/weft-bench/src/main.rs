@@ -127,7 +127,12 @@ async fn w1(dir: &Path, weft: &Path) -> anyhow::Result<()> {
         let mut lat = Vec::new();
         let t0 = Instant::now();
         for _ in 0..200 {
-            lat.push(run_to_end(&engine, &yaml, json!({}), 5).await?.as_secs_f64() * 1e3);
+            lat.push(
+                run_to_end(&engine, &yaml, json!({}), 5)
+                    .await?
+                    .as_secs_f64()
+                    * 1e3,
+            );
         }
         let total = t0.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
@@ -224,10 +229,30 @@ steps:
 async fn w2(dir: &Path, weft: &Path) -> anyhow::Result<()> {
     println!("W2 fan-out: one run over N items (10% duplicate ids), then a dedupe by id");
     for (n, c, strategy, label) in [
-        (2_000, 3, "sync", "2,000 items, concurrency 3, pure step inline (default)"),
-        (2_000, 3, "queue", "2,000 items, concurrency 3, strategy: queue"),
-        (100_000, 64, "sync", "100,000 items, concurrency 64, inline (default)"),
-        (100_000, 64, "queue", "100,000 items, concurrency 64, strategy: queue"),
+        (
+            2_000,
+            3,
+            "sync",
+            "2,000 items, concurrency 3, pure step inline (default)",
+        ),
+        (
+            2_000,
+            3,
+            "queue",
+            "2,000 items, concurrency 3, strategy: queue",
+        ),
+        (
+            100_000,
+            64,
+            "sync",
+            "100,000 items, concurrency 64, inline (default)",
+        ),
+        (
+            100_000,
+            64,
+            "queue",
+            "100,000 items, concurrency 64, strategy: queue",
+        ),
     ] {
         let sub = tempfile::tempdir_in(dir)?;
         std::fs::write(sub.path().join("w2.yaml"), w2_yaml(n, c, strategy))?;
@@ -239,7 +264,9 @@ async fn w2(dir: &Path, weft: &Path) -> anyhow::Result<()> {
 }
 
 async fn w3(dir: &Path) -> anyhow::Result<()> {
-    println!("W3 discovery: 15 items x 50 ms, concurrency 3, every 5th fails once, retried after 10 ms");
+    println!(
+        "W3 discovery: 15 items x 50 ms, concurrency 3, every 5th fails once, retried after 10 ms"
+    );
     let yaml = r#"name: w3
 steps:
   - id: discover

@@ -78,7 +78,10 @@ impl StepStatus {
     pub fn is_terminal(self) -> bool {
         matches!(
             self,
-            StepStatus::Succeeded | StepStatus::Failed | StepStatus::Skipped | StepStatus::Cancelled
+            StepStatus::Succeeded
+                | StepStatus::Failed
+                | StepStatus::Skipped
+                | StepStatus::Cancelled
         )
     }
 }
@@ -151,9 +154,11 @@ pub fn advance(
     catalog: &dyn ToolCatalog,
 ) -> (Vec<Decision>, Option<Outcome>) {
     // A failed step without `continue_on_error` ends the run: nothing new starts.
-    if let Some((idx, state)) = states.iter().enumerate().find(|(i, s)| {
-        s.status == StepStatus::Failed && !plan.steps[*i].continue_on_error
-    }) {
+    if let Some((idx, state)) = states
+        .iter()
+        .enumerate()
+        .find(|(i, s)| s.status == StepStatus::Failed && !plan.steps[*i].continue_on_error)
+    {
         let error = state.error.as_deref().unwrap_or("failed");
         return (
             Vec::new(),

@@ -641,7 +641,12 @@ steps:
         )
         .await;
     assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
-    let events = h.engine.store().events(&run.id, 0, 1000).await.expect("events");
+    let events = h
+        .engine
+        .store()
+        .events(&run.id, 0, 1000)
+        .await
+        .expect("events");
     let progress: Vec<(u64, String)> = events
         .iter()
         .filter(|e| e.kind == "task.progress")
