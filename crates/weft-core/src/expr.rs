@@ -55,6 +55,11 @@ impl Scope {
         Scope(JValue::from(Serde(scope)))
     }
 
+    /// A scope built directly as minijinja values (shared, not copied).
+    pub fn from_value(value: JValue) -> Self {
+        Scope(value)
+    }
+
     /// This scope plus a `for_each` item under `name` and its `item_index`.
     pub fn with_item(&self, name: &str, item: &Value, index: usize) -> Scope {
         let overlay = JValue::from_pairs([
@@ -122,18 +127,49 @@ pub fn render_str(text: &str, scope: &Scope) -> Result<Value, Error> {
     Ok(Value::String(rendered))
 }
 
+type Compiled = minijinja::Expression<'static, 'static>;
+
+thread_local! {
+    /// Compiled expressions by text: a fan-out renders the same few expressions for every
+    /// item, and compiling costs far more than evaluating.
+    static COMPILED: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Compiled>>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+}
+
+const MAX_CACHED: usize = 4096;
+
+fn compiled(expr: &str) -> Result<std::rc::Rc<Compiled>, Error> {
+    if let Some(hit) = COMPILED.with(|c| c.borrow().get(expr).cloned()) {
+        return Ok(hit);
+    }
+    let compiled = std::rc::Rc::new(
+        ENV.compile_expression_owned(expr.to_string())
+            .map_err(|e| error(expr, e))?,
+    );
+    COMPILED.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(expr.to_string(), compiled.clone());
+    });
+    Ok(compiled)
+}
+
 /// Evaluates one expression (without braces) to JSON. Undefined becomes `null`.
 pub fn eval(expr: &str, scope: &Scope) -> Result<Value, Error> {
-    let compiled = ENV.compile_expression(expr).map_err(|e| error(expr, e))?;
-    let value = compiled.eval(scope.0.clone()).map_err(|e| error(expr, e))?;
+    let value = compiled(expr)?
+        .eval(scope.0.clone())
+        .map_err(|e| error(expr, e))?;
     to_json(&value).map_err(|e| error(expr, e))
 }
 
 /// Evaluates an `if:` condition, written with or without `{{ }}`.
 pub fn eval_condition(text: &str, scope: &Scope) -> Result<bool, Error> {
     let expr = single_expression(text).unwrap_or(text.trim());
-    let compiled = ENV.compile_expression(expr).map_err(|e| error(expr, e))?;
-    let value = compiled.eval(scope.0.clone()).map_err(|e| error(expr, e))?;
+    let value = compiled(expr)?
+        .eval(scope.0.clone())
+        .map_err(|e| error(expr, e))?;
     Ok(value.is_true())
 }
 

@@ -7,7 +7,7 @@
 //! decides exactly what the first attempt decided.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::catalog::ToolCatalog;
 use crate::expr::{self, Scope};
@@ -86,22 +86,37 @@ impl StepStatus {
     }
 }
 
-/// What the orchestrator needs to know about one step.
+/// What the orchestrator needs to know about one step; borrowed from the recorded rows, so
+/// a large fan-out's output is never copied just to decide what comes next.
 #[derive(Debug, Clone, PartialEq)]
-pub struct StepState {
+pub struct StepState<'a> {
     pub status: StepStatus,
-    pub output: Value,
-    pub error: Option<String>,
+    pub output: &'a Value,
+    pub error: Option<&'a str>,
     pub attempts: u32,
 }
 
-impl Default for StepState {
+static NULL: Value = Value::Null;
+
+impl Default for StepState<'_> {
     fn default() -> Self {
         StepState {
             status: StepStatus::Pending,
-            output: Value::Null,
+            output: &NULL,
             error: None,
             attempts: 0,
+        }
+    }
+}
+
+impl<'a> StepState<'a> {
+    /// A step state whose output is `null`.
+    pub fn without_output(status: StepStatus, error: Option<&'a str>, attempts: u32) -> Self {
+        StepState {
+            status,
+            output: &NULL,
+            error,
+            attempts,
         }
     }
 }
@@ -150,7 +165,7 @@ pub enum Outcome {
 pub fn advance(
     plan: &Plan,
     run: RunInfo<'_>,
-    states: &[StepState],
+    states: &[StepState<'_>],
     catalog: &dyn ToolCatalog,
 ) -> (Vec<Decision>, Option<Outcome>) {
     // A failed step without `continue_on_error` ends the run: nothing new starts.
@@ -159,7 +174,7 @@ pub fn advance(
         .enumerate()
         .find(|(i, s)| s.status == StepStatus::Failed && !plan.steps[*i].continue_on_error)
     {
-        let error = state.error.as_deref().unwrap_or("failed");
+        let error = state.error.unwrap_or("failed");
         return (
             Vec::new(),
             Some(Outcome::Failed(format!(
@@ -170,7 +185,7 @@ pub fn advance(
     }
 
     let mut decisions = Vec::new();
-    let base = Scope::new(&scope_json(plan, run, states, None));
+    let scopes = Scopes::new(plan, run, states);
     for (idx, step) in plan.steps.iter().enumerate() {
         if states[idx].status != StepStatus::Pending {
             continue;
@@ -184,17 +199,13 @@ pub fn advance(
         if !ready {
             continue;
         }
-        let scope = match step.prev {
-            Some(_) => Scope::new(&scope_json(plan, run, states, Some(idx))),
-            None => base.clone(),
-        };
-        decisions.push(decide(plan, idx, &scope, catalog));
+        decisions.push(decide(plan, idx, &scopes.for_step(Some(idx)), catalog));
     }
     if !decisions.is_empty() {
         return (decisions, None);
     }
     if states.iter().all(|s| s.status.is_terminal()) {
-        return (Vec::new(), Some(finish(plan, run, states)));
+        return (Vec::new(), Some(finish(plan, states, &scopes)));
     }
     (Vec::new(), None)
 }
@@ -289,9 +300,9 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
     }
 }
 
-fn finish(plan: &Plan, run: RunInfo<'_>, states: &[StepState]) -> Outcome {
+fn finish(plan: &Plan, states: &[StepState<'_>], scopes: &Scopes) -> Outcome {
     if let Some(template) = &plan.output {
-        let scope = Scope::new(&scope_json(plan, run, states, Some(plan.steps.len())));
+        let scope = scopes.for_step(Some(plan.steps.len()));
         return match expr::render(template, &scope) {
             Ok(v) => Outcome::Succeeded(v),
             Err(e) => Outcome::Failed(format!("`output` could not be rendered: {e}")),
@@ -315,39 +326,61 @@ fn type_name(v: &Value) -> &'static str {
     }
 }
 
-fn step_json(state: &StepState) -> Value {
+use minijinja::value::{Serde, Value as JValue};
+
+/// One step as expressions see it. `result`/`success` alias `output`/`ok` (the seeds'
+/// spelling) and share the converted value rather than copying it.
+fn step_value(state: &StepState<'_>) -> JValue {
     let ok = state.status == StepStatus::Succeeded;
-    json!({
-        "output": state.output,
-        "result": state.output,
-        "status": state.status.as_str(),
-        "ok": ok,
-        "success": ok,
-        "error": state.error,
-        "attempts": state.attempts,
-    })
+    let output = JValue::from(Serde(state.output));
+    JValue::from_pairs([
+        ("output", output.clone()),
+        ("result", output),
+        ("status", JValue::from(state.status.as_str())),
+        ("ok", JValue::from(ok)),
+        ("success", JValue::from(ok)),
+        ("error", JValue::from(state.error.map(str::to_string))),
+        ("attempts", JValue::from(state.attempts)),
+    ])
 }
 
-/// The expression scope for step `for_step` (its `prev` is the step written before it);
-/// `Some(plan.steps.len())` gives the scope of `output:` (`prev` = the last step).
-pub fn scope_json(
-    plan: &Plan,
-    run: RunInfo<'_>,
-    states: &[StepState],
-    for_step: Option<usize>,
-) -> Value {
-    let mut steps = Map::with_capacity(plan.steps.len());
-    for (step, state) in plan.steps.iter().zip(states) {
-        steps.insert(step.id.clone(), step_json(state));
+/// The expression scopes of one decision round, with every step's value converted once.
+struct Scopes {
+    steps: Vec<JValue>,
+    steps_map: JValue,
+    input: JValue,
+    run: JValue,
+}
+
+impl Scopes {
+    fn new(plan: &Plan, run: RunInfo<'_>, states: &[StepState<'_>]) -> Self {
+        let steps: Vec<JValue> = states.iter().map(step_value).collect();
+        let steps_map = JValue::from_pairs(
+            plan.steps
+                .iter()
+                .zip(&steps)
+                .map(|(s, v)| (s.id.clone(), v.clone())),
+        );
+        Scopes {
+            steps,
+            steps_map,
+            input: JValue::from(Serde(run.inputs)),
+            run: JValue::from_pairs([("id", run.id), ("tenant", run.tenant)]),
+        }
     }
-    let prev = match for_step {
-        Some(i) if i > 0 => states.get(i - 1).map(step_json).unwrap_or(Value::Null),
-        _ => Value::Null,
-    };
-    json!({
-        "input": run.inputs,
-        "steps": steps,
-        "prev": prev,
-        "run": {"id": run.id, "tenant": run.tenant},
-    })
+
+    /// The scope of step `for_step` (its `prev` is the step written before it);
+    /// `Some(plan.steps.len())` gives the scope of `output:` (`prev` = the last step).
+    fn for_step(&self, for_step: Option<usize>) -> Scope {
+        let prev = match for_step {
+            Some(i) if i > 0 => self.steps.get(i - 1).cloned().unwrap_or(JValue::from(())),
+            _ => JValue::from(()),
+        };
+        Scope::from_value(JValue::from_pairs([
+            ("input", self.input.clone()),
+            ("steps", self.steps_map.clone()),
+            ("prev", prev),
+            ("run", self.run.clone()),
+        ]))
+    }
 }

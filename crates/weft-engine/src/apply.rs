@@ -548,11 +548,14 @@ fn step_end_event(events: &mut Vec<NewEvent>, s: &StepRow) {
     ));
 }
 
-pub(crate) fn state_of(s: &StepRow) -> StepState {
-    StepState {
-        status: s.status,
-        output: s.output.clone().unwrap_or(Value::Null),
-        error: s.error.clone(),
-        attempts: s.attempts,
+pub(crate) fn state_of(s: &StepRow) -> StepState<'_> {
+    match &s.output {
+        Some(output) => StepState {
+            status: s.status,
+            output,
+            error: s.error.as_deref(),
+            attempts: s.attempts,
+        },
+        None => StepState::without_output(s.status, s.error.as_deref(), s.attempts),
     }
 }

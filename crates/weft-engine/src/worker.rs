@@ -89,6 +89,9 @@ pub fn dead_local_owners(owners: impl IntoIterator<Item = String>) -> Vec<String
         .collect()
 }
 
+/// How long a turn waits for more results before committing the ones it has.
+const LINGER: Duration = Duration::from_micros(500);
+
 pub(crate) fn wall_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -203,6 +206,21 @@ impl Worker {
             }
             if shutdown.is_cancelled() {
                 break;
+            }
+            // Group commit: when only a few of many running calls have finished, linger a
+            // moment for the rest, so one transaction (one fsync) records them together
+            // instead of one turn per result.
+            if !batch.is_empty() && batch.len() * 2 < in_flight.len() + batch.len() {
+                let deadline = tokio::time::Instant::now() + LINGER;
+                while batch.len() * 2 < in_flight.len() + batch.len() {
+                    match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+                        Ok(Some(c)) => {
+                            in_flight.remove(&c.task_id);
+                            batch.push(c);
+                        }
+                        _ => break,
+                    }
+                }
             }
             let free = capacity.saturating_sub(in_flight.len());
             let claim_now = free > 0 && (look_for_work || !batch.is_empty() || ready_due);
