@@ -20,8 +20,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, NewRun, WorkerOptions};
-use weft_store::sqlite::{Durability, SqliteStore};
 use weft_store::RunStatus;
+use weft_store::sqlite::{Durability, SqliteStore};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
 /// W3's tool: waits 50 ms; items 4, 9, 14 fail on their first attempt.
