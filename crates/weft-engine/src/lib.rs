@@ -61,6 +61,8 @@ struct Inner {
     tools: Arc<Registry>,
     /// Plans by digest: a run's plan is re-loaded from its stored source once per process.
     plans: Mutex<HashMap<String, Arc<Plan>>>,
+    /// Runs' immutable parts (template source, folder) by id, for the calls of their tasks.
+    runs: Mutex<HashMap<String, Arc<Run>>>,
     /// Wakes workers when there may be new work (a run created, resumed or cancelled).
     wake: Notify,
 }
@@ -74,6 +76,7 @@ impl Engine {
                 store: telemetry::Observed::wrap(store),
                 tools,
                 plans: Mutex::new(HashMap::new()),
+                runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
             }),
         }
@@ -117,6 +120,31 @@ impl Engine {
             plans.insert(run.digest.clone(), plan.clone());
         }
         Ok(plan)
+    }
+
+    /// A run's record for calling one of its tasks: read once per run, not once per task
+    /// (the parts a call uses — template, digest, folder — never change).
+    pub(crate) async fn run_for_call(
+        &self,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<Option<Arc<Run>>> {
+        if let Ok(runs) = self.inner.runs.lock()
+            && let Some(run) = runs.get(run_id)
+        {
+            return Ok(Some(run.clone()));
+        }
+        let Some(run) = self.store().run(tenant, run_id).await? else {
+            return Ok(None);
+        };
+        let run = Arc::new(run);
+        if let Ok(mut runs) = self.inner.runs.lock() {
+            if runs.len() >= 1024 {
+                runs.clear();
+            }
+            runs.insert(run_id.to_string(), run.clone());
+        }
+        Ok(Some(run))
     }
 
     /// Remembers a plan that was just loaded, so the run does not load it a second time.

@@ -616,8 +616,7 @@ async fn attempt(
         return Err(permanent(format!("unknown tool `{}`", task.tool)));
     };
     let run = engine
-        .store()
-        .run(&task.tenant, &task.run_id)
+        .run_for_call(&task.tenant, &task.run_id)
         .await
         .map_err(|e| Failure {
             message: format!("could not read the run: {e}"),
