@@ -20,6 +20,7 @@ use weft_tools::Registry;
 
 mod apply;
 mod control;
+pub mod secrets;
 pub mod telemetry;
 mod worker;
 

@@ -78,6 +78,8 @@ pub(crate) fn now_ms() -> i64 {
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub tenant: String,
+    /// The id of the key it authenticated with: the `who` of its audit records.
+    pub key_id: String,
 }
 
 /// The bearer token of a request, if it sent one.
@@ -114,7 +116,10 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, Problem
         ));
     }
     match state.store.api_key_by_hash(&hash_secret(token)).await? {
-        Some(key) => Ok(Caller { tenant: key.tenant }),
+        Some(key) => Ok(Caller {
+            tenant: key.tenant,
+            key_id: key.id,
+        }),
         None => Err(Problem::new(
             Kind::Unauthorized,
             "unknown or revoked API key; create one with `weft keys create --tenant NAME`",

@@ -34,6 +34,7 @@ use utoipa::OpenApi as _;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_core::Plan;
+use weft_engine::secrets::SecretBox;
 use weft_engine::{Engine, WorkerOptions};
 use weft_store::server::ServerStore;
 
@@ -101,6 +102,8 @@ pub struct AppState {
     pub shared: Arc<HashMap<String, SharedTemplate>>,
     /// Registered templates' plans by digest, so each loads once per process.
     pub plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
+    /// Seals tenant secrets; without it the secrets API answers 503.
+    pub secret_box: Option<SecretBox>,
 }
 
 pub struct Server {
@@ -111,7 +114,8 @@ pub struct Server {
 #[openapi(
     info(title = "weft", description = "A durable workflow engine for AI-agent tool chains."),
     modifiers(&BearerAuth),
-    tags((name = "runs"), (name = "templates"), (name = "service"))
+    tags((name = "runs"), (name = "templates"), (name = "secrets"), (name = "audit"),
+        (name = "service"))
 )]
 struct ApiDoc;
 
@@ -155,8 +159,15 @@ impl Server {
                 options: Arc::new(options),
                 shared: Arc::new(shared),
                 plans: Arc::default(),
+                secret_box: None,
             },
         }
+    }
+
+    /// Lets tenants keep secrets, sealed with this key.
+    pub fn with_secret_box(mut self, secret_box: SecretBox) -> Self {
+        self.state.secret_box = Some(secret_box);
+        self
     }
 
     pub fn state(&self) -> &AppState {
@@ -165,7 +176,7 @@ impl Server {
 
     /// Every API route, with its OpenAPI description. Tests enumerate this list.
     pub fn routes(&self) -> OpenApiRouter<AppState> {
-        use api::{runs, templates};
+        use api::{audit, runs, secrets, templates};
         OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(runs::create_run, runs::list_runs))
             .routes(routes!(runs::get_run))
@@ -178,6 +189,9 @@ impl Server {
                 templates::list_templates
             ))
             .routes(routes!(templates::get_template))
+            .routes(routes!(secrets::list_secrets))
+            .routes(routes!(secrets::put_secret, secrets::delete_secret))
+            .routes(routes!(audit::list_audit))
             .routes(routes!(api::healthz))
             .routes(routes!(metrics::render))
     }

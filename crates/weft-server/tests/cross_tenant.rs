@@ -25,6 +25,16 @@ async fn every_route_hides_other_tenants_records() {
     assert_eq!(r.status, 201);
     let run = start_run(&h, &h.key_a, "secret-plan", json!({})).await;
     let beta = Some(h.key_b.as_str());
+    let secret_body = json!({"value": "alpha-canary-value"}).to_string();
+    let r = call(
+        &h,
+        "PUT",
+        "/v1/secrets/ALPHA_TOKEN",
+        Some(&h.key_a),
+        Some(("application/json", &secret_body)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
 
     // Routes that name a record: beta's answer for alpha's id must equal the answer for an id
     // that exists nowhere, apart from the id itself.
@@ -35,6 +45,7 @@ async fn every_route_hides_other_tenants_records() {
         ("post", "/v1/runs/{id}/stream-tickets"),
         ("get", "/v1/runs/{id}/events"),
         ("get", "/v1/templates/{name}"),
+        ("delete", "/v1/secrets/{name}"),
     ];
     // Routes without an id: each has its own check below.
     let collections: &[(&str, &str)] = &[
@@ -42,6 +53,9 @@ async fn every_route_hides_other_tenants_records() {
         ("post", "/v1/runs"),
         ("get", "/v1/templates"),
         ("post", "/v1/templates"),
+        ("get", "/v1/secrets"),
+        ("put", "/v1/secrets/{name}"),
+        ("get", "/v1/audit"),
     ];
     // Routes that hold no tenant's records.
     let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics")];
@@ -67,7 +81,9 @@ async fn every_route_hides_other_tenants_records() {
     );
 
     for (method, path) in by_id {
-        let (theirs, missing) = if path.contains("{name}") {
+        let (theirs, missing) = if path.starts_with("/v1/secrets") {
+            ("ALPHA_TOKEN", "NO_SUCH_SECRET")
+        } else if path.contains("{name}") {
             ("secret-plan", "no-such-plan")
         } else {
             (run.as_str(), "run_00000000000000000000000000")
@@ -110,6 +126,36 @@ async fn every_route_hides_other_tenants_records() {
     assert!(!r.body.to_string().contains(&run));
     let r = call(&h, "GET", "/v1/templates", beta, None).await;
     assert!(!r.body.to_string().contains("secret-plan"));
+    // Secrets and the audit trail: beta sees none of alpha's, and its PUT is its own secret.
+    let r = call(&h, "GET", "/v1/secrets", beta, None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.to_string().contains("ALPHA_TOKEN"), "{:?}", r.body);
+    let r = call(
+        &h,
+        "PUT",
+        "/v1/secrets/ALPHA_TOKEN",
+        beta,
+        Some(("application/json", r#"{"value": "beta-value"}"#)),
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["created"], true);
+    let r = call(&h, "GET", "/v1/secrets", Some(&h.key_a), None).await;
+    assert_eq!(r.body["secrets"][0]["name"], "ALPHA_TOKEN");
+    let r = call(&h, "GET", "/v1/audit", beta, None).await;
+    assert_eq!(r.status, 200);
+    assert!(!r.body.to_string().contains(&run), "{:?}", r.body);
+    let r = call(&h, "GET", &format!("/v1/audit?run={run}"), beta, None).await;
+    assert_eq!(r.body["records"], json!([]));
+    let r = call(
+        &h,
+        "GET",
+        &format!("/v1/audit?run={run}"),
+        Some(&h.key_a),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["records"][0]["action"], "run.created");
     // Another tenant's template cannot be run.
     let body = json!({"template": "secret-plan"}).to_string();
     let r = call(

@@ -16,6 +16,7 @@ pub mod conformance;
 pub mod memory;
 pub mod postgres;
 mod records;
+pub mod secrets;
 pub mod server;
 pub mod sqlite;
 mod sqlite_memory;

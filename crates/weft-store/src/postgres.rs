@@ -32,7 +32,7 @@ const LOCK_RUN_EVENTS: i32 = 0x7765_0002;
 const LOCK_IDEMPOTENCY: i32 = 0x7765_0003;
 
 pub struct PgStore {
-    pool: PgPool,
+    pub(crate) pool: PgPool,
     wake: std::sync::Arc<Notify>,
     /// Started by the first [`Store::wait_for_work`], so a short-lived CLI process that never
     /// waits for work holds one connection, not two.

@@ -106,5 +106,11 @@ pub trait EventFeed: Send + Sync {
 }
 
 /// Everything the server needs from one backend.
-pub trait ServerStore: Store + AuthStore + TemplateStore + EventFeed {}
-impl<T: Store + AuthStore + TemplateStore + EventFeed> ServerStore for T {}
+pub trait ServerStore:
+    Store + AuthStore + TemplateStore + EventFeed + crate::secrets::SecretsAudit
+{
+}
+impl<T: Store + AuthStore + TemplateStore + EventFeed + crate::secrets::SecretsAudit> ServerStore
+    for T
+{
+}

@@ -11,8 +11,10 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::problem::{ApiResult, Kind, Problem};
 
+pub mod audit;
 pub mod dto;
 pub mod runs;
+pub mod secrets;
 pub mod templates;
 
 /// A request body, or the problem with it (too large, unreadable).

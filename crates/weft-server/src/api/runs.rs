@@ -109,6 +109,7 @@ pub async fn create_run(
         })
         .await
         .map_err(|e| engine_problem(e, ""))?;
+    super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;
     state.hub.wake();
     Ok((StatusCode::CREATED, Json(detail(&state, &run).await?)))
 }
@@ -225,6 +226,7 @@ pub async fn cancel_run(
         .cancel_run(&caller.tenant, &id)
         .await
         .map_err(|e| engine_problem(e, &id))?;
+    super::audit::record(&state, &caller, "run.cancelled", "run", &run.id, "ok").await?;
     state.hub.wake();
     Ok(Json(detail(&state, &run).await?))
 }
@@ -249,6 +251,7 @@ pub async fn resume_run(
             weft_engine::Error::Invalid(m) => Problem::new(Kind::RunNotResumable, m),
             other => engine_problem(other, &id),
         })?;
+    super::audit::record(&state, &caller, "run.resumed", "run", &run.id, "ok").await?;
     state.hub.wake();
     Ok(Json(detail(&state, &run).await?))
 }

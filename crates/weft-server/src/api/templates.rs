@@ -145,6 +145,18 @@ pub async fn register_template(
             ));
         }
     };
+    if status == StatusCode::CREATED {
+        let object = format!("{}@{}", stored.name, stored.version);
+        super::audit::record(
+            &state,
+            &caller,
+            "template.registered",
+            "template",
+            &object,
+            "ok",
+        )
+        .await?;
+    }
     if let Ok(mut plans) = state.plans.lock() {
         plans.insert(plan.digest.clone(), Arc::new(plan));
     }

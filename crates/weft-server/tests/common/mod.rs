@@ -57,7 +57,8 @@ pub async fn harness(options: ServerOptions) -> Harness {
             base_dir: None,
         })
         .collect();
-    let server = Server::new(store.clone(), engine.clone(), options, shared);
+    let server = Server::new(store.clone(), engine.clone(), options, shared)
+        .with_secret_box(weft_engine::secrets::SecretBox::new(rand_key()));
     let key_b = keys.pop().expect("key");
     let key_a = keys.pop().expect("key");
     Harness {
@@ -68,6 +69,17 @@ pub async fn harness(options: ServerOptions) -> Harness {
         key_a,
         key_b,
     }
+}
+
+/// A random secret key per harness.
+pub fn rand_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    for (i, b) in key.iter_mut().enumerate() {
+        *b = (std::process::id() as u8)
+            .wrapping_mul(31)
+            .wrapping_add(i as u8 * 7);
+    }
+    key
 }
 
 pub struct Reply {
