@@ -663,3 +663,32 @@ steps:
     let dones: Vec<u64> = progress.iter().map(|p| p.0).collect();
     assert!(dones.windows(2).all(|w| w[0] < w[1]), "{dones:?}");
 }
+
+/// Regression: multi-row inserts once bound more parameters than SQLite allows, so a fan-out
+/// of more than 2,000 items failed to start.
+#[tokio::test]
+async fn a_fan_out_of_thousands_of_items_starts_and_finishes() {
+    let h = harness().await;
+    let (run, steps) = h
+        .run(
+            r#"
+name: wide
+steps:
+  - id: items
+    for_each: "{{ range(5000) | list }}"
+    as: i
+    tool: transform
+    with: { data: "{{ i }}", jq: ". * 2" }
+  - id: total
+    tool: transform
+    with: { data: "{{ steps.items.output }}", jq: "add" }
+"#,
+            json!({}),
+        )
+        .await;
+    assert_eq!(run.status, RunStatus::Succeeded, "{:?}", run.error);
+    assert_eq!(run.output, Some(json!(4999 * 5000)));
+    assert_eq!(step(&steps, "items").items_done, 5000);
+    let tasks = h.engine.store().tasks(&run.id).await.expect("tasks");
+    assert_eq!(tasks.len(), 5001);
+}

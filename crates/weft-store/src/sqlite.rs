@@ -495,10 +495,10 @@ impl Tx for SqliteTx {
 
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()> {
         let now = self.now;
-        // Multi-row inserts: a 100,000-item fan-out is ~2,000 statements, not 100,000
-        // round trips to SQLite's connection thread. 16 columns x 2,000 rows stays under
-        // SQLite's 32,766 bound parameters.
-        for chunk in tasks.chunks(2_000) {
+        // Multi-row inserts: a 100,000-item fan-out is 100 statements, not 100,000 round
+        // trips to SQLite's connection thread. 17 columns x 1,000 rows stays under SQLite's
+        // 32,766 bound parameters.
+        for chunk in tasks.chunks(1_000) {
             let mut q = sqlx::QueryBuilder::<Sqlite>::new(
                 "INSERT INTO tasks (run_id, tenant, step_id, item, tool, input, status, attempt, \
                  max_attempts, not_before, output, error, cache_key, cache_hit, created_at, \
