@@ -7,11 +7,13 @@ use clap::{Parser, Subcommand};
 use crate::app::{App, Global};
 
 mod ask;
+mod audit;
 mod keys;
 mod migrate;
 mod run;
 mod runs;
 mod runs_wait;
+mod secrets;
 mod serve;
 mod status;
 mod templates;
@@ -63,6 +65,11 @@ pub enum Command {
     /// queue depth and the oldest due task. Exit 1 when something is wrong.
     #[command(visible_alias = "doctor")]
     Status,
+    /// Set, list and delete the `default` tenant's secrets (stored encrypted).
+    #[command(subcommand)]
+    Secrets(secrets::SecretsCommand),
+    /// The `default` tenant's audit trail: who did what, when, and how it ended.
+    Audit(audit::AuditArgs),
     /// Bring the store's schema up to this binary's version (before starting upgraded workers).
     Migrate,
 }
@@ -81,6 +88,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Tenants(cmd) => tenants::tenants(&app, cmd).await,
         Command::Keys(cmd) => keys::keys(&app, cmd).await,
         Command::Status => status::status(&app).await,
+        Command::Secrets(cmd) => secrets::secrets(&app, cmd).await,
+        Command::Audit(args) => audit::audit(&app, args).await,
         Command::Migrate => migrate::migrate(&app).await,
     }
 }

@@ -122,6 +122,7 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
             weft_engine::Error::Invalid(m) => usage(m),
             other => anyhow::Error::new(other),
         })?;
+    crate::commands::audit::record(app, "run.created", "run", &run.id, "ok").await;
     if args.detach {
         if app.global.json {
             print_json(&run)?;

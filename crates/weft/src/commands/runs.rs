@@ -159,6 +159,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     }
                     other => anyhow::Error::new(other),
                 })?;
+            crate::commands::audit::record(app, "run.resumed", "run", &run, "ok").await;
             if resumed.status.is_terminal() {
                 // Nothing was left to do (e.g. everything came from the cache).
                 return crate::commands::run::drive(app, &engine, &run, concurrency).await;
@@ -173,6 +174,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 weft_engine::Error::RunNotFound(_) => usage(e.to_string()),
                 other => anyhow::Error::new(other),
             })?;
+            crate::commands::audit::record(app, "run.cancelled", "run", &r.id, "ok").await;
             if app.global.json {
                 print_json(&r)?;
             } else {

@@ -176,7 +176,8 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("stopping: no new requests or tasks; running ones get the grace period");
         stop.cancel();
     });
-    let server = Server::new(store, engine, options, shared);
+    let server = Server::new(store, engine, options, shared)
+        .with_secret_box(crate::commands::secrets::secret_box(app)?);
     server.run(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
