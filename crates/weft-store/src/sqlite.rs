@@ -751,8 +751,11 @@ impl Tx for SqliteTx {
     }
 
     async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
+        // Pinned to the index on queued tasks' `not_before`: with a run filter, SQLite would
+        // otherwise pick the per-run index and scan every task of the run, on every turn.
         let mut sql = String::from(
-            "SELECT MIN(not_before) FROM tasks WHERE status = 'queued' AND not_before > ?",
+            "SELECT MIN(not_before) FROM tasks INDEXED BY tasks_queued \
+             WHERE status = 'queued' AND not_before > ?",
         );
         if let Some(runs) = only_runs {
             if runs.is_empty() {
