@@ -694,8 +694,11 @@ impl Tx for SqliteTx {
     }
 
     async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>> {
-        let mut sql =
-            String::from("SELECT * FROM tasks WHERE status = 'running' AND (lease_expires < ?");
+        // Only running tasks matter: read them through their partial index, never the table.
+        let mut sql = String::from(
+            "SELECT * FROM tasks INDEXED BY tasks_running \
+             WHERE status = 'running' AND (lease_expires < ?",
+        );
         if !dead_owners.is_empty() {
             sql.push_str(" OR lease_owner IN (");
             sql.push_str(&vec!["?"; dead_owners.len()].join(","));
