@@ -338,6 +338,8 @@ impl Engine {
                         ));
                         // One lookup per step, not per item.
                         let tool = spec.tool().and_then(|name| tools.get(name));
+                        // This step's tasks are `new_tasks[first..]` once the loop has run.
+                        let first = new_tasks.len();
                         let mut done_now = 0u32;
                         let mut failed_now = 0u32;
                         let mut first_error = None;
@@ -397,13 +399,11 @@ impl Engine {
                             new_tasks.push(new);
                         }
                         s.attempts = 1;
-                        let n_tasks =
-                            new_tasks.iter().filter(|t| t.step_id == s.step_id).count() as u32;
+                        let n_tasks = (new_tasks.len() - first) as u32;
                         if done_now + failed_now == n_tasks {
                             // Everything was answered now (inline or from the cache).
-                            let outputs: Vec<Value> = new_tasks
+                            let outputs: Vec<Value> = new_tasks[first..]
                                 .iter()
-                                .filter(|t| t.step_id == s.step_id)
                                 .map(|t| t.done.as_ref().map(|d| d.1.clone()).unwrap_or_default())
                                 .collect();
                             if fan_out {

@@ -150,7 +150,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .filter_map(|t| t.lease_owner)
                 .collect::<std::collections::BTreeSet<_>>();
             let dead = weft_engine::dead_local_owners(owners);
-            let resumed = engine
+            engine
                 .resume_run(TENANT, &run, &dead)
                 .await
                 .map_err(|e| match e {
@@ -160,10 +160,8 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     other => anyhow::Error::new(other),
                 })?;
             crate::commands::audit::record(app, "run.resumed", "run", &run, "ok").await;
-            if resumed.status.is_terminal() {
-                // Nothing was left to do (e.g. everything came from the cache).
-                return crate::commands::run::drive(app, &engine, &run, concurrency).await;
-            }
+            // Also when the resume itself ended the run (everything came from the cache):
+            // `drive` then just prints the result.
             crate::commands::run::drive(app, &engine, &run, concurrency)
                 .await
                 .context("while driving the resumed run")
