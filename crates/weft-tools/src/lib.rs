@@ -20,6 +20,7 @@ pub mod config;
 pub mod llm;
 pub mod mcp;
 pub mod memory;
+mod process;
 pub mod skills;
 
 pub use config::ToolsConfig;

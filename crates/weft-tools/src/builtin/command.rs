@@ -109,20 +109,7 @@ impl Tool for Command {
             .kill_on_drop(true);
         #[cfg(unix)]
         command.process_group(0);
-        // If weft itself dies (even by SIGKILL, when no drop runs), the kernel kills the child:
-        // a tool process must not outlive the worker that owns its lease.
-        #[cfg(target_os = "linux")]
-        // SAFETY: the closure runs between fork and exec and makes one async-signal-safe
-        // syscall (prctl), allocating nothing.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(|| {
-                rustix::process::set_parent_process_death_signal(Some(
-                    rustix::process::Signal::KILL,
-                ))
-                .map_err(std::io::Error::from)
-            });
-        }
+        crate::process::die_with_parent(&mut command);
         for name in KEPT_ENV {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);

@@ -154,6 +154,7 @@ pub(crate) async fn connect(
         } => {
             let mut cmd = tokio::process::Command::new(command);
             cmd.args(args).env_clear();
+            crate::process::die_with_parent(&mut cmd);
             for name in KEPT_ENV {
                 if let Some(value) = std::env::var_os(name) {
                     cmd.env(name, value);
