@@ -15,6 +15,7 @@ use serde_json::Value;
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+mod postgres_tx;
 mod records;
 pub mod secrets;
 pub mod server;
