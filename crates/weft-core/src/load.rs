@@ -154,7 +154,10 @@ fn load(
             let resolved = d.settings.resolve(&t.defaults);
             let strategy = match (&kind, resolved.strategy) {
                 (StepKind::Tool(_), Some((s, _))) => s,
-                (StepKind::Tool(tool), None) if catalog.is_pure(tool) => Strategy::Sync,
+                // A hook does I/O (the artifacts hook writes to a store): not inline.
+                (StepKind::Tool(tool), None) if catalog.is_pure(tool) && d.post.is_empty() => {
+                    Strategy::Sync
+                }
                 _ => Strategy::Queue,
             };
             Some(Step {
@@ -175,6 +178,7 @@ fn load(
                 continue_on_error: resolved.continue_on_error,
                 strategy,
                 token: resolved.token,
+                post: d.post.clone(),
                 line: d.node.pos.line,
                 col: d.node.pos.col,
             })
@@ -195,6 +199,7 @@ fn load(
         files: files.loaded,
         digest,
         file: file.to_owned(),
+        budget: t.budget,
     })
 }
 

@@ -35,12 +35,74 @@ pub struct Plan {
     pub digest: String,
     /// The name to print in diagnostics (a path, or `<api>`).
     pub file: String,
+    /// `budget:`: limits on what one run may spend; a run request may tighten or loosen them.
+    pub budget: Budget,
 }
 
 impl Plan {
     /// The index of the step with this id.
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.id == id)
+    }
+}
+
+/// What one run may spend before it fails with `budget_exceeded`. Each limit is optional;
+/// crossing any one of them ends the run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Budget {
+    /// Prompt plus completion tokens over every LLM call of the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_llm_tokens: Option<u64>,
+    /// The estimated cost (from the price table in `weft.toml`), in US dollars.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_cost_usd: Option<f64>,
+    /// Tool calls (attempts that ran a tool; cache hits are free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tool_calls: Option<u64>,
+}
+
+impl Budget {
+    pub fn is_empty(&self) -> bool {
+        self.max_llm_tokens.is_none()
+            && self.max_cost_usd.is_none()
+            && self.max_tool_calls.is_none()
+    }
+
+    /// `self` with every limit `over` sets replaced by `over`'s (a run request over the
+    /// template's budget).
+    pub fn overridden_by(self, over: &Budget) -> Budget {
+        Budget {
+            max_llm_tokens: over.max_llm_tokens.or(self.max_llm_tokens),
+            max_cost_usd: over.max_cost_usd.or(self.max_cost_usd),
+            max_tool_calls: over.max_tool_calls.or(self.max_tool_calls),
+        }
+    }
+
+    /// The first limit that `spent` crosses, as a sentence; `None` while within budget.
+    pub fn exceeded(&self, llm_tokens: u64, cost_usd: f64, tool_calls: u64) -> Option<String> {
+        if let Some(max) = self.max_llm_tokens
+            && llm_tokens > max
+        {
+            return Some(format!(
+                "the run used {llm_tokens} LLM tokens; its budget allows {max}"
+            ));
+        }
+        if let Some(max) = self.max_cost_usd
+            && cost_usd > max
+        {
+            return Some(format!(
+                "the run's estimated cost is ${cost_usd:.6}; its budget allows ${max}"
+            ));
+        }
+        if let Some(max) = self.max_tool_calls
+            && tool_calls > max
+        {
+            return Some(format!(
+                "the run made {tool_calls} tool calls; its budget allows {max}"
+            ));
+        }
+        None
     }
 }
 
@@ -170,12 +232,61 @@ impl RetryPolicy {
     }
 }
 
-/// A step's per-task credential settings (`token:`); minted from a later issue on.
+/// A step's per-task credential settings (`token:`): each attempt of a queued task gets a
+/// token that lives `ttl` (renewable up to [`TokenSpec::MAX_TTL`] from its issue) and allows
+/// the callbacks its `scopes` name.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenSpec {
     pub ttl: Duration,
     pub scopes: Vec<String>,
 }
+
+impl TokenSpec {
+    /// A token's life when neither the step nor `defaults` says.
+    pub const DEFAULT_TTL: Duration = Duration::from_secs(3 * 60);
+    /// No token lives longer than this from its issue, renewals included.
+    pub const MAX_TTL: Duration = Duration::from_secs(30 * 60);
+
+    /// What a task's own callbacks need: reporting progress and storing artifacts.
+    pub fn default_scopes() -> Vec<String> {
+        vec!["progress".into(), "artifacts:write".into()]
+    }
+
+    /// `progress`, `artifacts:write`, `memory:read`, `memory:write` or `secret:NAME`.
+    pub fn valid_scope(scope: &str) -> bool {
+        match scope.strip_prefix("secret:") {
+            Some(name) => {
+                let mut bytes = name.bytes();
+                (1..=64).contains(&name.len())
+                    && bytes
+                        .next()
+                        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+                    && bytes.all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'))
+            }
+            None => matches!(
+                scope,
+                "progress" | "artifacts:write" | "memory:read" | "memory:write"
+            ),
+        }
+    }
+
+    /// The names of the secrets these scopes let a task read.
+    pub fn secret_names(&self) -> impl Iterator<Item = &str> {
+        self.scopes.iter().filter_map(|s| s.strip_prefix("secret:"))
+    }
+}
+
+impl Default for TokenSpec {
+    fn default() -> Self {
+        TokenSpec {
+            ttl: Self::DEFAULT_TTL,
+            scopes: Self::default_scopes(),
+        }
+    }
+}
+
+/// The post-processing hooks a step may name in `post:`.
+pub const POST_HOOKS: &[&str] = &["artifacts"];
 
 #[derive(Debug, Clone)]
 pub struct Step {
@@ -197,6 +308,9 @@ pub struct Step {
     pub continue_on_error: bool,
     pub strategy: Strategy,
     pub token: Option<TokenSpec>,
+    /// Post-processing hooks (`post: [artifacts]`) run on the tool's output, in order, before
+    /// it is recorded. Names are from [`POST_HOOKS`].
+    pub post: Vec<String>,
     /// Where the step starts in the file (1-based), for messages about it at run time.
     pub line: usize,
     pub col: usize,

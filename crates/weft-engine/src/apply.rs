@@ -10,6 +10,8 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use weft_core::Plan;
 use weft_core::orchestrator::{self, Decision, Outcome, RunInfo, StepState};
+use weft_core::plan::Budget;
+use weft_store::usage::TaskUsage;
 use weft_store::{
     NewEvent, NewTask, Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskFinish, TaskStatus, Tx,
 };
@@ -29,6 +31,8 @@ pub(crate) struct Completion {
     pub cache_key: Option<String>,
     pub tenant: String,
     pub duration_ms: i64,
+    /// What the attempt reported spending (LLM tokens, cost), recorded even when it failed.
+    pub usage: weft_tools::Usage,
     pub result: std::result::Result<Value, Failure>,
 }
 
@@ -127,6 +131,21 @@ impl Engine {
                 continue;
             };
             let plan = self.plan_for(&run)?;
+            // Spent is spent: usage is recorded whatever becomes of the attempt's result.
+            let spent: Vec<TaskUsage> = completions
+                .iter()
+                .filter(|c| !c.usage.is_empty())
+                .map(|c| TaskUsage {
+                    task_id: c.task_id,
+                    run_id: c.run_id.clone(),
+                    llm_prompt_tokens: c.usage.llm_prompt_tokens,
+                    llm_completion_tokens: c.usage.llm_completion_tokens,
+                    cost_usd: c.usage.cost_usd,
+                })
+                .collect();
+            if !spent.is_empty() {
+                tx.record_usage(&spent).await?;
+            }
             let mut steps = tx.load_steps(&run_id).await?;
             let mut events = Vec::new();
             let mut settled = false;
@@ -136,7 +155,7 @@ impl Engine {
                 let Some(sidx) = steps.iter().position(|s| s.step_id == c.step_id) else {
                     continue;
                 };
-                let run_live = run.status == RunStatus::Running;
+                let run_live = matches!(run.status, RunStatus::Running | RunStatus::Waiting);
                 match &c.result {
                     Err(f) if f.transient && c.attempt < c.max_attempts && run_live => {
                         let policy = &plan.steps[sidx].retry;
@@ -170,7 +189,13 @@ impl Engine {
                     output,
                     error,
                 };
-                if !tx.finish_task(&fin).await? {
+                let finished = if c.owner == crate::waits::NO_LEASE {
+                    // A waiting task (an approval's decision, a child run's end).
+                    tx.finish_waiting(c.task_id, status, output, error).await?
+                } else {
+                    tx.finish_task(&fin).await?
+                };
+                if !finished {
                     tracing::debug!(
                         task = c.task_id,
                         attempt = c.attempt,
@@ -227,7 +252,7 @@ impl Engine {
                     step_end_event(&mut events, step);
                     settled = true;
                 } else if step.items_done + step.items_failed >= step.items_total.unwrap_or(0)
-                    && step.status == StepStatus::Running
+                    && matches!(step.status, StepStatus::Running | StepStatus::Waiting)
                 {
                     settle_fan_out(tx, step).await?;
                     step_end_event(&mut events, step);
@@ -252,6 +277,13 @@ impl Engine {
                 tx.update_step(s).await?;
             }
             tx.append_events(&events).await?;
+            if run.status == RunStatus::Running
+                && let Some(budget) = &run.budget
+                && self.over_budget(tx, &run, budget, &mut steps).await?
+            {
+                ended.push(run_id);
+                continue;
+            }
             if settled && self.orchestrate(tx, &run, &plan, steps).await? {
                 ended.push(run_id);
             }
@@ -282,11 +314,14 @@ impl Engine {
                     self.end_run(tx, run, &mut steps, outcome).await?;
                     return Ok(true);
                 }
+                crate::waits::mark_waiting(tx, run, &steps).await?;
                 return Ok(false);
             }
             let mut events = Vec::new();
             let mut new_tasks = Vec::new();
             let mut dirty = vec![false; steps.len()];
+            // Started steps whose tasks wait (approvals, child runs) rather than queue.
+            let mut waiting = Vec::new();
             for decision in decisions {
                 let (Decision::Skip { step }
                 | Decision::Fail { step, .. }
@@ -338,6 +373,7 @@ impl Engine {
                         ));
                         // One lookup per step, not per item.
                         let tool = spec.tool().and_then(|name| tools.get(name));
+                        let waits = crate::waits::Waits::of(spec);
                         // This step's tasks are `new_tasks[first..]` once the loop has run.
                         let first = new_tasks.len();
                         let mut done_now = 0u32;
@@ -374,6 +410,11 @@ impl Engine {
                                 }
                                 new.cache_key = Some(key);
                             }
+                            if waits == crate::waits::Waits::Child {
+                                new.done = self
+                                    .start_child(tx, run, &s.step_id, t.item, &new.input)
+                                    .await?;
+                            }
                             if new.done.is_none() && inline {
                                 let result =
                                     match tool.as_ref().and_then(|tool| tool.call_pure(&new.input))
@@ -400,6 +441,9 @@ impl Engine {
                         }
                         s.attempts = 1;
                         let n_tasks = (new_tasks.len() - first) as u32;
+                        if waits != crate::waits::Waits::No && done_now + failed_now < n_tasks {
+                            waiting.push(step);
+                        }
                         if done_now + failed_now == n_tasks {
                             // Everything was answered now (inline or from the cache).
                             let outputs: Vec<Value> = new_tasks[first..]
@@ -434,11 +478,52 @@ impl Engine {
                 }
             }
             tx.insert_tasks(&new_tasks).await?;
+            for step in waiting {
+                let items: Vec<(Option<u32>, &Value)> = new_tasks
+                    .iter()
+                    .filter(|t| t.step_id == steps[step].step_id && t.done.is_none())
+                    .map(|t| (t.item, &t.input))
+                    .collect();
+                crate::waits::hold(tx, &plan.steps[step], &mut steps[step], &items, &mut events)
+                    .await?;
+            }
             for (s, _) in steps.iter().zip(&dirty).filter(|(_, d)| **d) {
                 tx.update_step(s).await?;
             }
             tx.append_events(&events).await?;
         }
+    }
+
+    /// Checks a run's usage against its budget, in the transaction that recorded the
+    /// attempts. Crossed: a `run.budget_exceeded` event records the usage, and the run fails
+    /// (error `budget_exceeded: ...`) like any failed run, its queued and running tasks
+    /// cancelled; workers holding them stop at their next lease check, which the wake-up
+    /// brings forward in this process. Returns whether the run ended.
+    async fn over_budget(
+        &self,
+        tx: &mut dyn Tx,
+        run: &Run,
+        budget: &Budget,
+        steps: &mut [StepRow],
+    ) -> Result<bool> {
+        let used = tx.run_usage(&run.id).await?;
+        let Some(why) = budget.exceeded(used.llm_tokens(), used.cost_usd, used.tool_calls) else {
+            return Ok(false);
+        };
+        tx.append_events(&[event(
+            &run.id,
+            "run.budget_exceeded",
+            None,
+            json!({"reason": "budget_exceeded", "message": why, "budget": budget,
+                   "usage": {"llm_prompt_tokens": used.llm_prompt_tokens,
+                             "llm_completion_tokens": used.llm_completion_tokens,
+                             "cost_usd": used.cost_usd, "tool_calls": used.tool_calls}}),
+        )])
+        .await?;
+        let error = format!("budget_exceeded: {why}");
+        self.end_run(tx, run, steps, Outcome::Failed(error)).await?;
+        self.wake();
+        Ok(true)
     }
 
     async fn end_run(
@@ -474,6 +559,11 @@ impl Engine {
         tx.set_run_status(&run.id, &update).await?;
         tx.append_events(&[event(&run.id, kind, None, data)])
             .await?;
+        let result = match update.status {
+            RunStatus::Succeeded => Ok(update.output.unwrap_or_default()),
+            _ => Err(update.error.unwrap_or_default()),
+        };
+        self.tell_parent(tx, run, result).await?;
         Ok(())
     }
 }

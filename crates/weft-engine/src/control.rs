@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use weft_core::Plan;
-use weft_core::plan::StepKind;
+use weft_core::plan::{Budget, StepKind};
 use weft_store::{Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskStatus};
 
-use crate::apply::{cancel_rest, event};
+use crate::apply::event;
 use crate::{Engine, Error, Result};
 
 /// What it takes to start a run.
@@ -22,38 +22,41 @@ pub struct NewRun {
     pub base_dir: Option<String>,
 }
 
-fn refuse_unsupported(plan: &Plan) -> Result<()> {
-    for step in &plan.steps {
-        let what = match &step.kind {
-            StepKind::Approval(_) => Some("`approval:` steps"),
-            StepKind::Workflow(_) => Some("`workflow:` steps"),
-            StepKind::Tool(_) if step.token.is_some() => Some("`token:` settings"),
-            StepKind::Tool(_) => None,
-        };
-        if let Some(what) = what {
-            return Err(Error::Invalid(format!(
-                "{}:{}:{}: WEFT-E013: step `{}` uses {what}, which validate but cannot run \
-                 yet in this version of weft",
-                plan.file, step.line, step.col, step.id
-            )));
-        }
-    }
-    Ok(())
+/// What a run request may add to the template (`weft run --budget-...`, the API's `budget`).
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Limits over the template's `budget:` (each one given replaces the template's).
+    pub budget: Option<Budget>,
 }
 
 impl Engine {
     /// Records a new run and queues its first tasks, in one transaction. With an idempotency
     /// key already used for the same request, returns that run instead.
     pub async fn create_run(&self, new: NewRun) -> Result<Run> {
-        refuse_unsupported(&new.plan)?;
+        self.create_run_with(new, RunOptions::default()).await
+    }
+
+    /// [`Engine::create_run`] with a request's own options. The tenant's runs-per-hour quota
+    /// is counted in the same transaction that inserts the run, so it holds across processes.
+    pub async fn create_run_with(&self, mut new: NewRun, options: RunOptions) -> Result<Run> {
         self.remember_plan(new.plan.clone());
         let request_digest = {
             use sha2::{Digest, Sha256};
             let mut h = Sha256::new();
             h.update(new.plan.digest.as_bytes());
             h.update(new.inputs.to_string().as_bytes());
+            if let Some(budget) = &options.budget {
+                h.update(serde_json::to_string(budget).unwrap_or_default().as_bytes());
+            }
             hex::encode(h.finalize())
         };
+        if let Some(budget) = &options.budget {
+            // The run's own copy of the plan carries the budget it is held to; the shared,
+            // remembered plan keeps the template's.
+            let mut plan = (*new.plan).clone();
+            plan.budget = plan.budget.overridden_by(budget);
+            new.plan = Arc::new(plan);
+        }
         let mut tx = self.store().begin().await?;
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = tx.run_by_idempotency_key(&new.tenant, key).await?
@@ -63,6 +66,32 @@ impl Engine {
             }
             return Ok(existing);
         }
+        if let Some(refusal) = tx.admit_run(&new.tenant).await? {
+            return Err(Error::QuotaExceeded {
+                max_runs_per_hour: refusal.max_runs_per_hour,
+                retry_after_ms: refusal.retry_after_ms,
+            });
+        }
+        let run = self
+            .insert_run(&mut *tx, &new, Some(request_digest), None)
+            .await?;
+        tx.commit().await?;
+        self.wake();
+        self.store()
+            .run(&run.tenant, &run.id)
+            .await?
+            .ok_or_else(|| Error::RunNotFound(run.id.clone()))
+    }
+
+    /// Records a new run (a top-level one, or a child with its `parent` link), its steps and
+    /// `run.started`, and applies the orchestrator's first decisions; all in `tx`.
+    pub(crate) async fn insert_run(
+        &self,
+        tx: &mut dyn weft_store::Tx,
+        new: &NewRun,
+        request_digest: Option<String>,
+        parent: Option<weft_store::RunParent>,
+    ) -> Result<Run> {
         let now = tx.now();
         let plan = &new.plan;
         let run = Run {
@@ -80,11 +109,13 @@ impl Engine {
             output: None,
             error: None,
             idempotency_key: new.idempotency_key.clone(),
-            request_digest: Some(request_digest),
+            request_digest,
             created_at: now,
             started_at: Some(now),
             finished_at: None,
             updated_at: now,
+            budget: Some(plan.budget).filter(|b| !b.is_empty()),
+            parent,
         };
         tx.insert_run(&run).await?;
         let steps: Vec<StepRow> = plan
@@ -94,25 +125,20 @@ impl Engine {
             .map(|(i, s)| StepRow::new(&run.id, &s.id, i as u32, s.tool()))
             .collect();
         tx.insert_steps(&steps).await?;
-        tx.append_events(&[event(
-            &run.id,
-            "run.started",
-            None,
-            json!({"template": plan.name, "version": plan.version,
-                   "steps": plan.steps.iter().map(|s| &s.id).collect::<Vec<_>>()}),
-        )])
-        .await?;
-        self.orchestrate(&mut *tx, &run, plan, steps).await?;
-        tx.commit().await?;
-        self.wake();
-        self.store()
-            .run(&run.tenant, &run.id)
-            .await?
-            .ok_or_else(|| Error::RunNotFound(run.id.clone()))
+        let mut started = json!({"template": plan.name, "version": plan.version,
+               "steps": plan.steps.iter().map(|s| &s.id).collect::<Vec<_>>()});
+        if let Some(p) = &run.parent {
+            started["parent"] = serde_json::to_value(p).unwrap_or(Value::Null);
+        }
+        tx.append_events(&[event(&run.id, "run.started", None, started)])
+            .await?;
+        self.orchestrate(tx, &run, plan, steps).await?;
+        Ok(run)
     }
 
-    /// Cancels a run: queued tasks never start, running ones are told to stop, and the run
-    /// ends `cancelled`. Cancelling an ended run changes nothing.
+    /// Cancels a run: queued tasks never start, running ones are told to stop, waiting
+    /// approvals are withdrawn, child runs of its `workflow:` steps are cancelled too, and the
+    /// run ends `cancelled`. Cancelling an ended run changes nothing.
     pub async fn cancel_run(&self, tenant: &str, run_id: &str) -> Result<Run> {
         let mut tx = self.store().begin().await?;
         let run = tx
@@ -121,19 +147,7 @@ impl Engine {
             .filter(|r| r.tenant == tenant)
             .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
         if !run.status.is_terminal() {
-            let mut steps = tx.load_steps(run_id).await?;
-            cancel_rest(&mut *tx, run_id, &mut steps).await?;
-            tx.set_run_status(
-                run_id,
-                &RunUpdate {
-                    status: RunStatus::Cancelled,
-                    output: None,
-                    error: Some("cancelled".into()),
-                },
-            )
-            .await?;
-            tx.append_events(&[event(run_id, "run.cancelled", None, json!({}))])
-                .await?;
+            self.cancel_in(&mut *tx, run).await?;
             tx.commit().await?;
             self.wake();
         }
@@ -182,12 +196,20 @@ impl Engine {
             }
         }
         let mut steps = tx.load_steps(run_id).await?;
-        if run.status != RunStatus::Running {
+        let mut rewaited = Vec::new();
+        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
             for s in steps.iter_mut() {
                 if matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped) {
                     continue;
                 }
                 let requeued = tx.requeue_unfinished(run_id, &s.step_id).await?;
+                // An approval asks again; a workflow step starts its unfinished items' child
+                // runs again. Neither ever waits in the queue.
+                let kind = plan.step_index(&s.step_id).map(|i| &plan.steps[i].kind);
+                let waits = matches!(kind, Some(StepKind::Approval(_) | StepKind::Workflow(_)));
+                if waits && requeued > 0 {
+                    rewaited.push(s.step_id.clone());
+                }
                 let results = tx.item_results(run_id, &s.step_id).await?;
                 s.error = None;
                 s.finished_at = None;
@@ -219,6 +241,10 @@ impl Engine {
         events.push(event(run_id, "run.resumed", None, json!({})));
         tx.append_events(&events).await?;
         let run = tx.lock_run(run_id).await?.unwrap_or(run);
+        if !rewaited.is_empty() {
+            self.rewait(&mut *tx, &run, &plan, &mut steps, &rewaited)
+                .await?;
+        }
         self.orchestrate(&mut *tx, &run, &plan, steps).await?;
         tx.commit().await?;
         self.wake();

@@ -20,11 +20,17 @@ use weft_tools::Registry;
 
 mod apply;
 mod control;
+pub mod intent;
+pub mod schedule;
+pub mod scrub;
 pub mod secrets;
 pub mod telemetry;
+pub mod tokens;
+mod waits;
 mod worker;
 
-pub use control::NewRun;
+pub use control::{NewRun, RunOptions};
+pub use waits::{ApprovalDecision, Decide, TemplateSource};
 pub use worker::{Worker, WorkerOptions, dead_local_owners, worker_id};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,6 +45,22 @@ pub enum Error {
     /// The same idempotency key was used with another request.
     #[error("idempotency key `{0}` was already used for a different request")]
     IdempotencyConflict(String),
+    /// Something the request names (a step, an action, a template) does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request does not fit the run's state (deciding a step that does not wait...).
+    #[error("{0}")]
+    Conflict(String),
+    /// The tenant's runs-per-hour quota is used up; a run may be created again after
+    /// `retry_after_ms`.
+    #[error(
+        "the tenant's quota of {max_runs_per_hour} runs per hour is used up; try again in {} s",
+        (retry_after_ms + 999) / 1000
+    )]
+    QuotaExceeded {
+        max_runs_per_hour: u32,
+        retry_after_ms: i64,
+    },
     #[error("the stored template of run `{run}` no longer loads: {message}")]
     Plan { run: String, message: String },
 }
@@ -66,6 +88,17 @@ struct Inner {
     runs: Mutex<HashMap<String, Arc<Run>>>,
     /// Wakes workers when there may be new work (a run created, resumed or cancelled).
     wake: Notify,
+    /// Where `workflow:` steps and actions find templates, and a count of child runs started.
+    subruns: waits::Subruns,
+    /// What tools need to call weft back (`tokens.rs`).
+    callbacks: std::sync::RwLock<Callbacks>,
+}
+
+/// Where a tool's callbacks go, and where the secrets it may read come from.
+#[derive(Default)]
+struct Callbacks {
+    api_url: Option<String>,
+    secrets: Option<tokens::SecretAccess>,
 }
 
 impl Engine {
@@ -79,6 +112,8 @@ impl Engine {
                 plans: Mutex::new(HashMap::new()),
                 runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
+                subruns: Default::default(),
+                callbacks: Default::default(),
             }),
         }
     }
@@ -89,6 +124,34 @@ impl Engine {
 
     pub fn tools(&self) -> &Arc<Registry> {
         &self.inner.tools
+    }
+
+    /// The base URL of the API that serves task callbacks (`http://127.0.0.1:8420`), handed
+    /// to tools with their task token.
+    pub fn set_api_url(&self, url: impl Into<String>) {
+        if let Ok(mut c) = self.inner.callbacks.write() {
+            c.api_url = Some(url.into());
+        }
+    }
+
+    pub fn api_url(&self) -> Option<String> {
+        self.inner.callbacks.read().ok()?.api_url.clone()
+    }
+
+    /// Lets the engine read the tenant secrets a task may read, so it can scrub their values
+    /// from the task's output, error and progress.
+    pub fn set_secret_access(
+        &self,
+        store: Arc<dyn weft_store::secrets::SecretStore>,
+        secret_box: secrets::SecretBox,
+    ) {
+        if let Ok(mut c) = self.inner.callbacks.write() {
+            c.secrets = Some(tokens::SecretAccess { store, secret_box });
+        }
+    }
+
+    pub(crate) fn secret_access(&self) -> Option<tokens::SecretAccess> {
+        self.inner.callbacks.read().ok()?.secrets.clone()
     }
 
     /// Tells workers in this process to look for work now.

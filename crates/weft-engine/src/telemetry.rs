@@ -33,6 +33,7 @@ pub mod names {
     pub const CACHE_HITS: &str = "weft_cache_hits_total";
     pub const CACHE_MISSES: &str = "weft_cache_misses_total";
     pub const STORE_DURATION: &str = "weft_store_operation_duration_seconds";
+    pub const LLM_TOKENS: &str = "weft_llm_tokens_total";
 }
 
 /// Describes the engine's metrics to the installed recorder (call once it is installed).
@@ -82,6 +83,10 @@ pub fn describe() {
     describe_counter!(
         names::CACHE_MISSES,
         "Step cache lookups that found nothing."
+    );
+    describe_counter!(
+        names::LLM_TOKENS,
+        "LLM tokens the run's tools reported, by template and kind (prompt, completion)."
     );
     describe_histogram!(
         names::STORE_DURATION,
@@ -153,6 +158,9 @@ impl Store for Observed {
     async fn tasks(&self, run_id: &str) -> Result<Vec<Task>> {
         self.inner.tasks(run_id).await
     }
+    async fn child_runs(&self, run_id: &str) -> Result<Vec<Run>> {
+        self.inner.child_runs(run_id).await
+    }
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
         let started = Instant::now();
         let out = self.inner.events(run_id, after, limit).await;
@@ -174,8 +182,35 @@ impl Store for Observed {
     async fn schema_status(&self) -> Result<SchemaStatus> {
         self.inner.schema_status().await
     }
+    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage> {
+        self.inner.run_usage(run_id).await
+    }
+    async fn usage(&self, query: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>> {
+        let started = Instant::now();
+        let out = self.inner.usage(query).await;
+        timed("usage", started);
+        out
+    }
+    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota> {
+        self.inner.tenant_quota(tenant).await
+    }
+    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()> {
+        self.inner.set_tenant_quota(tenant, quota).await
+    }
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+    async fn register_worker(&self, worker: &weft_store::workers::WorkerInfo) -> Result<()> {
+        self.inner.register_worker(worker).await
+    }
+    async fn heartbeat_worker(&self, id: &str) -> Result<bool> {
+        self.inner.heartbeat_worker(id).await
+    }
+    async fn deregister_worker(&self, id: &str) -> Result<()> {
+        self.inner.deregister_worker(id).await
+    }
+    async fn workers(&self) -> Result<weft_store::workers::WorkersStatus> {
+        self.inner.workers().await
     }
 }
 
@@ -191,6 +226,8 @@ struct Seen {
     reclaims: u64,
     cache_hits: u64,
     cache_misses: u64,
+    /// (run id, prompt tokens, completion tokens) recorded for tasks.
+    llm_tokens: Vec<(String, u64, u64)>,
 }
 
 impl Seen {
@@ -230,6 +267,15 @@ impl Seen {
         }
         if self.cache_misses > 0 {
             metrics::counter!(names::CACHE_MISSES).increment(self.cache_misses);
+        }
+        for (run_id, prompt, completion) in &self.llm_tokens {
+            let template = self.template(run_id).to_string();
+            for (kind, n) in [("prompt", *prompt), ("completion", *completion)] {
+                if n > 0 {
+                    metrics::counter!(names::LLM_TOKENS, "template" => template.clone(), "kind" => kind)
+                        .increment(n);
+                }
+            }
         }
         for e in &self.events {
             self.emit_event(e, now);
@@ -427,9 +473,13 @@ impl Tx for ObservedTx {
         limit: u32,
         lease_ms: i64,
         only_runs: Option<&[String]>,
+        max_running: Option<u32>,
     ) -> Result<Vec<Task>> {
         let started = Instant::now();
-        let tasks = self.inner.claim(owner, limit, lease_ms, only_runs).await?;
+        let tasks = self
+            .inner
+            .claim(owner, limit, lease_ms, only_runs, max_running)
+            .await?;
         timed("claim", started);
         for t in &tasks {
             self.seen.claimed.push(t.tool.clone());
@@ -479,6 +529,34 @@ impl Tx for ObservedTx {
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64> {
         self.inner.requeue_unfinished(run_id, step_id).await
     }
+    async fn set_waiting(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        until: Option<i64>,
+    ) -> Result<u64> {
+        self.inner.set_waiting(run_id, step_id, until).await
+    }
+    async fn finish_waiting(
+        &mut self,
+        task_id: i64,
+        status: TaskStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        self.inner
+            .finish_waiting(task_id, status, output, error)
+            .await
+    }
+    async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>> {
+        self.inner.waiting_tasks(run_id, step_id).await
+    }
+    async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>> {
+        self.inner.due_waits(limit).await
+    }
+    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>> {
+        self.inner.child_runs(run_id).await
+    }
     async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>> {
         self.inner.renew_leases(owner, lease_ms).await
     }
@@ -506,6 +584,35 @@ impl Tx for ObservedTx {
         self.inner.append_events(events).await?;
         self.seen.events.extend_from_slice(events);
         Ok(())
+    }
+    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
+        self.inner.record_usage(usage).await?;
+        for u in usage {
+            self.seen.llm_tokens.push((
+                u.run_id.clone(),
+                u.llm_prompt_tokens,
+                u.llm_completion_tokens,
+            ));
+        }
+        Ok(())
+    }
+    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
+        self.inner.run_usage(run_id).await
+    }
+    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
+        self.inner.admit_run(tenant).await
+    }
+    async fn insert_task_tokens(
+        &mut self,
+        tokens: &[weft_store::tokens::NewTaskToken],
+    ) -> Result<()> {
+        self.inner.insert_task_tokens(tokens).await
+    }
+    async fn claim_schedule_slot(
+        &mut self,
+        claim: &weft_store::schedules::SlotClaim,
+    ) -> Result<bool> {
+        self.inner.claim_schedule_slot(claim).await
     }
     async fn commit(self: Box<Self>) -> Result<()> {
         let ObservedTx { inner, seen } = *self;

@@ -29,6 +29,9 @@ pub struct WorkerOptions {
     pub lease: Duration,
     /// Only run tasks of these runs (the CLI runs its own run, not the whole queue).
     pub only_runs: Option<Vec<String>>,
+    /// Most tasks running at once in the whole store, across every worker (`None`: no cap
+    /// beyond each worker's `concurrency`). Enforced by the store's claim.
+    pub max_concurrent_tasks: Option<u32>,
     /// How often to look for work that another process queued (a backstop for wake-ups).
     #[serde(with = "humantime_serde_ms")]
     pub poll: Duration,
@@ -56,6 +59,7 @@ impl Default for WorkerOptions {
             concurrency: 5,
             lease: Duration::from_secs(30),
             only_runs: None,
+            max_concurrent_tasks: None,
             poll: Duration::from_secs(1),
             grace: Duration::ZERO,
         }
@@ -147,13 +151,26 @@ impl Worker {
         let mut next_ready: Option<i64> = None;
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
         let mut random01 = move || rand::Rng::random::<f64>(&mut rng);
-        let only_runs = options.only_runs.clone();
+        // Limited to some runs: those and the child runs their `workflow:` steps start.
+        let mut only_runs = options.only_runs.clone();
+        let mut family_seen = (u64::MAX, Instant::now());
         let mut look_for_work = true;
         // Set by a wake-up: a run may have been cancelled, so check our leases at once.
         let mut check_leases = false;
 
         // Results whose commit failed on a transient error, tried again next turn.
         let mut carry: Vec<Completion> = Vec::new();
+
+        // This process on record (`weft status`, `weft_workers_alive`), beating every third
+        // of a lease until the worker stops.
+        let beating = CancellationToken::new();
+        let registration = tokio::spawn(register_and_beat(
+            engine.clone(),
+            id.clone(),
+            lease_ms,
+            heartbeat_every,
+            beating.clone(),
+        ));
 
         loop {
             let mut batch = std::mem::take(&mut carry);
@@ -222,6 +239,16 @@ impl Worker {
                     }
                 }
             }
+            if let Some(base) = &options.only_runs
+                && (family_seen.0 != engine.children_started()
+                    || family_seen.1.elapsed() >= options.poll)
+            {
+                family_seen = (engine.children_started(), Instant::now());
+                match engine.family(base).await {
+                    Ok(all) => only_runs = Some(all),
+                    Err(e) => tracing::warn!(error = %e, "Could not list child runs."),
+                }
+            }
             let free = capacity.saturating_sub(in_flight.len());
             let claim_now = free > 0 && (look_for_work || !batch.is_empty() || ready_due);
             let kept = batch.clone();
@@ -237,6 +264,7 @@ impl Worker {
                         && !in_flight.is_empty(),
                     reclaim: last_reclaim.elapsed() >= heartbeat_every,
                     only_runs: only_runs.as_deref(),
+                    max_running: options.max_concurrent_tasks,
                 },
                 &mut random01,
             )
@@ -278,6 +306,7 @@ impl Worker {
             }
             next_ready = outcome.next_ready;
             look_for_work = claim_now && outcome.claimed.len() == free;
+            let mut tokens = outcome.tokens;
             for task in outcome.claimed {
                 // Not a child of `shutdown`: a graceful stop lets running calls finish.
                 let cancel = CancellationToken::new();
@@ -292,8 +321,9 @@ impl Worker {
                 let done_tx = done_tx.clone();
                 let owner = id.clone();
                 let reporter = progress_reporter(&task, progress_tx.clone());
+                let token = tokens.remove(&task.id);
                 calls.spawn(async move {
-                    let completion = call_tool(&engine, task, owner, cancel, reporter).await;
+                    let completion = call_tool(&engine, task, owner, cancel, reporter, token).await;
                     let _ = done_tx.send(completion).await;
                 });
             }
@@ -317,7 +347,49 @@ impl Worker {
         if graceful {
             release(&engine, &in_flight).await;
         }
+        beating.cancel();
+        registration.await.ok();
         Ok(())
+    }
+}
+
+/// Registers the worker's row and stamps its heartbeat every `every` until `stop`, then
+/// removes the row. A failed write is logged and tried again at the next beat; a row that
+/// vanished (a store restored from backup) is registered again.
+async fn register_and_beat(
+    engine: Engine,
+    id: String,
+    lease_ms: i64,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let mut parts = id.split(':');
+    let info = weft_store::workers::WorkerInfo {
+        host: parts.next().unwrap_or_default().to_string(),
+        pid: i64::from(std::process::id()),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        lease_ms,
+        id: id.clone(),
+    };
+    let store = engine.store();
+    let mut registered = false;
+    loop {
+        let result = if registered {
+            store.heartbeat_worker(&id).await
+        } else {
+            store.register_worker(&info).await.map(|()| true)
+        };
+        match result {
+            Ok(present) => registered = present,
+            Err(error) => tracing::warn!(%error, "Could not record this worker's heartbeat."),
+        }
+        tokio::select! {
+            _ = stop.cancelled() => break,
+            _ = tokio::time::sleep(every.max(Duration::from_millis(10))) => {}
+        }
+    }
+    if registered && let Err(error) = store.deregister_worker(&id).await {
+        tracing::warn!(%error, "Could not remove this worker's row; it will show as stale.");
     }
 }
 
@@ -369,6 +441,7 @@ impl Drain<'_> {
                 heartbeat: !self.in_flight.is_empty(),
                 reclaim: false,
                 only_runs: None,
+                max_running: None,
             };
             match turn(self.engine, self.owner, plan, random01).await {
                 Ok(_) => batch.clear(),
@@ -427,10 +500,14 @@ struct TurnPlan<'a> {
     heartbeat: bool,
     reclaim: bool,
     only_runs: Option<&'a [String]>,
+    /// The global cap on running tasks, counted by the store's claim.
+    max_running: Option<u32>,
 }
 
 struct TurnOutcome {
     claimed: Vec<Task>,
+    /// The task token minted for each claimed attempt, by task id.
+    tokens: HashMap<i64, String>,
     still_leased: Option<Vec<i64>>,
     next_ready: Option<i64>,
     heartbeat_done: bool,
@@ -458,9 +535,19 @@ async fn turn(
     if plan.reclaim {
         engine.reclaim_expired(&mut *tx, plan.only_runs).await?;
     }
+    if plan.reclaim || plan.claim > 0 {
+        engine.expire_waits(&mut *tx, plan.only_runs).await?;
+    }
     let claimed = tx
-        .claim(owner, plan.claim, plan.lease_ms, plan.only_runs)
+        .claim(
+            owner,
+            plan.claim,
+            plan.lease_ms,
+            plan.only_runs,
+            plan.max_running,
+        )
         .await?;
+    let tokens = engine.mint_tokens(&mut *tx, &claimed).await?;
     if !claimed.is_empty() {
         let events: Vec<_> = claimed
             .iter()
@@ -479,6 +566,7 @@ async fn turn(
     tx.commit().await?;
     Ok(TurnOutcome {
         claimed,
+        tokens,
         still_leased,
         next_ready,
         heartbeat_done: plan.heartbeat,
@@ -514,6 +602,7 @@ impl Engine {
                 cache_key: t.cache_key.clone(),
                 tenant: t.tenant.clone(),
                 duration_ms: 0,
+                usage: weft_tools::Usage::default(),
                 result: Err(Failure {
                     message: "lease expired: the worker holding this task stopped answering".into(),
                     transient: true,
@@ -581,6 +670,7 @@ async fn call_tool(
     owner: String,
     cancel: CancellationToken,
     progress: weft_tools::Progress,
+    token: Option<String>,
 ) -> Completion {
     let started = Instant::now();
     let mut completion = Completion {
@@ -594,9 +684,14 @@ async fn call_tool(
         cache_key: task.cache_key.clone(),
         tenant: task.tenant.clone(),
         duration_ms: 0,
+        usage: weft_tools::Usage::default(),
         result: Ok(serde_json::Value::Null),
     };
-    completion.result = attempt(engine, &task, cancel, progress).await;
+    let usage = weft_tools::UsageMeter::default();
+    completion.result = attempt(engine, &task, cancel, progress, token, usage.clone()).await;
+    completion.usage = usage.total();
+    // What the task leaves behind never carries a secret it could read.
+    engine.scrub_result(&task, &mut completion.result).await;
     completion.duration_ms = started.elapsed().as_millis() as i64;
     completion
 }
@@ -606,14 +701,13 @@ async fn attempt(
     task: &Task,
     cancel: CancellationToken,
     progress: weft_tools::Progress,
+    token: Option<String>,
+    usage: weft_tools::UsageMeter,
 ) -> std::result::Result<serde_json::Value, Failure> {
     let permanent = |message: String| Failure {
         message,
         transient: false,
         reason: "error",
-    };
-    let Some(tool) = engine.tools().get(&task.tool) else {
-        return Err(permanent(format!("unknown tool `{}`", task.tool)));
     };
     let run = engine
         .run_for_call(&task.tenant, &task.run_id)
@@ -627,9 +721,14 @@ async fn attempt(
     let plan = engine
         .plan_for(&run)
         .map_err(|e| permanent(e.to_string()))?;
-    let timeout = plan
-        .step_index(&task.step_id)
-        .and_then(|i| plan.steps[i].timeout);
+    let spec = plan.step_index(&task.step_id).map(|i| &plan.steps[i]);
+    let timeout = spec.and_then(|s| s.timeout);
+    let post = spec.map(|s| s.post.as_slice()).unwrap_or_default();
+    let tool = match engine.tools().get_with_post(&task.tool, post) {
+        Ok(Some(tool)) => tool,
+        Ok(None) => return Err(permanent(format!("unknown tool `{}`", task.tool))),
+        Err(e) => return Err(permanent(e)),
+    };
     let ctx = weft_tools::Context {
         run_id: task.run_id.clone(),
         tenant: task.tenant.clone(),
@@ -645,6 +744,8 @@ async fn attempt(
         cancel: cancel.clone(),
         progress,
         base_dir: run.base_dir.as_ref().map(std::path::PathBuf::from),
+        usage,
+        task_token: token.map(|t| weft_tools::TaskToken::new(t, engine.api_url())),
     };
     let call = tool.call(task.input.clone(), &ctx);
     let result = match timeout {

@@ -52,6 +52,8 @@ macro_rules! conformance_tests {
             runs_list_newest_first_filters_and_pages,
             queue_status_counts_due_tasks_and_leases,
             schema_status_is_current_after_open,
+            waiting_tasks_are_never_claimed_and_decided_once,
+            workers_register_beat_and_leave,
         );
     };
     (@tests $fixture:ident; $($name:ident),* $(,)?) => {$(
@@ -88,6 +90,8 @@ pub fn sample_run(id: &str, tenant: &str, created_at: i64) -> Run {
         started_at: Some(created_at),
         finished_at: None,
         updated_at: created_at,
+        budget: None,
+        parent: None,
     }
 }
 
@@ -151,7 +155,7 @@ async fn claim(
 ) -> Vec<Task> {
     let mut tx = begin(store).await;
     let claimed = tx
-        .claim(owner, limit, lease_ms, only_runs)
+        .claim(owner, limit, lease_ms, only_runs, None)
         .await
         .expect("claim");
     tx.commit().await.expect("commit");
@@ -1241,4 +1245,270 @@ pub async fn queue_status_counts_due_tasks_and_leases(store: Arc<dyn Store>) {
 pub async fn schema_status_is_current_after_open(store: Arc<dyn Store>) {
     let schema = store.schema_status().await.expect("schema status");
     assert!(schema.is_current(), "{schema:?}");
+}
+
+/// A waiting task (an approval, a child run) is never leased, survives as state, is decided
+/// once (fenced on `waiting`), times out from `due_waits`, and is cancelled with its run. A
+/// child run reads back with its parent link and is listed under its parent.
+pub async fn waiting_tasks_are_never_claimed_and_decided_once(store: Arc<dyn Store>) {
+    running_run(&store, "run_w", &[("ok", None)]).await;
+    queue_items(&store, "run_w", "ok", 3).await;
+    let mut tx = begin(&store).await;
+    let past = tx.now() - 1;
+    assert_eq!(
+        tx.set_waiting("run_w", "ok", Some(past))
+            .await
+            .expect("set_waiting"),
+        3
+    );
+    tx.commit().await.expect("commit");
+    assert!(
+        claim(&store, "w1", 10, 30_000, None).await.is_empty(),
+        "waiting tasks are not leased"
+    );
+
+    let mut tx = begin(&store).await;
+    let waiting = tx
+        .waiting_tasks("run_w", Some("ok"))
+        .await
+        .expect("waiting_tasks");
+    assert_eq!(
+        waiting.iter().map(|t| t.item).collect::<Vec<_>>(),
+        vec![Some(0), Some(1), Some(2)]
+    );
+    assert!(waiting.iter().all(|t| t.status == TaskStatus::Waiting));
+    let due = tx.due_waits(10).await.expect("due_waits");
+    assert_eq!(due.len(), 3, "a wait past its deadline is due");
+    let decision = json!({"approved": true});
+    assert!(
+        tx.finish_waiting(waiting[0].id, TaskStatus::Succeeded, Some(&decision), None)
+            .await
+            .expect("finish_waiting")
+    );
+    assert!(
+        !tx.finish_waiting(waiting[0].id, TaskStatus::Failed, None, Some("late"))
+            .await
+            .expect("finish_waiting again"),
+        "a decision is taken once"
+    );
+    tx.commit().await.expect("commit");
+    let first = task_by_id(&store, "run_w", waiting[0].id).await;
+    assert_eq!(first.status, TaskStatus::Succeeded);
+    assert_eq!(first.output, Some(decision));
+
+    let mut tx = begin(&store).await;
+    assert_eq!(tx.cancel_tasks("run_w", None).await.expect("cancel"), 2);
+    assert!(
+        tx.waiting_tasks("run_w", None)
+            .await
+            .expect("waiting")
+            .is_empty()
+    );
+    let now = tx.now();
+    let mut child = sample_run("run_child", TENANT, now);
+    child.parent = Some(RunParent {
+        run_id: "run_w".into(),
+        step: Some("ok".into()),
+        item: Some(2),
+        action: None,
+    });
+    tx.insert_run(&child).await.expect("insert child");
+    assert_eq!(tx.child_runs("run_w").await.expect("child_runs").len(), 1);
+    tx.commit().await.expect("commit");
+    let children = store.child_runs("run_w").await.expect("child_runs");
+    assert_eq!(children.len(), 1);
+    assert_eq!(children[0].parent, child.parent);
+    assert_eq!(
+        store
+            .run(TENANT, "run_child")
+            .await
+            .expect("run")
+            .expect("child")
+            .parent,
+        child.parent
+    );
+}
+
+/// Worker rows: registration and heartbeats are stamped by the store's clock, a heartbeat for
+/// an unknown id says so, re-registering keeps the start, and a clean stop removes the row.
+pub async fn workers_register_beat_and_leave(store: Arc<dyn Store>) {
+    use crate::workers::WorkerInfo;
+    let info = |id: &str| WorkerInfo {
+        id: id.into(),
+        host: "host-a".into(),
+        pid: 4242,
+        version: "0.1.0".into(),
+        lease_ms: 30_000,
+    };
+    let before = store.now().await.expect("now");
+    store.register_worker(&info("w1")).await.expect("register");
+    store.register_worker(&info("w2")).await.expect("register");
+    let listed = store.workers().await.expect("workers");
+    assert_eq!(listed.workers.len(), 2);
+    let w1 = listed.workers.iter().find(|w| w.id == "w1").expect("w1");
+    assert_eq!(
+        (w1.host.as_str(), w1.pid, w1.lease_ms),
+        ("host-a", 4242, 30_000)
+    );
+    assert_eq!(w1.version, "0.1.0");
+    assert!(w1.started_at >= before && w1.last_heartbeat_at >= w1.started_at);
+    assert!(
+        listed.now >= w1.last_heartbeat_at,
+        "the answer carries the store's clock"
+    );
+    assert!(w1.is_alive(listed.now));
+    assert!(!w1.is_alive(w1.last_heartbeat_at + 2 * w1.lease_ms + 1));
+    assert_eq!(listed.alive().count(), 2);
+
+    assert!(store.heartbeat_worker("w1").await.expect("beat"));
+    assert!(!store.heartbeat_worker("nobody").await.expect("beat"));
+    let again = store.workers().await.expect("workers");
+    let w1b = again.workers.iter().find(|w| w.id == "w1").expect("w1");
+    assert!(w1b.last_heartbeat_at >= w1.last_heartbeat_at);
+    assert_eq!(w1b.started_at, w1.started_at);
+
+    // Registering the same id again (a retried registration) keeps its start.
+    store
+        .register_worker(&info("w1"))
+        .await
+        .expect("register again");
+    let w1c = store.workers().await.expect("workers");
+    let w1c = w1c.workers.iter().find(|w| w.id == "w1").expect("w1");
+    assert_eq!(w1c.started_at, w1.started_at);
+
+    store.deregister_worker("w1").await.expect("deregister");
+    let left = store.workers().await.expect("workers");
+    let ids: Vec<&str> = left.workers.iter().map(|w| w.id.as_str()).collect();
+    assert_eq!(ids, ["w2"]);
+    assert!(!store.heartbeat_worker("w1").await.expect("beat"));
+}
+
+/// Task tokens: minted with the claim, looked up by hash with their task's state, revoked by
+/// the store in the same transaction as whatever ends the attempt (finish, retry, cancel,
+/// reclaim after a lost lease), renewed only while live and never past the cap, and each
+/// mint and revocation is on the audit trail. Not in `conformance_tests!` because it needs
+/// the token reads beside `Store`; each backend's test file calls it.
+pub async fn task_tokens_live_only_while_their_attempt_runs(
+    store: Arc<dyn Store>,
+    tokens: Arc<dyn crate::tokens::TaskTokenStore>,
+    audit: Arc<dyn crate::secrets::AuditStore>,
+) {
+    use crate::tokens::{NewTaskToken, TokenRefusal};
+    running_run(&store, "run_tok", &[("s", None)]).await;
+    queue_items(&store, "run_tok", "s", 4).await;
+    let mint = |t: &Task, hash: &str, ttl_ms: i64| NewTaskToken {
+        hash: hash.into(),
+        tenant: t.tenant.clone(),
+        run_id: t.run_id.clone(),
+        step_id: t.step_id.clone(),
+        task_id: t.id,
+        item: t.item,
+        attempt: t.attempt,
+        scopes: vec!["progress".into(), "secret:K".into()],
+        ttl_ms,
+    };
+    let mut tx = begin(&store).await;
+    let claimed = tx.claim("w", 4, 60_000, None, None).await.expect("claim");
+    assert_eq!(claimed.len(), 4);
+    let hashes = ["h_finish", "h_retry", "h_cancel", "h_reclaim"];
+    let rows: Vec<NewTaskToken> = claimed
+        .iter()
+        .zip(hashes)
+        .map(|(t, h)| mint(t, h, 180_000))
+        .collect();
+    tx.insert_task_tokens(&rows).await.expect("insert tokens");
+    tx.commit().await.expect("commit");
+
+    for h in hashes {
+        let state = tokens.task_token(h).await.expect("lookup").expect("minted");
+        assert_eq!(state.check(), Ok(()), "{h} is live while its attempt runs");
+        assert!(state.allows("secret:K") && !state.allows("memory:read"));
+        assert_eq!(state.expires_at - state.issued_at, 180_000);
+        assert_eq!(state.tenant, TENANT);
+    }
+    assert!(
+        tokens
+            .task_token("h_never")
+            .await
+            .expect("lookup")
+            .is_none()
+    );
+
+    // Renewal extends a live token, capped at issue + max.
+    let before = tokens
+        .task_token("h_finish")
+        .await
+        .expect("lookup")
+        .expect("minted");
+    let renewed = tokens
+        .renew_task_token("h_finish", 600_000, 300_000)
+        .await
+        .expect("renew")
+        .expect("live");
+    assert_eq!(renewed, before.issued_at + 300_000, "never past the cap");
+
+    // Each way an attempt ends revokes its token in that transaction.
+    assert!(finish(&store, &claimed[0], "w", json!("ok")).await);
+    let mut tx = begin(&store).await;
+    let later = tx.now() + 60_000;
+    assert!(
+        tx.retry_task(claimed[1].id, claimed[1].attempt, "w", later, "boom")
+            .await
+            .expect("retry")
+    );
+    tx.commit().await.expect("commit");
+    let mut tx = begin(&store).await;
+    assert!(
+        tx.reclaim_task(claimed[3].id, claimed[3].attempt)
+            .await
+            .expect("reclaim")
+    );
+    tx.commit().await.expect("commit");
+    // Only the third is still running now; cancelling the run's tasks ends it.
+    let mut tx = begin(&store).await;
+    tx.cancel_tasks("run_tok", None).await.expect("cancel");
+    tx.commit().await.expect("commit");
+
+    for h in hashes {
+        let state = tokens.task_token(h).await.expect("lookup").expect("minted");
+        assert!(state.revoked_at.is_some(), "{h} revoked");
+        assert!(state.check().is_err(), "{h} refused");
+        assert!(
+            tokens
+                .renew_task_token(h, 60_000, 1_800_000)
+                .await
+                .expect("renew")
+                .is_none(),
+            "{h} cannot be renewed once revoked"
+        );
+    }
+    // A retried or reclaimed attempt's token belongs to a superseded attempt.
+    let retried = tokens
+        .task_token("h_retry")
+        .await
+        .expect("lookup")
+        .expect("minted");
+    assert_eq!(retried.check(), Err(TokenRefusal::Superseded));
+    let finished = tokens
+        .task_token("h_finish")
+        .await
+        .expect("lookup")
+        .expect("minted");
+    assert_eq!(finished.check(), Err(TokenRefusal::Revoked));
+
+    let records = audit
+        .audit(&crate::secrets::AuditQuery {
+            tenant: TENANT.into(),
+            run: Some("run_tok".into()),
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    let count = |action: &str| records.iter().filter(|r| r.action == action).count();
+    assert_eq!(count("token.minted"), 4);
+    assert_eq!(count("token.revoked"), 4);
+    assert!(
+        records.iter().all(|r| r.actor.starts_with("token:tt_")),
+        "records name the token by its id"
+    );
 }

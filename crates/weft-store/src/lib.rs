@@ -15,14 +15,20 @@ use serde_json::Value;
 pub mod conformance;
 pub mod memory;
 pub mod postgres;
+mod postgres_memory;
+mod postgres_server;
 mod postgres_tx;
 mod records;
+pub mod schedules;
 pub mod secrets;
 pub mod server;
 pub mod sqlite;
 mod sqlite_memory;
 mod sqlite_server;
 mod status;
+pub mod tokens;
+pub mod usage;
+pub mod workers;
 
 pub use records::*;
 pub use status::{LeaseHolder, QueueStatus, SchemaStatus};
@@ -94,6 +100,8 @@ pub trait Store: Send + Sync + 'static {
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>>;
     /// A run's tasks (items in order), for `runs show`.
     async fn tasks(&self, run_id: &str) -> Result<Vec<Task>>;
+    /// The runs a run started (its `workflow:` steps' runs and its actions), oldest first.
+    async fn child_runs(&self, run_id: &str) -> Result<Vec<Run>>;
     /// A run's events with `seq > after`, oldest first.
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>>;
     /// The store's clock, in milliseconds since the Unix epoch. Leases use this clock only.
@@ -107,10 +115,26 @@ pub trait Store: Send + Sync + 'static {
     /// The queue as an operator sees it: depth, the oldest due task, leases per owner. One
     /// read for `weft status` and the metrics upkeep; cheap enough to run every few seconds.
     async fn queue_status(&self) -> Result<QueueStatus>;
+    /// A run's usage so far: tokens, cost, tool calls, cache hits (summed over its tasks).
+    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage>;
+    /// A tenant's usage grouped by day, template or run (`/v1/usage`, `weft usage`).
+    async fn usage(&self, query: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>>;
+    /// A tenant's quotas (none set: no limits).
+    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota>;
+    /// Replaces a tenant's quotas.
+    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()>;
     /// The migrations the store has applied against the ones this build carries.
     async fn schema_status(&self) -> Result<SchemaStatus>;
     /// A short name for messages (`sqlite:.weft/weft.db`).
     fn describe(&self) -> String;
+    /// Registers a worker process; its start and heartbeat are the store's clock now.
+    async fn register_worker(&self, worker: &workers::WorkerInfo) -> Result<()>;
+    /// Stamps a worker's heartbeat with the store's clock; `false` when its row is gone.
+    async fn heartbeat_worker(&self, id: &str) -> Result<bool>;
+    /// Removes a worker's row (it stopped cleanly).
+    async fn deregister_worker(&self, id: &str) -> Result<()>;
+    /// Every registered worker, with the store's clock (see `WorkerRow::is_alive`).
+    async fn workers(&self) -> Result<workers::WorkersStatus>;
 }
 
 /// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
@@ -143,13 +167,16 @@ pub trait Tx: Send {
     // Tasks.
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()>;
     /// Leases up to `limit` ready tasks to `owner` until `now + lease_ms`, honouring each
-    /// step's concurrency; only tasks of `only_runs` when given.
+    /// step's concurrency, each tenant's `max_concurrent_tasks` and, when given, `max_running`
+    /// (most tasks running in the whole store) — counted against every worker's leases, so
+    /// the caps hold across processes; only tasks of `only_runs` when given.
     async fn claim(
         &mut self,
         owner: &str,
         limit: u32,
         lease_ms: i64,
         only_runs: Option<&[String]>,
+        max_running: Option<u32>,
     ) -> Result<Vec<Task>>;
     /// Ends an attempt. Refused (returns `false`) unless the task is still `running` under
     /// this attempt and owner: a superseded attempt cannot commit.
@@ -177,6 +204,26 @@ pub trait Tx: Send {
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64>;
     /// Extends the leases of `owner`'s running tasks; returns the ids still running under it.
     async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>>;
+    /// Turns the step's queued (and waiting) tasks into waiting ones (status `waiting`, never
+    /// leased) that time out at `until` (never when `None`); returns how many.
+    async fn set_waiting(&mut self, run_id: &str, step_id: &str, until: Option<i64>)
+    -> Result<u64>;
+    /// Ends a waiting task. Refused (returns `false`) unless it is still `waiting`: a decision
+    /// is taken once.
+    async fn finish_waiting(
+        &mut self,
+        task_id: i64,
+        status: TaskStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<bool>;
+    /// A run's waiting tasks (of one step when given), by step then item.
+    async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>>;
+    /// Waiting tasks whose wait has timed out (`not_before <= now`), oldest first.
+    async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>>;
+    /// The runs a run started, oldest first.
+    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>>;
+
     /// When the earliest queued task that is not ready yet (`not_before` after now) becomes
     /// ready. Tasks already due but held back by a concurrency cap are not "waiting": naming
     /// them would make a worker spin.
@@ -194,6 +241,27 @@ pub trait Tx: Send {
 
     // Events.
     async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;
+
+    // Metering and quotas.
+    /// Adds what attempts reported (LLM tokens, cost) to their tasks. Called only for
+    /// attempts that reported something, so the queue's common path pays nothing.
+    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()>;
+    /// A run's usage including this transaction's writes (for the budget check).
+    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage>;
+    /// Whether `tenant` may create another run now under its runs-per-hour quota, counting
+    /// the runs it created in the last hour. Creations of one tenant are serialised, so the
+    /// quota holds across processes when the run is inserted in this same transaction.
+    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>>;
+
+    // Task tokens.
+    /// Records freshly minted task tokens (hashes only), issued at [`Tx::now`]. A token is
+    /// revoked by the store in the transaction that takes its attempt out of `running`.
+    async fn insert_task_tokens(&mut self, tokens: &[tokens::NewTaskToken]) -> Result<()>;
+
+    /// Fires a schedule's slot: moves its `next_fire_at` from `claim.expected_next` to
+    /// `claim.next`, only if it still holds `expected_next` and is not paused. `false` means
+    /// another scheduler took the slot (or the schedule changed): create nothing.
+    async fn claim_schedule_slot(&mut self, claim: &schedules::SlotClaim) -> Result<bool>;
 
     async fn commit(self: Box<Self>) -> Result<()>;
 }

@@ -31,6 +31,11 @@ pub(crate) const WORK_CHANNEL: &str = "weft_work";
 pub(crate) const LOCK_STEP_CAP: i32 = 0x7765_0001;
 pub(crate) const LOCK_RUN_EVENTS: i32 = 0x7765_0002;
 pub(crate) const LOCK_IDEMPOTENCY: i32 = 0x7765_0003;
+/// (0x7765_0004 is the event feed's, in `postgres_server.rs`.)
+pub(crate) const LOCK_GLOBAL_CAP: i32 = 0x7765_0005;
+pub(crate) const LOCK_TENANT_CAP: i32 = 0x7765_0006;
+/// Serialises one tenant's run creations while a runs-per-hour quota is counted.
+pub(crate) const LOCK_RUN_RATE: i32 = 0x7765_0008;
 
 pub struct PgStore {
     pub(crate) pool: PgPool,
@@ -180,6 +185,82 @@ impl Store for PgStore {
         })
     }
 
+    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage> {
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.run_id = $1",
+            usage::sum_columns("t.cache_hit")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_one(&self.pool)
+            .await?;
+        usage::usage_from_row(&row)
+    }
+
+    async fn usage(&self, q: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>> {
+        let (key, template, order) = match q.group_by {
+            usage::UsageGroup::Day => (
+                "to_char(to_timestamp(r.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
+                "NULL::text",
+                "key ASC",
+            ),
+            usage::UsageGroup::Template => ("r.template", "NULL::text", "key ASC"),
+            usage::UsageGroup::Run => (
+                "r.id",
+                "MIN(r.template)",
+                "MIN(r.created_at) DESC, key DESC",
+            ),
+        };
+        let sql = format!(
+            "SELECT {key} AS key, {template} AS template, COUNT(DISTINCT r.id) AS runs, {} \
+             FROM runs r LEFT JOIN tasks t ON t.run_id = r.id \
+             WHERE r.tenant = $1 AND r.created_at >= $2 GROUP BY 1 ORDER BY {order} LIMIT $3",
+            usage::sum_columns("t.cache_hit")
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&q.tenant)
+            .bind(q.since.unwrap_or(i64::MIN))
+            .bind(q.limit.max(1) as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(usage::UsageRow {
+                    key: r.try_get("key")?,
+                    template: r.try_get("template")?,
+                    runs: r.try_get::<i64, _>("runs")?.max(0) as u64,
+                    usage: usage::usage_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?
+                .flatten();
+        Ok(usage::TenantQuota {
+            max_runs_per_hour: max.and_then(|m| u32::try_from(m).ok()),
+        })
+    }
+
+    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenant_quotas (tenant, max_runs_per_hour, updated_at) \
+             VALUES ($1, $2, weft_now_ms()) \
+             ON CONFLICT (tenant) DO UPDATE SET max_runs_per_hour = excluded.max_runs_per_hour, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(quota.max_runs_per_hour.map(i64::from))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn schema_status(&self) -> Result<SchemaStatus> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success")
@@ -276,6 +357,19 @@ impl Store for PgStore {
     fn describe(&self) -> String {
         self.describe.clone()
     }
+
+    async fn register_worker(&self, worker: &crate::workers::WorkerInfo) -> Result<()> {
+        crate::workers::postgres::register(self, worker).await
+    }
+    async fn heartbeat_worker(&self, id: &str) -> Result<bool> {
+        crate::workers::postgres::heartbeat(self, id).await
+    }
+    async fn deregister_worker(&self, id: &str) -> Result<()> {
+        crate::workers::postgres::deregister(self, id).await
+    }
+    async fn workers(&self) -> Result<crate::workers::WorkersStatus> {
+        crate::workers::postgres::list(self).await
+    }
 }
 
 pub(crate) fn json_text(v: &Value) -> String {
@@ -324,6 +418,7 @@ pub(crate) fn run_from_row(r: &PgRow) -> Result<Run> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
+        budget: crate::sqlite::parse_budget(r.try_get("budget")?)?,
         parent: match r.try_get::<Option<String>, _>("parent_run_id")? {
             Some(run_id) => Some(RunParent {
                 run_id,
@@ -381,6 +476,9 @@ pub(crate) fn task_from_row(r: &PgRow) -> Result<Task> {
         error: r.try_get("error")?,
         cache_key: r.try_get("cache_key")?,
         cache_hit: r.try_get("cache_hit")?,
+        llm_prompt_tokens: r.try_get::<i64, _>("llm_prompt_tokens")?.max(0) as u64,
+        llm_completion_tokens: r.try_get::<i64, _>("llm_completion_tokens")?.max(0) as u64,
+        cost_usd: r.try_get("cost_usd")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })

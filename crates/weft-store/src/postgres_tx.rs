@@ -35,13 +35,17 @@ impl PgTx {
         runs.sort_unstable();
         runs.dedup();
         // Lock in key order so two committers never wait on each other in a cycle. Held until
-        // commit, so a run's events commit in seq order.
+        // commit, so a run's events commit in seq order. First (the sort below consumes every
+        // row before the outer locks are taken), the event feed's lock in shared mode, so the
+        // global tail never reads past an insert that has yet to commit (`postgres_server.rs`).
         sqlx::query(
             "SELECT pg_advisory_xact_lock($1, k) FROM \
-             (SELECT DISTINCT hashtext(r) AS k FROM unnest($2::text[]) AS r ORDER BY k OFFSET 0) s",
+             (SELECT DISTINCT hashtext(r) AS k FROM unnest($2::text[]) AS r \
+              WHERE pg_advisory_xact_lock_shared($3, 0) IS NOT NULL ORDER BY k OFFSET 0) s",
         )
         .bind(LOCK_RUN_EVENTS)
         .bind(&runs)
+        .bind(crate::postgres_server::LOCK_EVENT_FEED)
         .execute(&mut *self.tx)
         .await?;
         let mut run_ids = Vec::with_capacity(events.len());
@@ -88,9 +92,9 @@ impl Tx for PgTx {
             "INSERT INTO runs (id, tenant, template, version, digest, source, files, file, \
              base_dir, inputs, status, output, error, idempotency_key, request_digest, \
              created_at, started_at, finished_at, updated_at, parent_run_id, parent_step_id, \
-             parent_item, parent_action) VALUES \
+             parent_item, parent_action, budget) VALUES \
              ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-              $20, $21, $22, $23)",
+              $20, $21, $22, $23, $24)",
         )
         .bind(&run.id)
         .bind(&run.tenant)
@@ -115,9 +119,88 @@ impl Tx for PgTx {
         .bind(run.parent.as_ref().and_then(|p| p.step.as_ref()))
         .bind(run.parent.as_ref().and_then(|p| p.item).map(i64::from))
         .bind(run.parent.as_ref().and_then(|p| p.action.as_ref()))
+        .bind(crate::sqlite::budget_text(run.budget.as_ref()))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
+    }
+
+    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
+        if usage.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = usage.iter().map(|u| u.task_id).collect();
+        let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
+        let prompt: Vec<i64> = usage.iter().map(|u| clamp(u.llm_prompt_tokens)).collect();
+        let completion: Vec<i64> = usage
+            .iter()
+            .map(|u| clamp(u.llm_completion_tokens))
+            .collect();
+        let cost: Vec<f64> = usage.iter().map(|u| u.cost_usd).collect();
+        // One statement for the batch; rows in id order, as every other task update here.
+        sqlx::query(
+            "UPDATE tasks t SET llm_prompt_tokens = t.llm_prompt_tokens + u.p, \
+             llm_completion_tokens = t.llm_completion_tokens + u.c, cost_usd = t.cost_usd + u.d \
+             FROM (SELECT id, SUM(p)::BIGINT AS p, SUM(c)::BIGINT AS c, SUM(d) AS d FROM \
+                   unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::float8[]) AS x(id, p, c, d) \
+                   GROUP BY id) u \
+             WHERE t.id = u.id",
+        )
+        .bind(&ids)
+        .bind(&prompt)
+        .bind(&completion)
+        .bind(&cost)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.run_id = $1",
+            usage::sum_columns("t.cache_hit")
+        );
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        usage::usage_from_row(&row)
+    }
+
+    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = $1")
+                .bind(tenant)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .flatten();
+        let Some(max) = max else {
+            return Ok(None);
+        };
+        // Until commit, the tenant's other creators wait here, so each one counts the runs
+        // the previous ones inserted (READ COMMITTED reads them after the lock is granted).
+        sqlx::query("SELECT pg_advisory_xact_lock($1, hashtext($2))")
+            .bind(LOCK_RUN_RATE)
+            .bind(tenant)
+            .execute(&mut *self.tx)
+            .await?;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest, MAX(now) AS now FROM \
+             (SELECT weft_now_ms() AS now) c LEFT JOIN LATERAL \
+             (SELECT created_at FROM runs WHERE tenant = $1 AND created_at > c.now - $2 \
+              ORDER BY created_at DESC LIMIT $3) recent ON TRUE",
+        )
+        .bind(tenant)
+        .bind(usage::RUN_RATE_WINDOW_MS)
+        .bind(max)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(usage::refusal(
+            max,
+            row.try_get("n")?,
+            row.try_get("oldest")?,
+            row.try_get("now")?,
+        ))
     }
 
     async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>> {
@@ -334,48 +417,76 @@ impl Tx for PgTx {
         limit: u32,
         lease_ms: i64,
         only_runs: Option<&[String]>,
+        max_running: Option<u32>,
     ) -> Result<Vec<Task>> {
         if limit == 0 || only_runs.is_some_and(|r| r.is_empty()) {
             return Ok(Vec::new());
         }
         let runs = runs_filter(only_runs);
-        // 1. Capped steps with ready work: lock them (in key order) so no other claimer counts
-        //    their leases at the same time. The claim below is a new statement, so it sees
+        // 1. Every cap this claim counts against, locked in one (namespace, key) order so no
+        //    two claimers count the same leases at once and none waits on another in a cycle:
+        //    capped steps with ready work, capped tenants with running runs, and the whole
+        //    store when `max_running` is given. The claim below is a new statement, so it sees
         //    every claim committed by whoever held these locks before.
         sqlx::query(
-            "SELECT pg_advisory_xact_lock($1, k) FROM ( \
-               SELECT DISTINCT hashtext(s.run_id || chr(31) || s.step_id) AS k \
+            "SELECT pg_advisory_xact_lock(ns, k) FROM ( \
+               SELECT $1 AS ns, hashtext(s.run_id || chr(31) || s.step_id) AS k \
                FROM steps s JOIN runs r ON r.id = s.run_id \
-               WHERE s.status = 'running' AND r.status IN ('running', 'waiting') AND s.concurrency IS NOT NULL \
+               WHERE s.status = 'running' AND r.status IN ('running', 'waiting') \
+                 AND s.concurrency IS NOT NULL \
                  AND ($2::text[] IS NULL OR s.run_id = ANY($2)) \
                  AND EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = s.run_id \
                    AND t.step_id = s.step_id AND t.status = 'queued' \
                    AND t.not_before <= weft_now_ms()) \
-               ORDER BY k OFFSET 0) locks",
+               UNION \
+               SELECT $3, hashtext(tn.name) FROM tenants tn \
+               WHERE tn.max_concurrent_tasks IS NOT NULL AND EXISTS (SELECT 1 FROM runs r \
+                 WHERE r.tenant = tn.name AND r.status IN ('running', 'waiting') \
+                 AND ($2::text[] IS NULL OR r.id = ANY($2))) \
+               UNION \
+               SELECT $4, 0 WHERE $5::bigint IS NOT NULL \
+               ORDER BY 1, 2 OFFSET 0) locks",
         )
         .bind(LOCK_STEP_CAP)
         .bind(&runs)
+        .bind(LOCK_TENANT_CAP)
+        .bind(LOCK_GLOBAL_CAP)
+        .bind(max_running.map(i64::from))
         .execute(&mut *self.tx)
         .await?;
-        // 2. One statement: each running step's free slots, filled oldest run first, in item
-        //    order, skipping rows another claimer holds.
+        // 2. One statement: each running step's free slots (within its tenant's), filled
+        //    oldest run first, in item order, skipping rows another claimer holds; then each
+        //    capped tenant's share cut to its free slots, and the whole to the global cap.
         let rows = sqlx::query(
-            "WITH ready AS ( \
-               SELECT s.run_id, s.step_id, r.created_at, s.idx, \
-                 CASE WHEN s.concurrency IS NULL THEN $3 \
+            "WITH tfree AS ( \
+               SELECT tn.name AS tenant, tn.max_concurrent_tasks - (SELECT count(*) FROM tasks t \
+                 WHERE t.status = 'running' AND t.tenant = tn.name) AS free \
+               FROM tenants tn WHERE tn.max_concurrent_tasks IS NOT NULL \
+             ), ready AS ( \
+               SELECT s.run_id, s.step_id, r.tenant, r.created_at, s.idx, \
+                 LEAST(CASE WHEN s.concurrency IS NULL THEN $3 \
                       ELSE s.concurrency - (SELECT count(*) FROM tasks t WHERE t.run_id = s.run_id \
-                        AND t.step_id = s.step_id AND t.status = 'running') END AS free \
+                        AND t.step_id = s.step_id AND t.status = 'running') END, \
+                   COALESCE((SELECT f.free FROM tfree f WHERE f.tenant = r.tenant), $3)) AS free \
                FROM steps s JOIN runs r ON r.id = s.run_id \
                WHERE s.status = 'running' AND r.status IN ('running', 'waiting') \
                  AND ($4::text[] IS NULL OR s.run_id = ANY($4)) \
-             ), picked AS ( \
-               SELECT c.id FROM ready, LATERAL ( \
+             ), candidates AS ( \
+               SELECT c.id, c.item, ready.tenant, ready.created_at, ready.idx, \
+                 row_number() OVER (PARTITION BY ready.tenant \
+                   ORDER BY ready.created_at, ready.idx, c.item, c.id) AS nth \
+               FROM ready, LATERAL ( \
                  SELECT t.id, t.item FROM tasks t WHERE t.run_id = ready.run_id \
                    AND t.step_id = ready.step_id AND t.status = 'queued' \
                    AND t.not_before <= weft_now_ms() \
                  ORDER BY t.item, t.id LIMIT GREATEST(ready.free, 0) \
                  FOR UPDATE SKIP LOCKED) c \
-               ORDER BY ready.created_at, ready.idx, c.item, c.id LIMIT $3 \
+             ), picked AS ( \
+               SELECT c.id FROM candidates c LEFT JOIN tfree f ON f.tenant = c.tenant \
+               WHERE f.free IS NULL OR c.nth <= f.free \
+               ORDER BY c.created_at, c.idx, c.item, c.id \
+               LIMIT GREATEST(LEAST($3, COALESCE($6 - (SELECT count(*) FROM tasks t \
+                 WHERE t.status = 'running'), $3)), 0) \
              ) \
              UPDATE tasks SET status = 'running', lease_owner = $1, \
                lease_expires = weft_now_ms() + $2, started_at = $5 \
@@ -386,6 +497,7 @@ impl Tx for PgTx {
         .bind(i64::from(limit))
         .bind(&runs)
         .bind(self.now)
+        .bind(max_running.map(i64::from))
         .fetch_all(&mut *self.tx)
         .await?;
         let mut claimed = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;
@@ -534,7 +646,7 @@ impl Tx for PgTx {
     ) -> Result<u64> {
         let done = sqlx::query(
             "UPDATE tasks SET status = 'waiting', not_before = $1, lease_owner = NULL, \
-             lease_expires = NULL WHERE run_id = $2 AND step_id = $3 AND status = 'queued'",
+             lease_expires = NULL WHERE run_id = $2 AND step_id = $3 AND status IN ('queued', 'waiting')",
         )
         .bind(until.unwrap_or(i64::MAX))
         .bind(run_id)
@@ -651,6 +763,10 @@ impl Tx for PgTx {
 
     async fn insert_task_tokens(&mut self, tokens: &[crate::tokens::NewTaskToken]) -> Result<()> {
         crate::tokens::insert_pg(&mut self.tx, self.now, tokens).await
+    }
+
+    async fn claim_schedule_slot(&mut self, claim: &crate::schedules::SlotClaim) -> Result<bool> {
+        crate::schedules::claim_pg(&mut self.tx, claim, self.now).await
     }
 
     async fn commit(mut self: Box<Self>) -> Result<()> {

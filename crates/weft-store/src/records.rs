@@ -57,6 +57,27 @@ pub struct Run {
     pub finished_at: Option<i64>,
     #[serde(serialize_with = "ts")]
     pub updated_at: i64,
+    /// What the run may spend (the template's `budget:` with the request's over it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<weft_core::plan::Budget>,
+    /// The run that started this one (a `workflow:` step or an action), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<RunParent>,
+}
+
+/// Where a child run comes from: the parent run and the `workflow:` step (and item) that
+/// waits for it, or the name of the action it was started as.
+#[derive(Debug, Clone, Serialize, PartialEq, Default)]
+pub struct RunParent {
+    pub run_id: String,
+    /// The parent's `workflow:` step that waits for this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    /// The parent template's action this run was started as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
 }
 
 /// A run's status change.
@@ -119,6 +140,8 @@ impl StepRow {
 pub enum TaskStatus {
     Queued,
     Running,
+    /// Not leased by any worker: waiting for a decision (an approval) or for a child run.
+    Waiting,
     Succeeded,
     Failed,
     Cancelled,
@@ -129,6 +152,7 @@ impl TaskStatus {
         match self {
             TaskStatus::Queued => "queued",
             TaskStatus::Running => "running",
+            TaskStatus::Waiting => "waiting",
             TaskStatus::Succeeded => "succeeded",
             TaskStatus::Failed => "failed",
             TaskStatus::Cancelled => "cancelled",
@@ -138,6 +162,7 @@ impl TaskStatus {
         Some(match text {
             "queued" => TaskStatus::Queued,
             "running" => TaskStatus::Running,
+            "waiting" => TaskStatus::Waiting,
             "succeeded" => TaskStatus::Succeeded,
             "failed" => TaskStatus::Failed,
             "cancelled" => TaskStatus::Cancelled,
@@ -181,6 +206,10 @@ pub struct Task {
     pub error: Option<String>,
     pub cache_key: Option<String>,
     pub cache_hit: bool,
+    /// LLM usage summed over the task's attempts (see `usage`).
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    pub cost_usd: f64,
     #[serde(serialize_with = "opt_ts")]
     pub started_at: Option<i64>,
     #[serde(serialize_with = "opt_ts")]

@@ -137,6 +137,82 @@ impl Store for SqliteStore {
         })
     }
 
+    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage> {
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.run_id = ?",
+            usage::sum_columns("t.cache_hit = 1")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_one(&self.reader)
+            .await?;
+        usage::usage_from_row(&row)
+    }
+
+    async fn usage(&self, q: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>> {
+        let (key, template, order) = match q.group_by {
+            usage::UsageGroup::Day => (
+                "strftime('%Y-%m-%d', r.created_at / 1000, 'unixepoch')",
+                "NULL",
+                "key ASC",
+            ),
+            usage::UsageGroup::Template => ("r.template", "NULL", "key ASC"),
+            usage::UsageGroup::Run => (
+                "r.id",
+                "MIN(r.template)",
+                "MIN(r.created_at) DESC, key DESC",
+            ),
+        };
+        let sql = format!(
+            "SELECT {key} AS key, {template} AS template, COUNT(DISTINCT r.id) AS runs, {} \
+             FROM runs r LEFT JOIN tasks t ON t.run_id = r.id \
+             WHERE r.tenant = ? AND r.created_at >= ? GROUP BY {key} ORDER BY {order} LIMIT ?",
+            usage::sum_columns("t.cache_hit = 1")
+        );
+        let rows = sqlx::query(AssertSqlSafe(sql))
+            .bind(&q.tenant)
+            .bind(q.since.unwrap_or(i64::MIN))
+            .bind(q.limit.max(1) as i64)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(usage::UsageRow {
+                    key: r.try_get("key")?,
+                    template: r.try_get("template")?,
+                    runs: r.try_get::<i64, _>("runs")?.max(0) as u64,
+                    usage: usage::usage_from_row(r)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota> {
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_optional(&self.reader)
+                .await?
+                .flatten();
+        Ok(usage::TenantQuota {
+            max_runs_per_hour: max.and_then(|m| u32::try_from(m).ok()),
+        })
+    }
+
+    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tenant_quotas (tenant, max_runs_per_hour, updated_at) VALUES (?, ?, ?) \
+             ON CONFLICT (tenant) DO UPDATE SET max_runs_per_hour = excluded.max_runs_per_hour, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(tenant)
+        .bind(quota.max_runs_per_hour.map(i64::from))
+        .bind(now_ms())
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
     async fn schema_status(&self) -> Result<SchemaStatus> {
         let applied: Option<i64> =
             sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
@@ -207,6 +283,15 @@ impl Store for SqliteStore {
         rows.iter().map(task_from_row).collect()
     }
 
+    async fn child_runs(&self, run_id: &str) -> Result<Vec<Run>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE parent_run_id = ? ORDER BY created_at, id")
+                .bind(run_id)
+                .fetch_all(&self.reader)
+                .await?;
+        rows.iter().map(run_from_row).collect()
+    }
+
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
         let rows =
             sqlx::query("SELECT * FROM events WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?")
@@ -225,6 +310,19 @@ impl Store for SqliteStore {
     fn describe(&self) -> String {
         format!("sqlite:{}", self.path.display())
     }
+
+    async fn register_worker(&self, worker: &crate::workers::WorkerInfo) -> Result<()> {
+        crate::workers::sqlite::register(self, worker).await
+    }
+    async fn heartbeat_worker(&self, id: &str) -> Result<bool> {
+        crate::workers::sqlite::heartbeat(self, id).await
+    }
+    async fn deregister_worker(&self, id: &str) -> Result<()> {
+        crate::workers::sqlite::deregister(self, id).await
+    }
+    async fn workers(&self) -> Result<crate::workers::WorkersStatus> {
+        crate::workers::sqlite::list(self).await
+    }
 }
 
 struct SqliteTx {
@@ -242,6 +340,18 @@ fn opt_json(v: Option<&Value>) -> Option<String> {
 
 fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}"))))
+        .transpose()
+}
+
+/// A run's budget as stored (JSON text; none when no limit is set).
+pub(crate) fn budget_text(budget: Option<&weft_core::plan::Budget>) -> Option<String> {
+    budget
+        .filter(|b| !b.is_empty())
+        .and_then(|b| serde_json::to_string(b).ok())
+}
+
+pub(crate) fn parse_budget(text: Option<String>) -> Result<Option<weft_core::plan::Budget>> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("run budget: {e}"))))
         .transpose()
 }
 
@@ -268,6 +378,16 @@ fn run_from_row(r: &SqliteRow) -> Result<Run> {
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
         updated_at: r.try_get("updated_at")?,
+        budget: parse_budget(r.try_get("budget")?)?,
+        parent: match r.try_get::<Option<String>, _>("parent_run_id")? {
+            Some(run_id) => Some(RunParent {
+                run_id,
+                step: r.try_get("parent_step_id")?,
+                item: opt_u32(r, "parent_item")?,
+                action: r.try_get("parent_action")?,
+            }),
+            None => None,
+        },
     })
 }
 
@@ -318,6 +438,9 @@ fn task_from_row(r: &SqliteRow) -> Result<Task> {
         error: r.try_get("error")?,
         cache_key: r.try_get("cache_key")?,
         cache_hit: r.try_get::<i64, _>("cache_hit")? != 0,
+        llm_prompt_tokens: r.try_get::<i64, _>("llm_prompt_tokens")?.max(0) as u64,
+        llm_completion_tokens: r.try_get::<i64, _>("llm_completion_tokens")?.max(0) as u64,
+        cost_usd: r.try_get("cost_usd")?,
         started_at: r.try_get("started_at")?,
         finished_at: r.try_get("finished_at")?,
     })
@@ -346,8 +469,9 @@ impl Tx for SqliteTx {
         sqlx::query(
             "INSERT INTO runs (id, tenant, template, version, digest, source, files, file, \
              base_dir, inputs, status, output, error, idempotency_key, request_digest, \
-             created_at, started_at, finished_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, started_at, finished_at, updated_at, parent_run_id, parent_step_id, \
+             parent_item, parent_action, budget) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&run.id)
         .bind(&run.tenant)
@@ -368,6 +492,11 @@ impl Tx for SqliteTx {
         .bind(run.started_at)
         .bind(run.finished_at)
         .bind(run.updated_at)
+        .bind(run.parent.as_ref().map(|p| &p.run_id))
+        .bind(run.parent.as_ref().and_then(|p| p.step.as_ref()))
+        .bind(run.parent.as_ref().and_then(|p| p.item).map(i64::from))
+        .bind(run.parent.as_ref().and_then(|p| p.action.as_ref()))
+        .bind(budget_text(run.budget.as_ref()))
         .execute(&mut *self.tx)
         .await?;
         Ok(())
@@ -541,15 +670,43 @@ impl Tx for SqliteTx {
         limit: u32,
         lease_ms: i64,
         only_runs: Option<&[String]>,
+        max_running: Option<u32>,
     ) -> Result<Vec<Task>> {
         if limit == 0 {
             return Ok(Vec::new());
         }
         let now = self.now;
+        let mut left = limit as i64;
+        // One writer at a time: the counts below stay true until this transaction commits.
+        if let Some(max) = max_running {
+            let running: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM tasks WHERE status = 'running'")
+                    .fetch_one(&mut *self.tx)
+                    .await?;
+            left = left.min(i64::from(max) - running);
+            if left <= 0 {
+                return Ok(Vec::new());
+            }
+        }
+        // Free slots of each capped tenant; a tenant without a cap (or a row) is not limited.
+        let caps = sqlx::query(
+            "SELECT t.name, t.max_concurrent_tasks - (SELECT COUNT(*) FROM tasks k \
+             WHERE k.status = 'running' AND k.tenant = t.name) AS free \
+             FROM tenants t WHERE t.max_concurrent_tasks IS NOT NULL",
+        )
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut tenant_free = std::collections::HashMap::with_capacity(caps.len());
+        for row in caps {
+            tenant_free.insert(
+                row.try_get::<String, _>("name")?,
+                row.try_get::<i64, _>("free")?,
+            );
+        }
         // Running steps are few; walk them oldest run first and fill each one's free slots.
         let mut sql = String::from(
-            "SELECT s.run_id, s.step_id, s.concurrency FROM steps s JOIN runs r ON r.id = s.run_id \
-             WHERE s.status = 'running' AND r.status = 'running'",
+            "SELECT s.run_id, s.step_id, s.concurrency, r.tenant FROM steps s \
+             JOIN runs r ON r.id = s.run_id WHERE s.status = 'running' AND r.status = 'running'",
         );
         if let Some(runs) = only_runs {
             sql.push_str(" AND s.run_id IN (");
@@ -568,7 +725,6 @@ impl Tx for SqliteTx {
         }
         let steps = q.fetch_all(&mut *self.tx).await?;
         let mut claimed = Vec::new();
-        let mut left = limit as i64;
         for row in steps {
             if left <= 0 {
                 break;
@@ -576,7 +732,11 @@ impl Tx for SqliteTx {
             let run_id: String = row.try_get("run_id")?;
             let step_id: String = row.try_get("step_id")?;
             let cap: Option<i64> = row.try_get("concurrency")?;
+            let tenant: String = row.try_get("tenant")?;
             let mut want = left;
+            if let Some(free) = tenant_free.get(&tenant) {
+                want = want.min(*free);
+            }
             if let Some(cap) = cap {
                 let running: i64 = sqlx::query_scalar(
                     "SELECT COUNT(*) FROM tasks WHERE run_id = ? AND step_id = ? AND status = 'running'",
@@ -606,6 +766,9 @@ impl Tx for SqliteTx {
             .fetch_all(&mut *self.tx)
             .await?;
             left -= rows.len() as i64;
+            if let Some(free) = tenant_free.get_mut(&tenant) {
+                *free -= rows.len() as i64;
+            }
             for r in &rows {
                 claimed.push(task_from_row(r)?);
             }
@@ -630,6 +793,65 @@ impl Tx for SqliteTx {
         .execute(&mut *self.tx)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
+        for u in usage {
+            sqlx::query(
+                "UPDATE tasks SET llm_prompt_tokens = llm_prompt_tokens + ?, \
+                 llm_completion_tokens = llm_completion_tokens + ?, cost_usd = cost_usd + ? \
+                 WHERE id = ?",
+            )
+            .bind(u.llm_prompt_tokens.min(i64::MAX as u64) as i64)
+            .bind(u.llm_completion_tokens.min(i64::MAX as u64) as i64)
+            .bind(u.cost_usd)
+            .bind(u.task_id)
+            .execute(&mut *self.tx)
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
+        let sql = format!(
+            "SELECT {} FROM tasks t WHERE t.run_id = ?",
+            usage::sum_columns("t.cache_hit = 1")
+        );
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .bind(run_id)
+            .fetch_one(&mut *self.tx)
+            .await?;
+        usage::usage_from_row(&row)
+    }
+
+    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
+        // BEGIN IMMEDIATE holds the write lock: no other creation can count meanwhile.
+        let max: Option<i64> =
+            sqlx::query_scalar("SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = ?")
+                .bind(tenant)
+                .fetch_optional(&mut *self.tx)
+                .await?
+                .flatten();
+        let Some(max) = max else {
+            return Ok(None);
+        };
+        let since = self.now - usage::RUN_RATE_WINDOW_MS;
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM \
+             (SELECT created_at FROM runs WHERE tenant = ? AND created_at > ? \
+              ORDER BY created_at DESC LIMIT ?)",
+        )
+        .bind(tenant)
+        .bind(since)
+        .bind(max)
+        .fetch_one(&mut *self.tx)
+        .await?;
+        Ok(usage::refusal(
+            max,
+            row.try_get("n")?,
+            row.try_get("oldest")?,
+            self.now,
+        ))
     }
 
     async fn retry_task(
@@ -682,7 +904,7 @@ impl Tx for SqliteTx {
         let done = sqlx::query(
             "UPDATE tasks SET status = 'cancelled', finished_at = ?, lease_owner = NULL, \
              lease_expires = NULL WHERE run_id = ? AND (? IS NULL OR step_id = ?) \
-             AND status IN ('queued', 'running')",
+             AND status IN ('queued', 'running', 'waiting')",
         )
         .bind(self.now)
         .bind(run_id)
@@ -751,6 +973,79 @@ impl Tx for SqliteTx {
         .fetch_all(&mut *self.tx)
         .await?;
         rows.iter().map(|r| Ok(r.try_get("id")?)).collect()
+    }
+
+    async fn set_waiting(
+        &mut self,
+        run_id: &str,
+        step_id: &str,
+        until: Option<i64>,
+    ) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = 'waiting', not_before = ?, lease_owner = NULL, \
+             lease_expires = NULL WHERE run_id = ? AND step_id = ? AND status IN ('queued', 'waiting')",
+        )
+        .bind(until.unwrap_or(i64::MAX))
+        .bind(run_id)
+        .bind(step_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn finish_waiting(
+        &mut self,
+        task_id: i64,
+        status: TaskStatus,
+        output: Option<&Value>,
+        error: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET status = ?, output = ?, error = ?, finished_at = ?, \
+             started_at = COALESCE(started_at, created_at) WHERE id = ? AND status = 'waiting'",
+        )
+        .bind(status.as_str())
+        .bind(opt_json(output))
+        .bind(error)
+        .bind(self.now)
+        .bind(task_id)
+        .execute(&mut *self.tx)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks WHERE run_id = ? AND (? IS NULL OR step_id = ?) \
+             AND status = 'waiting' ORDER BY step_id, item, id",
+        )
+        .bind(run_id)
+        .bind(step_id)
+        .bind(step_id)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>> {
+        let rows = sqlx::query(
+            "SELECT * FROM tasks INDEXED BY tasks_waiting WHERE status = 'waiting' \
+             AND not_before <= ? ORDER BY not_before LIMIT ?",
+        )
+        .bind(self.now)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *self.tx)
+        .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>> {
+        let rows =
+            sqlx::query("SELECT * FROM runs WHERE parent_run_id = ? ORDER BY created_at, id")
+                .bind(run_id)
+                .fetch_all(&mut *self.tx)
+                .await?;
+        rows.iter().map(run_from_row).collect()
     }
 
     async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
@@ -827,6 +1122,14 @@ impl Tx for SqliteTx {
             q.build().execute(&mut *self.tx).await?;
         }
         Ok(())
+    }
+
+    async fn insert_task_tokens(&mut self, tokens: &[crate::tokens::NewTaskToken]) -> Result<()> {
+        crate::tokens::insert_sqlite(&mut self.tx, self.now, tokens).await
+    }
+
+    async fn claim_schedule_slot(&mut self, claim: &crate::schedules::SlotClaim) -> Result<bool> {
+        crate::schedules::claim_sqlite(&mut self.tx, claim, self.now).await
     }
 
     async fn commit(self: Box<Self>) -> Result<()> {

@@ -76,6 +76,44 @@ impl Progress {
     }
 }
 
+/// What one attempt spent that costs money: LLM tokens and their estimated price. Tools add to
+/// it through [`Context::usage`]; the engine records it with the attempt (even a failed one:
+/// the tokens were spent) and checks the run's budget against it.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Usage {
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    /// US dollars, from the provider's price table; 0 when no price is configured.
+    pub cost_usd: f64,
+}
+
+impl Usage {
+    pub fn is_empty(&self) -> bool {
+        self.llm_prompt_tokens == 0 && self.llm_completion_tokens == 0 && self.cost_usd == 0.0
+    }
+}
+
+/// Where a tool reports its [`Usage`]: shared by the clones of one attempt's [`Context`], so a
+/// tool that calls a model several times (a repair attempt, a matcher) adds each exchange as
+/// it happens and nothing is lost when the attempt fails afterwards.
+#[derive(Debug, Clone, Default)]
+pub struct UsageMeter(Arc<std::sync::Mutex<Usage>>);
+
+impl UsageMeter {
+    /// Adds one LLM exchange.
+    pub fn add_llm(&self, prompt_tokens: u64, completion_tokens: u64, cost_usd: Option<f64>) {
+        if let Ok(mut u) = self.0.lock() {
+            u.llm_prompt_tokens += prompt_tokens;
+            u.llm_completion_tokens += completion_tokens;
+            u.cost_usd += cost_usd.unwrap_or(0.0);
+        }
+    }
+    /// What was reported so far.
+    pub fn total(&self) -> Usage {
+        self.0.lock().map(|u| *u).unwrap_or_default()
+    }
+}
+
 /// Everything a tool may know about the attempt it is running.
 #[derive(Debug, Clone)]
 pub struct Context {
@@ -93,6 +131,43 @@ pub struct Context {
     pub progress: Progress,
     /// The folder of the template the step comes from (the default `cwd` of `command`).
     pub base_dir: Option<PathBuf>,
+    /// Where the tool reports LLM tokens and cost (see [`UsageMeter`]).
+    pub usage: UsageMeter,
+    /// This attempt's task token, for calling weft back (`command` and skills get it as
+    /// `WEFT_TASK_TOKEN`, `http` as a bearer header for hosts marked `send_task_token`, MCP
+    /// calls in `_meta`). Never log it or put it in an output.
+    pub task_token: Option<TaskToken>,
+}
+
+/// An attempt's task token and where the API that accepts it listens. Its `Debug` hides the
+/// token, so a context can be logged without leaking it.
+#[derive(Clone)]
+pub struct TaskToken {
+    secret: String,
+    api_url: Option<String>,
+}
+
+impl TaskToken {
+    pub fn new(secret: String, api_url: Option<String>) -> Self {
+        TaskToken { secret, api_url }
+    }
+    /// The token text (`wft_tt_...`), to hand to the tool's callee and nowhere else.
+    pub fn secret(&self) -> &str {
+        &self.secret
+    }
+    /// The base URL of weft's API (`http://127.0.0.1:8420`), when one serves callbacks.
+    pub fn api_url(&self) -> Option<&str> {
+        self.api_url.as_deref()
+    }
+}
+
+impl std::fmt::Debug for TaskToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskToken")
+            .field("secret", &"[hidden]")
+            .field("api_url", &self.api_url)
+            .finish()
+    }
 }
 
 impl Context {
@@ -108,6 +183,8 @@ impl Context {
             cancel: CancellationToken::new(),
             progress: Progress::default(),
             base_dir: None,
+            usage: UsageMeter::default(),
+            task_token: None,
         }
     }
 }
@@ -220,6 +297,8 @@ pub struct Registry {
     tools: BTreeMap<String, Arc<dyn Tool>>,
     sources: Vec<Arc<dyn ToolSource>>,
     hooks: Vec<(String, Arc<dyn Hook>)>,
+    /// Hooks by name, for steps' `post:`.
+    named_hooks: BTreeMap<String, Arc<dyn Hook>>,
 }
 
 impl Registry {
@@ -254,17 +333,67 @@ impl Registry {
     }
 
     fn hooked(&self, tool: Arc<dyn Tool>) -> Arc<dyn Tool> {
-        let hooks: Vec<Arc<dyn Hook>> = self
+        self.hooked_with(tool, Vec::new())
+    }
+
+    /// `tool` followed by the hooks of its name's patterns, then by `extra` (a step's `post:`)
+    /// less any already there.
+    fn hooked_with(&self, tool: Arc<dyn Tool>, extra: Vec<Arc<dyn Hook>>) -> Arc<dyn Tool> {
+        let mut hooks: Vec<Arc<dyn Hook>> = self
             .hooks
             .iter()
             .filter(|(pattern, _)| name_matches(pattern, tool.name()))
             .map(|(_, hook)| hook.clone())
             .collect();
+        for hook in extra {
+            if !hooks.iter().any(|h| h.name() == hook.name()) {
+                hooks.push(hook);
+            }
+        }
         if hooks.is_empty() {
             tool
         } else {
             Arc::new(Hooked { tool, hooks })
         }
+    }
+
+    /// Makes `hook` available by its name to steps that list it in `post:`.
+    pub fn register_hook(&mut self, hook: Arc<dyn Hook>) {
+        self.named_hooks.insert(hook.name().to_string(), hook);
+    }
+
+    /// The hook a step's `post:` names.
+    pub fn hook(&self, name: &str) -> Option<Arc<dyn Hook>> {
+        self.named_hooks.get(name).cloned()
+    }
+
+    /// The tool called `name` with its pattern hooks, followed by the hooks a step lists in
+    /// `post:` (each run once even when a pattern already applies it). `Err` names a hook this
+    /// process does not have.
+    pub fn get_with_post(
+        &self,
+        name: &str,
+        post: &[String],
+    ) -> std::result::Result<Option<Arc<dyn Tool>>, String> {
+        let mut extra = Vec::with_capacity(post.len());
+        for hook in post {
+            match self.hook(hook) {
+                Some(h) => extra.push(h),
+                None => {
+                    return Err(format!(
+                        "post-processing hook `{hook}` is not available in this process"
+                    ));
+                }
+            }
+        }
+        let tool = match self.tools.get(name) {
+            Some(tool) => tool.clone(),
+            None => match self.source_for(name).and_then(|s| s.get(name)) {
+                Some(tool) => tool,
+                None => return Ok(None),
+            },
+        };
+        Ok(Some(self.hooked_with(tool, extra)))
     }
 
     /// The tool called `name`, with its hooks.

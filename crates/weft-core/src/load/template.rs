@@ -11,7 +11,7 @@ use super::step::{self, Draft};
 use super::yaml::{Kind, Node};
 use crate::diag::Code;
 use crate::inputs::{US_STATES, fits};
-use crate::plan::{Action, InputSpec, InputType};
+use crate::plan::{Action, Budget, InputSpec, InputType};
 
 const TOP_KEYS: &[&str] = &[
     "name",
@@ -23,7 +23,9 @@ const TOP_KEYS: &[&str] = &[
     "steps",
     "output",
     "actions",
+    "budget",
 ];
+const BUDGET_KEYS: &[&str] = &["max_llm_tokens", "max_cost_usd", "max_tool_calls"];
 const INPUT_KEYS: &[&str] = &[
     "type",
     "required",
@@ -47,6 +49,7 @@ pub(crate) struct Template<'a> {
     pub actions: IndexMap<String, Action>,
     /// Each action's `with` node, for expression checks.
     pub action_withs: Vec<&'a Node>,
+    pub budget: Budget,
 }
 
 pub(crate) fn read<'a>(report: &mut Report, root: &'a Node, files: &mut Files<'_>) -> Template<'a> {
@@ -61,6 +64,7 @@ pub(crate) fn read<'a>(report: &mut Report, root: &'a Node, files: &mut Files<'_
         output: None,
         actions: IndexMap::new(),
         action_withs: Vec::new(),
+        budget: Budget::default(),
     };
     if matches!(root.kind, Kind::Null) {
         report.at(
@@ -136,7 +140,53 @@ pub(crate) fn read<'a>(report: &mut Report, root: &'a Node, files: &mut Files<'_
     if let Some(actions) = get(entries, "actions") {
         read_actions(report, actions, &mut t);
     }
+    if let Some(budget) = get(entries, "budget") {
+        t.budget = read_budget(report, budget);
+    }
     t
+}
+
+/// `budget: {max_llm_tokens, max_cost_usd, max_tool_calls}`: whole numbers of at least 1 and
+/// a positive dollar amount.
+fn read_budget(report: &mut Report, node: &Node) -> Budget {
+    let mut budget = Budget::default();
+    let Some(entries) = report.mapping(node, BUDGET_KEYS, "`budget`") else {
+        return budget;
+    };
+    let whole = |report: &mut Report, key: &str| {
+        let n = get(entries, key)?;
+        match &n.kind {
+            Kind::Int(i) if *i >= 1 => Some(*i as u64),
+            _ => {
+                report.at(
+                    n.pos,
+                    Code::InvalidValue,
+                    format!(
+                        "`budget.{key}` must be a whole number of at least 1, not {}",
+                        describe(n)
+                    ),
+                );
+                None
+            }
+        }
+    };
+    budget.max_llm_tokens = whole(report, "max_llm_tokens");
+    budget.max_tool_calls = whole(report, "max_tool_calls");
+    if let Some(n) = get(entries, "max_cost_usd") {
+        match &n.kind {
+            Kind::Int(i) if *i > 0 => budget.max_cost_usd = Some(*i as f64),
+            Kind::Float(f) if f.is_finite() && *f > 0.0 => budget.max_cost_usd = Some(*f),
+            _ => report.at(
+                n.pos,
+                Code::InvalidValue,
+                format!(
+                    "`budget.max_cost_usd` must be a positive number of US dollars, not {}",
+                    describe(n)
+                ),
+            ),
+        }
+    }
+    budget
 }
 
 fn read_inputs(report: &mut Report, node: &Node, out: &mut IndexMap<String, InputSpec>) {

@@ -4,8 +4,10 @@
 //! With a `schema`, the reply must be JSON matching it: it is validated, and a reply that does
 //! not match gets one repair attempt (the model is shown its reply and the errors). Token usage
 //! of every exchange is summed into the output's `usage`, with a cost when the provider has a
-//! price. 429 and 5xx are retried here a few times, waiting what `Retry-After` says (capped),
-//! then reported as transient so the step's retry policy takes over.
+//! price, and reported to the engine through `Context::usage` as each exchange ends (so the
+//! run's metering and budget see it even when the attempt fails). 429 and 5xx are retried
+//! here a few times, waiting what `Retry-After` says (capped), then reported as transient so
+//! the step's retry policy takes over.
 //!
 //! API keys come from the environment at call time and never appear in outputs, errors or logs.
 
@@ -70,6 +72,21 @@ pub struct ProviderConfig {
 pub struct Price {
     pub prompt: f64,
     pub completion: f64,
+}
+
+impl Price {
+    /// US dollars for this many tokens (prices are per million).
+    pub fn cost(&self, prompt_tokens: u64, completion_tokens: u64) -> f64 {
+        (prompt_tokens as f64 * self.prompt + completion_tokens as f64 * self.completion) / 1e6
+    }
+}
+
+/// The price of the model asked for, else of the model that answered.
+fn price_of<'a>(provider: &'a ProviderConfig, asked: &str, answered: &str) -> Option<&'a Price> {
+    provider
+        .prices
+        .get(asked)
+        .or_else(|| provider.prices.get(answered))
 }
 
 /// Adds `llm.chat` when at least one provider is declared.
@@ -401,6 +418,13 @@ impl Tool for Chat {
             let reply = self.exchange(name, provider, &request, ctx).await?;
             prompt_tokens += reply.prompt_tokens;
             completion_tokens += reply.completion_tokens;
+            // Reported per exchange, so a reply that fails its schema still counts.
+            ctx.usage.add_llm(
+                reply.prompt_tokens,
+                reply.completion_tokens,
+                price_of(provider, &model, &reply.model)
+                    .map(|p| p.cost(reply.prompt_tokens, reply.completion_tokens)),
+            );
             let Some(validator) = &validator else {
                 break (Value::String(reply.text.clone()), reply);
             };
@@ -426,13 +450,8 @@ impl Tool for Chat {
                 }
             }
         };
-        let price = provider
-            .prices
-            .get(&model)
-            .or_else(|| provider.prices.get(&reply.model));
-        let cost = price.map(|p| {
-            (prompt_tokens as f64 * p.prompt + completion_tokens as f64 * p.completion) / 1e6
-        });
+        let cost = price_of(provider, &model, &reply.model)
+            .map(|p| p.cost(prompt_tokens, completion_tokens));
         Ok(json!({
             "content": content,
             "model": if reply.model.is_empty() { model } else { reply.model },

@@ -1,0 +1,161 @@
+//! Metering and quotas as the store keeps them: the LLM usage of each task (on its row), sums
+//! per run and per day, template or run for a tenant, and a tenant's run-rate quota.
+//!
+//! The store only counts and compares. What counts as crossing a budget is decided by the
+//! engine (`weft_core::plan::Budget`); the run-rate quota is checked here because it must hold
+//! across processes, in the transaction that creates the run.
+
+use serde::{Deserialize, Serialize};
+
+/// The usage one attempt reported, added to its task's row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskUsage {
+    pub task_id: i64,
+    /// The task's run (for telemetry's template label; the store keys on `task_id`).
+    pub run_id: String,
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    pub cost_usd: f64,
+}
+
+/// A run's usage so far, summed over its tasks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct RunUsage {
+    /// Tasks of the run (items of fan-outs included).
+    pub tasks: u64,
+    /// Attempts that ran a tool: finished and running attempts, not cache hits, not attempts
+    /// that were cancelled before they ended.
+    pub tool_calls: u64,
+    pub cache_hits: u64,
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    pub cost_usd: f64,
+    /// Wall time of the finished tasks, from their last claim to their end.
+    pub duration_ms: u64,
+}
+
+impl RunUsage {
+    pub fn llm_tokens(&self) -> u64 {
+        self.llm_prompt_tokens + self.llm_completion_tokens
+    }
+}
+
+/// How `/v1/usage` and `weft usage` group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageGroup {
+    /// The UTC day the run was created.
+    Day,
+    Template,
+    Run,
+}
+
+impl UsageGroup {
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "day" => UsageGroup::Day,
+            "template" => UsageGroup::Template,
+            "run" => UsageGroup::Run,
+            _ => return None,
+        })
+    }
+}
+
+/// Which runs a usage report covers: a tenant's runs created at or after `since`.
+#[derive(Debug, Clone)]
+pub struct UsageQuery {
+    pub tenant: String,
+    pub group_by: UsageGroup,
+    /// Milliseconds since the epoch; runs created before are left out.
+    pub since: Option<i64>,
+    /// Most groups returned (days ascending, templates by name, runs newest first).
+    pub limit: u32,
+}
+
+/// One group of a usage report.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UsageRow {
+    /// The day (`2026-11-25`), template name or run id.
+    pub key: String,
+    /// The template, for a row per run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    pub runs: u64,
+    #[serde(flatten)]
+    pub usage: RunUsage,
+}
+
+/// A tenant's quotas. `None` is no limit.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TenantQuota {
+    pub max_runs_per_hour: Option<u32>,
+}
+
+/// Why a run may not be created now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QuotaRefusal {
+    pub max_runs_per_hour: u32,
+    /// When the oldest run of the last hour leaves the window (ms from now, at least 1 s).
+    pub retry_after_ms: i64,
+}
+
+/// One hour, the run-rate window.
+pub const RUN_RATE_WINDOW_MS: i64 = 3_600_000;
+
+/// The answer to [`crate::Tx::admit_run`] from the quota, the number of the tenant's newest
+/// runs (at most `max`) created within the window, and the oldest of them. The window has room
+/// again when that run leaves it.
+pub(crate) fn refusal(
+    max: i64,
+    recent: i64,
+    oldest: Option<i64>,
+    now: i64,
+) -> Option<QuotaRefusal> {
+    if recent < max {
+        return None;
+    }
+    let frees_at = oldest.unwrap_or(now) + RUN_RATE_WINDOW_MS;
+    Some(QuotaRefusal {
+        max_runs_per_hour: u32::try_from(max.max(0)).unwrap_or(u32::MAX),
+        retry_after_ms: (frees_at - now).max(1_000),
+    })
+}
+
+/// The SQL both backends share for a usage sum over tasks `t` (the rest of the statement is
+/// theirs). `cache_hit` is the column as a condition (`t.cache_hit` or `t.cache_hit = 1`).
+/// Sums are cast so both backends return 64-bit integers and doubles.
+pub(crate) fn sum_columns(cache_hit: &str) -> String {
+    format!(
+        "COUNT(t.id) AS tasks, \
+         CAST(COALESCE(SUM(CASE WHEN t.id IS NULL OR {cache_hit} THEN 0 \
+             WHEN t.status IN ('succeeded', 'failed', 'running') THEN t.attempt \
+             ELSE t.attempt - 1 END), 0) AS BIGINT) AS tool_calls, \
+         CAST(COALESCE(SUM(CASE WHEN {cache_hit} THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
+         CAST(COALESCE(SUM(t.llm_prompt_tokens), 0) AS BIGINT) AS llm_prompt_tokens, \
+         CAST(COALESCE(SUM(t.llm_completion_tokens), 0) AS BIGINT) AS llm_completion_tokens, \
+         CAST(COALESCE(SUM(t.cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
+         CAST(COALESCE(SUM(CASE WHEN t.finished_at IS NOT NULL AND t.started_at IS NOT NULL \
+             THEN t.finished_at - t.started_at ELSE 0 END), 0) AS BIGINT) AS duration_ms"
+    )
+}
+
+/// Reads the columns of [`sum_columns`] from a row of either backend.
+pub(crate) fn usage_from_row<'r, R>(r: &'r R) -> crate::Result<RunUsage>
+where
+    R: sqlx::Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    let n = |col: &str| -> crate::Result<u64> { Ok(r.try_get::<i64, _>(col)?.max(0) as u64) };
+    Ok(RunUsage {
+        tasks: n("tasks")?,
+        tool_calls: n("tool_calls")?,
+        cache_hits: n("cache_hits")?,
+        llm_prompt_tokens: n("llm_prompt_tokens")?,
+        llm_completion_tokens: n("llm_completion_tokens")?,
+        cost_usd: r.try_get::<f64, _>("cost_usd")?,
+        duration_ms: n("duration_ms")?,
+    })
+}
