@@ -220,19 +220,24 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
             Err(e) => return fail(format!("`if` could not be evaluated: {e}")),
         }
     }
-    let tool = match &step.kind {
-        StepKind::Tool(name) => name,
-        StepKind::Approval(_) => {
-            return fail("approval steps are not supported yet (WEFT-E013)".into());
-        }
-        StepKind::Workflow(_) => {
-            return fail("workflow steps are not supported yet (WEFT-E013)".into());
-        }
+    // An approval's task carries its rendered settings; a workflow's the child's template and
+    // rendered inputs. Neither is ever leased: the engine holds them as waiting tasks.
+    let (tool, with) = match &step.kind {
+        StepKind::Tool(name) => (name.as_str(), step.with.clone()),
+        StepKind::Approval(spec) => match approval_with(spec) {
+            Ok(with) => (APPROVAL_TOOL, with),
+            Err(e) => return fail(e),
+        },
+        StepKind::Workflow(spec) => match workflow_with(spec, &step.with) {
+            Ok(with) => (WORKFLOW_TOOL, with),
+            Err(e) => return fail(e),
+        },
     };
-    let wants_scope = catalog.wants_scope(tool);
+    let tool = &tool.to_string();
+    let wants_scope = matches!(step.kind, StepKind::Tool(_)) && catalog.wants_scope(tool);
     let render_with = |scope: &Scope| -> Result<Value, expr::Error> {
         if !wants_scope {
-            return expr::render(&step.with, scope);
+            return expr::render(&with, scope);
         }
         // The tool renders `template` itself, with the whole scope.
         let mut out = Map::new();
@@ -298,6 +303,220 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
         tasks,
         inline,
     }
+}
+
+/// The task tool name of an `approval:` step's waits.
+pub const APPROVAL_TOOL: &str = "approval";
+/// The task tool name of a `workflow:` step's waits for its child runs.
+pub const WORKFLOW_TOOL: &str = "workflow";
+
+/// What to do when an approval times out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnTimeout {
+    Approve,
+    Reject,
+}
+
+/// An `approval:` step's settings, read from its (rendered) task input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApprovalSettings {
+    pub prompt: Option<String>,
+    pub timeout: Option<std::time::Duration>,
+    pub on_timeout: OnTimeout,
+}
+
+/// `approval: "Ship it?"` or `approval: {prompt, timeout, on_timeout}` as one object.
+fn approval_with(spec: &Value) -> Result<Value, String> {
+    let map = match spec {
+        Value::String(prompt) => {
+            let mut m = Map::new();
+            m.insert("prompt".into(), Value::String(prompt.clone()));
+            m
+        }
+        Value::Null => Map::new(),
+        Value::Object(map) => map.clone(),
+        other => {
+            return Err(format!(
+                "`approval` must be a prompt or a mapping, not {}",
+                type_name(other)
+            ));
+        }
+    };
+    approval_settings(&Value::Object(map.clone()))?;
+    Ok(Value::Object(map))
+}
+
+/// Reads an approval's settings; the message names what is wrong.
+pub fn approval_settings(with: &Value) -> Result<ApprovalSettings, String> {
+    let empty = Map::new();
+    let map = with.as_object().unwrap_or(&empty);
+    for key in map.keys() {
+        if !["prompt", "timeout", "on_timeout"].contains(&key.as_str()) {
+            return Err(format!(
+                "`approval` has no setting `{key}`; use prompt, timeout and on_timeout"
+            ));
+        }
+    }
+    let prompt = match map.get("prompt") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(other) => Some(other.to_string()),
+    };
+    let timeout = match map.get("timeout") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(t)) if expr::is_template(t) => None,
+        Some(Value::String(t)) => {
+            Some(crate::duration::parse(t).map_err(|e| format!("`approval.timeout`: {e}"))?)
+        }
+        Some(other) => {
+            return Err(format!(
+                "`approval.timeout` must be a duration such as `30m`, not {}",
+                type_name(other)
+            ));
+        }
+    };
+    let on_timeout = match map.get("on_timeout").and_then(Value::as_str) {
+        None => OnTimeout::Reject,
+        Some("reject") => OnTimeout::Reject,
+        Some("approve") => OnTimeout::Approve,
+        Some(other) => {
+            return Err(format!(
+                "`approval.on_timeout` is `approve` or `reject`, not `{other}`"
+            ));
+        }
+    };
+    Ok(ApprovalSettings {
+        prompt,
+        timeout,
+        on_timeout,
+    })
+}
+
+/// `workflow: NAME` (inputs in the step's `with`) or `workflow: {template, version, with}`,
+/// as `{template, version, with}`.
+fn workflow_with(spec: &Value, step_with: &Value) -> Result<Value, String> {
+    let mut out = Map::new();
+    match spec {
+        Value::String(name) => {
+            let (name, version) = match name.split_once('@') {
+                Some((n, v)) => (n, Some(v)),
+                None => (name.as_str(), None),
+            };
+            out.insert("template".into(), Value::String(name.into()));
+            if let Some(v) = version {
+                out.insert("version".into(), Value::String(v.into()));
+            }
+        }
+        Value::Object(map) => {
+            for key in map.keys() {
+                if !["template", "version", "with"].contains(&key.as_str()) {
+                    return Err(format!(
+                        "`workflow` has no setting `{key}`; use template, version and with"
+                    ));
+                }
+            }
+            match map.get("template") {
+                Some(Value::String(_)) => {}
+                _ => return Err("`workflow` needs a `template` (a template name)".into()),
+            }
+            out.extend(map.clone());
+        }
+        other => {
+            return Err(format!(
+                "`workflow` must be a template name or a mapping, not {}",
+                type_name(other)
+            ));
+        }
+    }
+    if !out.contains_key("with") {
+        out.insert("with".into(), step_with.clone());
+    }
+    if out.get("with").is_some_and(Value::is_null) {
+        out.insert("with".into(), Value::Object(Map::new()));
+    }
+    Ok(Value::Object(out))
+}
+
+/// Renders an action's `with` after a run, in the scope `output:` has (`input`, `steps`,
+/// `prev` = the last step, `run`).
+pub fn render_action(
+    plan: &Plan,
+    run: RunInfo<'_>,
+    states: &[StepState<'_>],
+    with: &Value,
+) -> Result<Value, expr::Error> {
+    let scopes = Scopes::new(plan, run, states);
+    expr::render(with, &scopes.for_step(Some(plan.steps.len())))
+}
+
+/// One step as `weft plan` shows it before a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct StepPreview {
+    pub id: String,
+    /// `tool NAME`, `approval` or `workflow`.
+    pub kind: String,
+    pub needs: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub condition: Option<String>,
+    /// The `for_each` list, resolved when it depends only on inputs.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub for_each: Option<Value>,
+    /// The step's input (`with`, or the approval / workflow settings) with every value that
+    /// depends only on the run's inputs resolved; the rest as written.
+    pub with: Value,
+}
+
+/// The steps of a plan with what can be known before the run: values that depend only on
+/// `input` are resolved, values that need a step's output (or an item) stay as written.
+pub fn preview(plan: &Plan, inputs: &Value) -> Vec<StepPreview> {
+    let scope = Scope::from_value(JValue::from_pairs([
+        ("input", JValue::from(Serde(inputs))),
+        (
+            "run",
+            JValue::from_pairs([("id", "(not started)"), ("tenant", "default")]),
+        ),
+    ]));
+    fn resolve(v: &Value, scope: &Scope) -> Value {
+        match v {
+            Value::String(_) => expr::render(v, scope).unwrap_or_else(|_| v.clone()),
+            Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, scope)).collect()),
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .map(|(k, v)| (k.clone(), resolve(v, scope)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+    plan.steps
+        .iter()
+        .map(|step| {
+            let (kind, with) = match &step.kind {
+                StepKind::Tool(name) => (format!("tool {name}"), step.with.clone()),
+                StepKind::Approval(spec) => (
+                    "approval".to_string(),
+                    approval_with(spec).unwrap_or_else(|_| spec.clone()),
+                ),
+                StepKind::Workflow(spec) => (
+                    "workflow".to_string(),
+                    workflow_with(spec, &step.with).unwrap_or_else(|_| spec.clone()),
+                ),
+            };
+            StepPreview {
+                id: step.id.clone(),
+                kind,
+                needs: step
+                    .needs
+                    .iter()
+                    .map(|&n| plan.steps[n].id.clone())
+                    .collect(),
+                condition: step.condition.clone(),
+                for_each: step.for_each.as_ref().map(|f| resolve(&f.items, &scope)),
+                with: resolve(&with, &scope),
+            }
+        })
+        .collect()
 }
 
 fn finish(plan: &Plan, states: &[StepState<'_>], scopes: &Scopes) -> Outcome {
