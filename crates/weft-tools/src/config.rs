@@ -36,7 +36,9 @@ pub fn register_configured(
     if let Err(more) = crate::mcp::register(registry, &config.mcp) {
         problems.extend(more);
     }
-    if let Err(more) = crate::llm::register(registry, &config.llm) {
+    if config.llm.is_empty() {
+        registry.insert(std::sync::Arc::new(NoLlmProvider));
+    } else if let Err(more) = crate::llm::register(registry, &config.llm) {
         problems.extend(more);
     }
     if let Err(more) = crate::skills::register(registry, &config.skills) {
@@ -58,6 +60,35 @@ pub fn register_configured(
             problems.push(problem);
             Err(problems)
         }
+    }
+}
+
+/// `llm.chat` when no `[llm.NAME]` is declared: templates that use it still load and
+/// validate (a built-in may offer an LLM step that only runs when asked), and a call says
+/// what to configure.
+struct NoLlmProvider;
+
+#[async_trait::async_trait]
+impl crate::Tool for NoLlmProvider {
+    fn name(&self) -> &str {
+        "llm.chat"
+    }
+
+    fn description(&self) -> &str {
+        "One chat completion from an LLM provider; none is configured (add an [llm.NAME] \
+         table to weft.toml)."
+    }
+
+    async fn call(
+        &self,
+        _input: serde_json::Value,
+        _ctx: &crate::Context,
+    ) -> crate::Result<serde_json::Value> {
+        Err(crate::Error::Permanent(
+            "llm.chat: no LLM provider is configured; add an [llm.NAME] table to weft.toml \
+             (kind, base_url, model, api_key_env)"
+                .into(),
+        ))
     }
 }
 
@@ -99,6 +130,12 @@ pub struct HttpConfig {
     pub timeout_secs: u64,
     /// Most redirects followed (each re-checked against the guard).
     pub max_redirects: usize,
+    /// Headers added to every request to a host (`name` or `name:port`), e.g. an API key:
+    /// `[http.headers."api.search.brave.com"] X-Subscription-Token = "${BRAVE_API_KEY}"`.
+    /// Values may use `${VAR}` (read at call time). They go only to that host (a redirect
+    /// elsewhere drops them), win over a step's header of the same name, and are never part
+    /// of a step's input or output.
+    pub headers: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 impl Default for HttpConfig {
@@ -108,6 +145,7 @@ impl Default for HttpConfig {
             max_response_bytes: 10 * 1024 * 1024,
             timeout_secs: 30,
             max_redirects: 5,
+            headers: BTreeMap::new(),
         }
     }
 }

@@ -127,6 +127,12 @@ async fn handle(mut stream: TcpStream, addr: SocketAddr) {
             "text/plain",
             String::new(),
         ),
+        "/to-localhost-echo" => (
+            "302 Found",
+            format!("location: http://localhost:{}/echo\r\n", addr.port()),
+            "text/plain",
+            String::new(),
+        ),
         "/big" => ("200 OK", String::new(), "text/plain", "x".repeat(5000)),
         "/e404" => (
             "404 Not Found",
@@ -240,6 +246,66 @@ async fn method_query_headers_and_bodies_reach_the_server() {
     .expect("raw body");
     assert_eq!(output["json"]["body"], json!("raw text"));
     assert_eq!(output["json"]["method"], json!("PUT"));
+}
+
+#[tokio::test]
+async fn configured_headers_go_to_their_host_only() {
+    let addr = serve().await;
+    let port = addr.port();
+    let mut headers = std::collections::BTreeMap::new();
+    // Cargo sets CARGO_PKG_NAME for the test process: a variable that is surely there.
+    headers.insert(
+        format!("127.0.0.1:{port}"),
+        [("X-Token".to_string(), "key-${CARGO_PKG_NAME}".to_string())].into(),
+    );
+    headers.insert(
+        "missing.example".to_string(),
+        [(
+            "X-Token".to_string(),
+            "${WEFT_TEST_SURELY_UNSET_VAR}".to_string(),
+        )]
+        .into(),
+    );
+    let tools = Registry::with_builtins(&ToolsConfig {
+        http: HttpConfig {
+            allow: vec!["127.0.0.1".into(), "localhost".into()],
+            headers,
+            ..HttpConfig::default()
+        },
+        ..ToolsConfig::default()
+    });
+    // The configured value wins over the step's, and is not part of the output.
+    let output = call(
+        &tools,
+        json!({"url": format!("http://127.0.0.1:{port}/echo"), "headers": {"X-Token": "from-step"}}),
+    )
+    .await
+    .expect("echo");
+    assert_eq!(output["json"]["x_token"], json!("key-weft-tools"));
+    // Another host (the same server by name) does not get it, nor does a redirect to it.
+    let output = call(
+        &tools,
+        json!({"url": format!("http://localhost:{port}/echo")}),
+    )
+    .await
+    .expect("echo by name");
+    assert_eq!(output["json"]["x_token"], Value::Null);
+    let output = call(
+        &tools,
+        json!({"url": format!("http://127.0.0.1:{port}/to-localhost-echo")}),
+    )
+    .await
+    .expect("redirected");
+    assert_eq!(output["json"]["x_token"], Value::Null);
+    // An unset variable is a permanent error that names it.
+    let error = call(&tools, json!({"url": "http://missing.example/"}))
+        .await
+        .expect_err("unset variable");
+    assert!(matches!(error, Error::Permanent(_)), "{error:?}");
+    assert!(
+        error.to_string().contains("WEFT_TEST_SURELY_UNSET_VAR"),
+        "{error}"
+    );
 }
 
 #[tokio::test]

@@ -99,9 +99,11 @@ impl Http {
         let mut hops = 0;
         loop {
             let client = self.client_for(clients, &request.url)?;
+            let mut headers = request.headers.clone();
+            self.add_configured_headers(&request.url, &mut headers)?;
             let mut builder = client
                 .request(request.method.clone(), request.url.clone())
-                .headers(request.headers.clone());
+                .headers(headers);
             if let Some(body) = &request.body {
                 builder = builder.body(body.clone());
             }
@@ -128,6 +130,34 @@ impl Http {
             }
             return self.read(request, response).await;
         }
+    }
+
+    /// Adds `[http.headers."HOST"]` for this hop's host, expanding `${VAR}` now. Chosen per
+    /// hop, so a redirect to another host never carries them. Messages name the host, the
+    /// header and the variable, never a value.
+    fn add_configured_headers(&self, url: &Url, headers: &mut HeaderMap) -> Result<()> {
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
+        for (pattern, configured) in &self.config.headers {
+            let pattern = pattern.trim().to_ascii_lowercase();
+            if pattern != host && pattern != bare && pattern != with_port {
+                continue;
+            }
+            for (name, value) in configured {
+                let problem = |what: &str| {
+                    Error::Permanent(format!("http: [http.headers.\"{pattern}\"] {name}: {what}"))
+                };
+                let header_name = HeaderName::from_bytes(name.trim().as_bytes())
+                    .map_err(|_| problem("not a header name"))?;
+                let text = crate::config::expand_env(value).map_err(|e| problem(&e))?;
+                let mut header_value =
+                    HeaderValue::from_str(&text).map_err(|_| problem("the value is invalid"))?;
+                header_value.set_sensitive(true);
+                headers.insert(header_name, header_value);
+            }
+        }
+        Ok(())
     }
 
     /// Picks the client for a hop, refusing IP literals here (no resolver sees them).
