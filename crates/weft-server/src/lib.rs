@@ -66,6 +66,8 @@ pub struct ServerOptions {
     pub tail_poll_ms: u64,
     /// Run workers in this process.
     pub workers: bool,
+    /// Fire due schedules from this process (each slot fires once, however many do).
+    pub scheduler: bool,
     pub worker: WorkerOptions,
 }
 
@@ -79,6 +81,7 @@ impl Default for ServerOptions {
             heartbeat_ms: 15_000,
             tail_poll_ms: 50,
             workers: true,
+            scheduler: true,
             worker: WorkerOptions::default(),
         }
     }
@@ -114,7 +117,7 @@ pub struct Server {
 #[openapi(
     info(title = "weft", description = "A durable workflow engine for AI-agent tool chains."),
     modifiers(&BearerAuth),
-    tags((name = "runs"), (name = "templates"), (name = "secrets"), (name = "audit"),
+    tags((name = "runs"), (name = "templates"), (name = "secrets"), (name = "audit"), (name = "schedules"),
         (name = "service"))
 )]
 struct ApiDoc;
@@ -176,13 +179,21 @@ impl Server {
 
     /// Every API route, with its OpenAPI description. Tests enumerate this list.
     pub fn routes(&self) -> OpenApiRouter<AppState> {
-        use api::{audit, runs, secrets, templates};
+        use api::{ask, audit, runs, schedules, secrets, templates};
         OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(runs::create_run, runs::list_runs))
             .routes(routes!(runs::get_run))
             .routes(routes!(runs::cancel_run))
             .routes(routes!(runs::resume_run))
             .routes(routes!(runs::create_stream_ticket))
+            .routes(routes!(ask::ask))
+            .routes(routes!(
+                schedules::create_schedule,
+                schedules::list_schedules
+            ))
+            .routes(routes!(schedules::get_schedule, schedules::delete_schedule))
+            .routes(routes!(schedules::pause_schedule))
+            .routes(routes!(schedules::resume_schedule))
             .routes(routes!(events::stream_events))
             .routes(routes!(
                 templates::register_template,
@@ -250,6 +261,14 @@ impl Server {
                     tracing::error!(%error, "Worker stopped.");
                 }
             });
+        }
+        if self.state.options.scheduler {
+            let scheduler = weft_engine::schedule::Scheduler::new(
+                self.state.engine.clone(),
+                self.state.store.clone(),
+                weft_engine::schedule::SchedulerOptions::default(),
+            );
+            tasks.spawn(scheduler.run(shutdown.clone()));
         }
         let app = self.router();
         let stop = shutdown.clone();

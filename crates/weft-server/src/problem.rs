@@ -24,6 +24,8 @@ pub enum Kind {
     RunNotResumable,
     MethodNotAllowed,
     Unavailable,
+    /// The tenant already has a schedule of this name.
+    ScheduleNameTaken,
     Internal,
 }
 
@@ -42,6 +44,7 @@ impl Kind {
             Kind::RunNotResumable => "WEFT-E210",
             Kind::MethodNotAllowed => "WEFT-E211",
             Kind::Unavailable => "WEFT-E212",
+            Kind::ScheduleNameTaken => "WEFT-E240",
             Kind::Internal => "WEFT-E299",
         }
     }
@@ -60,6 +63,7 @@ impl Kind {
             Kind::RunNotResumable => "run-not-resumable",
             Kind::MethodNotAllowed => "method-not-allowed",
             Kind::Unavailable => "unavailable",
+            Kind::ScheduleNameTaken => "schedule-name-taken",
             Kind::Internal => "internal",
         }
     }
@@ -78,6 +82,7 @@ impl Kind {
             Kind::RunNotResumable => "Run cannot be resumed",
             Kind::MethodNotAllowed => "Method not allowed",
             Kind::Unavailable => "Temporarily unavailable",
+            Kind::ScheduleNameTaken => "Schedule name already taken",
             Kind::Internal => "Internal error",
         }
     }
@@ -88,7 +93,10 @@ impl Kind {
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::Validation | Kind::TemplateInvalid => StatusCode::UNPROCESSABLE_ENTITY,
-            Kind::IdempotencyConflict | Kind::TemplateVersionConflict | Kind::RunNotResumable => {
+            Kind::IdempotencyConflict
+            | Kind::TemplateVersionConflict
+            | Kind::RunNotResumable
+            | Kind::ScheduleNameTaken => {
                 StatusCode::CONFLICT
             }
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,

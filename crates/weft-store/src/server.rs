@@ -107,10 +107,21 @@ pub trait EventFeed: Send + Sync {
 
 /// Everything the server needs from one backend.
 pub trait ServerStore:
-    Store + AuthStore + TemplateStore + EventFeed + crate::secrets::SecretsAudit
+    Store
+    + AuthStore
+    + TemplateStore
+    + EventFeed
+    + crate::secrets::SecretsAudit
+    + crate::schedules::ScheduleStore
 {
 }
-impl<T: Store + AuthStore + TemplateStore + EventFeed + crate::secrets::SecretsAudit> ServerStore
-    for T
+impl<
+    T: Store
+        + AuthStore
+        + TemplateStore
+        + EventFeed
+        + crate::secrets::SecretsAudit
+        + crate::schedules::ScheduleStore,
+> ServerStore for T
 {
 }

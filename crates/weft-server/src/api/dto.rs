@@ -348,3 +348,134 @@ pub struct EventsParams {
     /// A stream ticket, instead of an API key.
     pub ticket: Option<String>,
 }
+
+/// `POST /v1/ask`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AskRequest {
+    /// What the caller wants, in a sentence ("Find all HVAC businesses in Colorado").
+    pub text: String,
+    /// Only say which template and inputs the sentence means; start nothing.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// A template the sentence may also mean.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AskCandidate {
+    pub template: String,
+    /// 0..1.
+    pub confidence: f64,
+    pub description: Option<String>,
+}
+
+/// The answer to `POST /v1/ask`: `matched` (a run started, or would on a dry run) or `clarify`
+/// (nothing started: the question to put to the user, with the candidates).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum AskAnswer {
+    Matched(AskMatched),
+    Clarify(AskClarify),
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AskMatched {
+    pub template: String,
+    pub version: String,
+    /// The inputs the run gets (read from the sentence, defaults filled).
+    pub inputs: Value,
+    /// 0..1.
+    pub confidence: f64,
+    /// The runners-up, best first.
+    pub alternatives: Vec<AskCandidate>,
+    /// `offline` or `llm`.
+    pub matcher: String,
+    pub dry_run: bool,
+    /// The run that started (absent on a dry run).
+    pub run_id: Option<String>,
+    pub run: Option<RunDetail>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct AskClarify {
+    /// What to ask the user.
+    pub question: String,
+    /// The templates the sentence may mean, best first.
+    pub candidates: Vec<AskCandidate>,
+    /// The best guess, if any.
+    pub template: Option<String>,
+    /// What was read from the sentence so far.
+    pub inputs: Map<String, Value>,
+    /// Required inputs the sentence did not give.
+    pub missing: Vec<String>,
+    /// 0..1.
+    pub confidence: f64,
+    /// `offline` or `llm`.
+    pub matcher: String,
+}
+
+/// `POST /v1/schedules`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSchedule {
+    /// The template to run; pinned as it is now (its version and source).
+    pub template: String,
+    /// The version to pin; the newest when absent.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// The template's inputs by name; defaults fill the rest.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
+    pub inputs: Option<Map<String, Value>>,
+    /// Five fields (`0 6 * * MON`), or six with seconds first.
+    pub cron: String,
+    /// The IANA time zone the cron line is read in; `UTC` when absent.
+    #[serde(default)]
+    pub timezone: Option<String>,
+    /// Unique per tenant; the template's name when absent.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// A schedule.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleBody {
+    pub id: String,
+    pub name: String,
+    pub template: String,
+    pub version: String,
+    pub cron: String,
+    pub timezone: String,
+    pub inputs: Value,
+    pub paused: bool,
+    /// When it fires next (absent while paused).
+    pub next_fire_at: Option<String>,
+    pub last_fired_at: Option<String>,
+    /// Why the last slot did not start a run, if it did not.
+    pub last_error: Option<String>,
+    pub created_at: String,
+}
+
+impl ScheduleBody {
+    pub fn new(s: &weft_store::schedules::Schedule) -> Self {
+        ScheduleBody {
+            id: s.id.clone(),
+            name: s.name.clone(),
+            template: s.template.clone(),
+            version: s.version.clone(),
+            cron: s.cron.clone(),
+            timezone: s.timezone.clone(),
+            inputs: s.inputs.clone(),
+            paused: s.paused,
+            next_fire_at: s.next_fire_at.map(rfc3339),
+            last_fired_at: s.last_fired_at.map(rfc3339),
+            last_error: s.last_error.clone(),
+            created_at: rfc3339(s.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ScheduleList {
+    pub schedules: Vec<ScheduleBody>,
+}

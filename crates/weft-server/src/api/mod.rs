@@ -11,9 +11,11 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::problem::{ApiResult, Kind, Problem};
 
+pub mod ask;
 pub mod audit;
 pub mod dto;
 pub mod runs;
+pub mod schedules;
 pub mod secrets;
 pub mod templates;
 

@@ -46,7 +46,7 @@ pub(crate) async fn detail(state: &AppState, run: &Run) -> ApiResult<RunDetail> 
     Ok(RunDetail::new(run, &steps, plan.as_deref(), now_ms()))
 }
 
-fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
     let Some(value) = headers.get("idempotency-key") else {
         return Ok(None);
     };

@@ -44,7 +44,7 @@ fn diagnostics_problem(d: weft_core::diag::Diagnostics) -> Problem {
 }
 
 /// The plan of a registered version, loaded once per process.
-fn plan_of(state: &AppState, record: &TemplateRecord) -> ApiResult<Arc<Plan>> {
+pub(crate) fn plan_of(state: &AppState, record: &TemplateRecord) -> ApiResult<Arc<Plan>> {
     if let Ok(plans) = state.plans.lock()
         && let Some(plan) = plans.get(&record.digest)
     {

@@ -11,7 +11,8 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use weft_core::Plan;
 use weft_engine::NewRun;
-use weft_intent::{Answer, Matcher};
+use weft_engine::intent::{Candidate, Decision, decide};
+use weft_intent::Answer;
 
 use crate::app::{App, usage};
 use crate::commands::print_json;
@@ -23,6 +24,9 @@ pub struct AskArgs {
     /// Show the chosen template, its inputs and its plan; do not run.
     #[arg(long)]
     pub dry_run: bool,
+    /// Match with the offline matcher even when an `llm` provider is configured.
+    #[arg(long)]
+    pub offline: bool,
     /// Most tool calls in flight at once (default 5, or `concurrency` in weft.toml).
     #[arg(long)]
     pub concurrency: Option<usize>,
@@ -67,49 +71,47 @@ pub fn known_templates(app: &App) -> Vec<(Plan, Option<PathBuf>)> {
 }
 
 pub async fn ask(app: &App, args: AskArgs) -> anyhow::Result<ExitCode> {
-    let templates = known_templates(app);
-    let matcher = Matcher::new(templates.iter().map(|(p, _)| p));
-    let answer = matcher.ask(&args.sentence);
-    let chosen = answer
-        .template
-        .as_deref()
-        .and_then(|name| templates.iter().find(|(p, _)| p.name == name));
-
-    // Inputs are checked as `weft run` checks them; a value the template refuses is a question.
-    let resolved = chosen.map(|(plan, _)| weft_core::inputs::resolve_inputs(plan, &answer.inputs));
-    let mut answer = answer;
-    if let (Some(Err(problems)), None) = (&resolved, &answer.question) {
-        answer.question = Some(format!(
-            "The sentence gave inputs `{}` does not take: {}",
-            answer.template.as_deref().unwrap_or("?"),
-            problems.join("; ")
-        ));
+    let candidates: Vec<Candidate> = known_templates(app)
+        .into_iter()
+        .map(|(plan, base)| Candidate {
+            plan: Arc::new(plan),
+            base_dir: base.map(|d| d.display().to_string()),
+        })
+        .collect();
+    // With an `llm` provider configured the model chooses, checked against these templates.
+    let decision = decide(&app.tools, &candidates, &args.sentence, !args.offline).await;
+    if let Some(reason) = &decision.llm_fallback {
+        eprintln!("note: the model's answer was not used ({reason}); matched offline");
     }
-    let (Some((plan, base_dir)), Some(Ok(inputs)), None) = (chosen, resolved, &answer.question)
-    else {
-        show_answer(app, &answer, None)?;
+    let (Some(idx), Some(inputs), true) = (
+        decision.chosen,
+        decision.resolved.clone(),
+        decision.is_confident(),
+    ) else {
+        show_answer(app, &decision, None)?;
         return Ok(ExitCode::from(2));
     };
-
+    let Candidate { plan, base_dir } = &candidates[idx];
+    let answer = &decision;
     if args.dry_run {
-        show_answer(app, &answer, Some((plan, &inputs)))?;
+        show_answer(app, answer, Some((plan.as_ref(), &inputs)))?;
         return Ok(ExitCode::SUCCESS);
     }
     // In `--json` mode stdout is kept for the run's document; the choice goes to stderr.
     if app.global.json {
-        eprintln!("{}", serde_json::to_string(&answer)?);
+        eprintln!("{}", serde_json::to_string(answer)?);
     } else {
-        eprintln!("{}", describe(&answer));
+        eprintln!("{}", describe(&answer.answer));
     }
-    app.prepare_tools(plan).await?;
+    app.prepare_tools(plan.as_ref()).await?;
     let engine = app.engine().await?;
     let run = engine
         .create_run(NewRun {
             tenant: "default".into(),
-            plan: Arc::new(plan.clone()),
+            plan: plan.clone(),
             inputs,
             idempotency_key: None,
-            base_dir: base_dir.as_ref().map(|d| d.display().to_string()),
+            base_dir: base_dir.clone(),
         })
         .await
         .map_err(|e| match e {
@@ -149,9 +151,14 @@ fn describe(answer: &Answer) -> String {
 }
 
 /// Prints the answer: JSON (with the plan on a dry run) or text with the question.
-fn show_answer(app: &App, answer: &Answer, plan: Option<(&Plan, &Value)>) -> anyhow::Result<()> {
+fn show_answer(
+    app: &App,
+    decision: &Decision,
+    plan: Option<(&Plan, &Value)>,
+) -> anyhow::Result<()> {
+    let answer = &decision.answer;
     if app.global.json {
-        let mut doc = serde_json::to_value(answer)?;
+        let mut doc = serde_json::to_value(decision)?;
         if let (Some((plan, inputs)), Value::Object(map)) = (plan, &mut doc) {
             map.insert("plan".into(), plan_json(plan, inputs));
         }

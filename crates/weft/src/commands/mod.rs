@@ -13,6 +13,7 @@ mod migrate;
 mod run;
 mod runs;
 mod runs_wait;
+mod schedules;
 mod secrets;
 mod serve;
 mod status;
@@ -70,6 +71,9 @@ pub enum Command {
     Secrets(secrets::SecretsCommand),
     /// The `default` tenant's audit trail: who did what, when, and how it ended.
     Audit(audit::AuditArgs),
+    /// Run templates on a cron: add, list (with the next fire time), pause, resume, delete.
+    #[command(subcommand)]
+    Schedules(schedules::SchedulesCommand),
     /// Bring the store's schema up to this binary's version (before starting upgraded workers).
     Migrate,
 }
@@ -90,6 +94,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => status::status(&app).await,
         Command::Secrets(cmd) => secrets::secrets(&app, cmd).await,
         Command::Audit(args) => audit::audit(&app, args).await,
+        Command::Schedules(cmd) => schedules::schedules(&app, cmd).await,
         Command::Migrate => migrate::migrate(&app).await,
     }
 }

@@ -34,6 +34,10 @@ pub struct WorkerArgs {
     /// `127.0.0.1:9464`. Off by default.
     #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "ADDR")]
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Do not fire schedules from this worker (by default every worker and `weft serve` run
+    /// the scheduler; each slot fires once however many do).
+    #[arg(long)]
+    pub no_scheduler: bool,
 }
 
 pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
@@ -85,10 +89,24 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         eprintln!("stopping: no new tasks; running ones get the grace period");
         stop.cancel();
     });
+    let scheduler = if args.no_scheduler {
+        None
+    } else {
+        let schedules = crate::commands::schedules::store(app).await?;
+        let scheduler = weft_engine::schedule::Scheduler::new(
+            engine.clone(),
+            schedules,
+            weft_engine::schedule::SchedulerOptions::default(),
+        );
+        Some(tokio::spawn(scheduler.run(shutdown.clone())))
+    };
     let worked = worker.run(shutdown.clone()).await;
     shutdown.cancel();
     if let Some(exporter) = exporter {
         let _ = exporter.await;
+    }
+    if let Some(scheduler) = scheduler {
+        let _ = scheduler.await;
     }
     worked?;
     Ok(ExitCode::SUCCESS)
