@@ -68,6 +68,9 @@ pub struct ServerOptions {
     pub workers: bool,
     /// Fire due schedules from this process (each slot fires once, however many do).
     pub scheduler: bool,
+    /// `POST /v1/ask` and the MCP `ask` tool let the model choose (`llm.chat`, checked
+    /// against the registry) before the offline matcher; set when an `[llm.NAME]` exists.
+    pub llm_matcher: bool,
     pub worker: WorkerOptions,
 }
 
@@ -82,6 +85,7 @@ impl Default for ServerOptions {
             tail_poll_ms: 50,
             workers: true,
             scheduler: true,
+            llm_matcher: false,
             worker: WorkerOptions::default(),
         }
     }
@@ -107,6 +111,8 @@ pub struct AppState {
     pub plans: Arc<Mutex<HashMap<String, Arc<Plan>>>>,
     /// Seals tenant secrets; without it the secrets API answers 503.
     pub secret_box: Option<SecretBox>,
+    /// Where the `artifacts` hook put images; without it every artifact is a 404.
+    pub artifacts: Option<weft_tools::artifacts::ArtifactStore>,
 }
 
 pub struct Server {
@@ -118,7 +124,7 @@ pub struct Server {
     info(title = "weft", description = "A durable workflow engine for AI-agent tool chains."),
     modifiers(&BearerAuth),
     tags((name = "runs"), (name = "templates"), (name = "secrets"), (name = "audit"), (name = "schedules"),
-        (name = "service"))
+        (name = "task"), (name = "usage"), (name = "service"))
 )]
 struct ApiDoc;
 
@@ -134,6 +140,15 @@ impl utoipa::Modify for BearerAuth {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("wft_ak_...")
+                    .build(),
+            ),
+        );
+        components.add_security_scheme(
+            "task_token",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("wft_tt_...")
                     .build(),
             ),
         );
@@ -163,6 +178,7 @@ impl Server {
                 shared: Arc::new(shared),
                 plans: Arc::default(),
                 secret_box: None,
+                artifacts: None,
             },
         }
     }
@@ -173,13 +189,19 @@ impl Server {
         self
     }
 
+    /// Serves the artifacts the tools' `artifacts` hook stored there.
+    pub fn with_artifacts(mut self, store: weft_tools::artifacts::ArtifactStore) -> Self {
+        self.state.artifacts = Some(store);
+        self
+    }
+
     pub fn state(&self) -> &AppState {
         &self.state
     }
 
     /// Every API route, with its OpenAPI description. Tests enumerate this list.
     pub fn routes(&self) -> OpenApiRouter<AppState> {
-        use api::{ask, audit, runs, schedules, secrets, templates};
+        use api::{artifacts, ask, audit, runs, schedules, secrets, templates};
         OpenApiRouter::with_openapi(ApiDoc::openapi())
             .routes(routes!(runs::create_run, runs::list_runs))
             .routes(routes!(runs::get_run))
@@ -203,6 +225,15 @@ impl Server {
             .routes(routes!(secrets::list_secrets))
             .routes(routes!(secrets::put_secret, secrets::delete_secret))
             .routes(routes!(audit::list_audit))
+            .routes(routes!(artifacts::get_artifact))
+            .routes(routes!(artifacts::list_run_artifacts))
+            .routes(routes!(api::task::read_secret))
+            .routes(routes!(api::task::report_progress))
+            .routes(routes!(api::task::store_artifact))
+            .routes(routes!(api::task::read_memory, api::task::write_memory))
+            .routes(routes!(api::task::renew_token))
+            .routes(routes!(api::tenant::get_tenant))
+            .routes(routes!(api::usage::get_usage))
             .routes(routes!(api::healthz))
             .routes(routes!(metrics::render))
     }
@@ -241,6 +272,12 @@ impl Server {
         listener: TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        // Tools call back to the address this server really listens on, unless configured.
+        if self.state.engine.api_url().is_none()
+            && let Ok(addr) = listener.local_addr()
+        {
+            self.state.engine.set_api_url(format!("http://{addr}"));
+        }
         let mut tasks = tokio::task::JoinSet::new();
         let poll = Duration::from_millis(self.state.options.tail_poll_ms.max(1));
         tasks.spawn(

@@ -24,8 +24,19 @@ pub enum Kind {
     RunNotResumable,
     MethodNotAllowed,
     Unavailable,
+    /// Task callbacks: no task token, not one, unknown, expired, revoked (its attempt ended
+    /// or lost its lease), an earlier attempt's, or one without the scope.
+    TaskTokenMissing,
+    TaskTokenMalformed,
+    TaskTokenUnknown,
+    TaskTokenExpired,
+    TaskTokenRevoked,
+    TaskTokenSuperseded,
+    TaskTokenScope,
     /// The tenant already has a schedule of this name.
     ScheduleNameTaken,
+    /// The tenant's runs-per-hour quota is used up (429, with `Retry-After`).
+    RateLimited,
     Internal,
 }
 
@@ -44,7 +55,15 @@ impl Kind {
             Kind::RunNotResumable => "WEFT-E210",
             Kind::MethodNotAllowed => "WEFT-E211",
             Kind::Unavailable => "WEFT-E212",
+            Kind::TaskTokenMissing => "WEFT-E230",
+            Kind::TaskTokenMalformed => "WEFT-E231",
+            Kind::TaskTokenUnknown => "WEFT-E232",
+            Kind::TaskTokenExpired => "WEFT-E233",
+            Kind::TaskTokenRevoked => "WEFT-E234",
+            Kind::TaskTokenSuperseded => "WEFT-E235",
+            Kind::TaskTokenScope => "WEFT-E236",
             Kind::ScheduleNameTaken => "WEFT-E240",
+            Kind::RateLimited => "WEFT-E250",
             Kind::Internal => "WEFT-E299",
         }
     }
@@ -63,7 +82,15 @@ impl Kind {
             Kind::RunNotResumable => "run-not-resumable",
             Kind::MethodNotAllowed => "method-not-allowed",
             Kind::Unavailable => "unavailable",
+            Kind::TaskTokenMissing => "task-token-missing",
+            Kind::TaskTokenMalformed => "task-token-malformed",
+            Kind::TaskTokenUnknown => "task-token-unknown",
+            Kind::TaskTokenExpired => "task-token-expired",
+            Kind::TaskTokenRevoked => "task-token-revoked",
+            Kind::TaskTokenSuperseded => "task-token-superseded",
+            Kind::TaskTokenScope => "task-token-scope",
             Kind::ScheduleNameTaken => "schedule-name-taken",
+            Kind::RateLimited => "rate-limited",
             Kind::Internal => "internal",
         }
     }
@@ -82,27 +109,41 @@ impl Kind {
             Kind::RunNotResumable => "Run cannot be resumed",
             Kind::MethodNotAllowed => "Method not allowed",
             Kind::Unavailable => "Temporarily unavailable",
+            Kind::TaskTokenMissing => "Missing task token",
+            Kind::TaskTokenMalformed => "Malformed task token",
+            Kind::TaskTokenUnknown => "Unknown task token",
+            Kind::TaskTokenExpired => "Task token expired",
+            Kind::TaskTokenRevoked => "Task token revoked",
+            Kind::TaskTokenSuperseded => "Task token of a superseded attempt",
+            Kind::TaskTokenScope => "Task token lacks the scope",
             Kind::ScheduleNameTaken => "Schedule name already taken",
+            Kind::RateLimited => "Quota used up",
             Kind::Internal => "Internal error",
         }
     }
 
     pub fn status(self) -> StatusCode {
         match self {
-            Kind::Unauthorized => StatusCode::UNAUTHORIZED,
+            Kind::Unauthorized
+            | Kind::TaskTokenMissing
+            | Kind::TaskTokenMalformed
+            | Kind::TaskTokenUnknown
+            | Kind::TaskTokenExpired
+            | Kind::TaskTokenRevoked
+            | Kind::TaskTokenSuperseded => StatusCode::UNAUTHORIZED,
+            Kind::TaskTokenScope => StatusCode::FORBIDDEN,
             Kind::NotFound => StatusCode::NOT_FOUND,
             Kind::BadRequest => StatusCode::BAD_REQUEST,
             Kind::Validation | Kind::TemplateInvalid => StatusCode::UNPROCESSABLE_ENTITY,
             Kind::IdempotencyConflict
             | Kind::TemplateVersionConflict
             | Kind::RunNotResumable
-            | Kind::ScheduleNameTaken => {
-                StatusCode::CONFLICT
-            }
+            | Kind::ScheduleNameTaken => StatusCode::CONFLICT,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Kind::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             Kind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -140,6 +181,9 @@ pub struct Problem {
     pub errors: Vec<FieldError>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub diagnostics: Vec<DiagnosticBody>,
+    /// Seconds to wait before trying again (also sent as the `Retry-After` header).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_after: Option<u64>,
     #[serde(skip)]
     pub kind: Option<Kind>,
 }
@@ -154,6 +198,7 @@ impl Problem {
             code: kind.code().into(),
             errors: Vec::new(),
             diagnostics: Vec::new(),
+            retry_after: None,
             kind: Some(kind),
         }
     }
@@ -199,6 +244,11 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if let Some(seconds) = self.retry_after
+            && let Ok(value) = HeaderValue::from_str(&seconds.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, value);
+        }
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

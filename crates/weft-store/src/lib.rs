@@ -13,6 +13,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub mod conformance;
+pub mod conformance_server;
 pub mod memory;
 pub mod postgres;
 mod postgres_memory;
@@ -272,4 +273,7 @@ pub struct RunView {
     #[serde(flatten)]
     pub run: Run,
     pub steps: Vec<StepRow>,
+    /// Tokens, cost, tool calls and cache hits summed over the run's tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<usage::RunUsage>,
 }

@@ -159,3 +159,67 @@ where
         duration_ms: n("duration_ms")?,
     })
 }
+
+/// A report's start as a user writes it: an RFC 3339 time (`2026-11-25T08:00:00Z`), a UTC
+/// date (`2026-11-25`), or a span back from `now` (`90m`, `24h`, `7d`, `2w`). Milliseconds
+/// since the epoch; the error says what is accepted.
+pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+    let text = text.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(t.timestamp_millis());
+    }
+    if let Ok(d) = chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        && let Some(t) = d.and_hms_opt(0, 0, 0)
+    {
+        return Ok(t.and_utc().timestamp_millis());
+    }
+    let unit_ms = match text.chars().last() {
+        Some('m') => Some(60_000),
+        Some('h') => Some(3_600_000),
+        Some('d') => Some(86_400_000),
+        Some('w') => Some(7 * 86_400_000),
+        _ => None,
+    };
+    if let Some(unit) = unit_ms
+        && let Ok(n) = text[..text.len() - 1].parse::<i64>()
+        && (0..=100_000).contains(&n)
+    {
+        return Ok(now - n * unit);
+    }
+    Err(format!(
+        "`{text}` is not a time: give an RFC 3339 time (2026-11-25T08:00:00Z), a date \
+         (2026-11-25) or a span back from now (90m, 24h, 7d, 2w)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_dates_and_spans() {
+        let now = 1_764_000_000_000;
+        assert_eq!(parse_since("2026-11-25", now), Ok(1_795_564_800_000));
+        assert_eq!(
+            parse_since("2026-11-25T01:00:00Z", now),
+            Ok(1_795_568_400_000)
+        );
+        assert_eq!(parse_since("24h", now), Ok(now - 86_400_000));
+        assert_eq!(parse_since("7d", now), Ok(now - 7 * 86_400_000));
+        assert!(parse_since("yesterday", now).is_err());
+        assert!(parse_since("h", now).is_err());
+        assert!(parse_since("-3d", now).is_err());
+    }
+
+    #[test]
+    fn quota_refusal_waits_for_the_oldest_run_of_the_window() {
+        let now = 10 * RUN_RATE_WINDOW_MS;
+        assert_eq!(refusal(3, 2, Some(now - 1000), now), None);
+        let r = refusal(3, 3, Some(now - RUN_RATE_WINDOW_MS + 60_000), now).expect("refused");
+        assert_eq!(r.retry_after_ms, 60_000);
+        assert_eq!(r.max_runs_per_hour, 3);
+        // Never less than a second, so a client does not spin.
+        let r = refusal(1, 1, Some(now - RUN_RATE_WINDOW_MS + 10), now).expect("refused");
+        assert_eq!(r.retry_after_ms, 1_000);
+    }
+}

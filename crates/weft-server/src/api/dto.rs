@@ -22,6 +22,117 @@ pub struct CreateRun {
     #[serde(default)]
     #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
     pub inputs: Option<Map<String, Value>>,
+    /// Limits for this run; each one given replaces the template's `budget:` value.
+    #[serde(default)]
+    pub budget: Option<BudgetBody>,
+}
+
+/// What a run may spend; crossing any limit fails the run with `budget_exceeded`.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetBody {
+    /// Prompt plus completion tokens over all of the run's LLM calls.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_llm_tokens: Option<u64>,
+    /// Estimated cost in US dollars (from the price table in `weft.toml`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(exclusive_minimum = 0.0)]
+    pub max_cost_usd: Option<f64>,
+    /// Tool calls (attempts that ran a tool; cache hits are free).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
+    pub max_tool_calls: Option<u64>,
+}
+
+impl BudgetBody {
+    /// The budget, or the field that is out of range.
+    pub fn check(&self) -> Result<weft_core::plan::Budget, (&'static str, &'static str)> {
+        if self.max_llm_tokens == Some(0) {
+            return Err(("budget.max_llm_tokens", "must be at least 1"));
+        }
+        if self.max_tool_calls == Some(0) {
+            return Err(("budget.max_tool_calls", "must be at least 1"));
+        }
+        if let Some(c) = self.max_cost_usd
+            && !(c.is_finite() && c > 0.0)
+        {
+            return Err((
+                "budget.max_cost_usd",
+                "must be a positive number of US dollars",
+            ));
+        }
+        Ok(weft_core::plan::Budget {
+            max_llm_tokens: self.max_llm_tokens,
+            max_cost_usd: self.max_cost_usd,
+            max_tool_calls: self.max_tool_calls,
+        })
+    }
+
+    pub fn from_budget(b: &weft_core::plan::Budget) -> Self {
+        BudgetBody {
+            max_llm_tokens: b.max_llm_tokens,
+            max_cost_usd: b.max_cost_usd,
+            max_tool_calls: b.max_tool_calls,
+        }
+    }
+}
+
+/// What runs spent, summed over their tasks.
+#[derive(Debug, Clone, Copy, Default, Serialize, ToSchema)]
+pub struct UsageBody {
+    pub llm_prompt_tokens: u64,
+    pub llm_completion_tokens: u64,
+    /// Prompt plus completion.
+    pub llm_tokens: u64,
+    /// Estimated from the price table in `weft.toml`; 0 without prices.
+    pub cost_usd: f64,
+    /// Attempts that ran a tool (cache hits excluded).
+    pub tool_calls: u64,
+    pub cache_hits: u64,
+    pub tasks: u64,
+    /// Wall time of the finished tasks, summed.
+    pub duration_ms: u64,
+}
+
+impl From<&weft_store::usage::RunUsage> for UsageBody {
+    fn from(u: &weft_store::usage::RunUsage) -> Self {
+        UsageBody {
+            llm_prompt_tokens: u.llm_prompt_tokens,
+            llm_completion_tokens: u.llm_completion_tokens,
+            llm_tokens: u.llm_tokens(),
+            cost_usd: u.cost_usd,
+            tool_calls: u.tool_calls,
+            cache_hits: u.cache_hits,
+            tasks: u.tasks,
+            duration_ms: u.duration_ms,
+        }
+    }
+}
+
+/// One group of `GET /v1/usage`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageGroupBody {
+    /// The UTC day (`2026-11-25`), the template name or the run id.
+    pub key: String,
+    /// For `group_by=run`: the run's template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    pub runs: u64,
+    #[serde(flatten)]
+    pub usage: UsageBody,
+}
+
+/// `GET /v1/usage`.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct UsageReport {
+    /// `day`, `template` or `run`.
+    pub group_by: String,
+    /// The start of the period (runs created at or after it), when one was asked for.
+    pub since: Option<String>,
+    pub groups: Vec<UsageGroupBody>,
+    /// The sum over `groups`.
+    pub total: UsageBody,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
@@ -124,6 +235,12 @@ pub struct RunDetail {
     pub inputs: Value,
     pub output: Option<Value>,
     pub steps: Vec<StepBody>,
+    /// Tokens, cost, tool calls and cache hits so far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<UsageBody>,
+    /// The limits the run is held to (the template's `budget:` and the request's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<BudgetBody>,
 }
 
 impl RunDetail {
@@ -165,6 +282,8 @@ impl RunDetail {
             inputs: run.inputs.clone(),
             output: run.output.clone(),
             steps,
+            usage: None,
+            budget: run.budget.as_ref().map(BudgetBody::from_budget),
         }
     }
 }

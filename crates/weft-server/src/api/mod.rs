@@ -11,13 +11,17 @@ use serde::de::DeserializeOwned;
 use crate::AppState;
 use crate::problem::{ApiResult, Kind, Problem};
 
+pub mod artifacts;
 pub mod ask;
 pub mod audit;
 pub mod dto;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
+pub mod task;
 pub mod templates;
+pub mod tenant;
+pub mod usage;
 
 /// A request body, or the problem with it (too large, unreadable).
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {

@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use weft_engine::NewRun;
+use weft_engine::{NewRun, RunOptions};
 use weft_store::server::{AuthStore, StreamTicket};
 use weft_store::{Run, RunQuery, RunStatus};
 
@@ -19,6 +19,11 @@ use crate::auth::{Caller, TICKET_TTL_MS, hash_secret, new_ticket, now_ms};
 use crate::problem::{ApiResult, Kind, Problem};
 
 fn engine_problem(e: weft_engine::Error, run_id: &str) -> Problem {
+    if let weft_engine::Error::QuotaExceeded { retry_after_ms, .. } = &e {
+        let mut p = Problem::new(Kind::RateLimited, e.to_string());
+        p.retry_after = Some((retry_after_ms.max(&1).unsigned_abs()).div_ceil(1000));
+        return p;
+    }
     match e {
         weft_engine::Error::RunNotFound(_) => Problem::not_found("run", run_id),
         weft_engine::Error::IdempotencyConflict(_) => Problem::new(
@@ -43,7 +48,9 @@ async fn own_run(state: &AppState, caller: &Caller, id: &str) -> ApiResult<Run> 
 pub(crate) async fn detail(state: &AppState, run: &Run) -> ApiResult<RunDetail> {
     let steps = state.store.steps(&run.id).await?;
     let plan = state.engine.plan_for(run).ok();
-    Ok(RunDetail::new(run, &steps, plan.as_deref(), now_ms()))
+    let mut detail = RunDetail::new(run, &steps, plan.as_deref(), now_ms());
+    detail.usage = Some(UsageBody::from(&state.store.run_usage(&run.id).await?));
+    Ok(detail)
 }
 
 pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> {
@@ -69,7 +76,9 @@ pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<String>> 
     responses((status = 201, body = RunDetail), (status = 400, body = Problem),
         (status = 401, body = Problem), (status = 404, body = Problem),
         (status = 409, body = Problem), (status = 413, body = Problem),
-        (status = 415, body = Problem), (status = 422, body = Problem)))]
+        (status = 415, body = Problem), (status = 422, body = Problem),
+        (status = 429, body = Problem, description = "The tenant's runs-per-hour quota is used up; `Retry-After` says when to try again.",
+            headers(("Retry-After" = u64, description = "Seconds until a run may be created.")))))]
 pub async fn create_run(
     State(state): State<AppState>,
     caller: Caller,
@@ -98,15 +107,25 @@ pub async fn create_run(
             .collect();
         p
     })?;
+    let budget = match &request.budget {
+        Some(b) => Some(
+            b.check()
+                .map_err(|(field, message)| Problem::field(Kind::Validation, field, message))?,
+        ),
+        None => None,
+    };
     let run = state
         .engine
-        .create_run(NewRun {
-            tenant: caller.tenant.clone(),
-            plan,
-            inputs,
-            idempotency_key: key,
-            base_dir,
-        })
+        .create_run_with(
+            NewRun {
+                tenant: caller.tenant.clone(),
+                plan,
+                inputs,
+                idempotency_key: key,
+                base_dir,
+            },
+            RunOptions { budget },
+        )
         .await
         .map_err(|e| engine_problem(e, ""))?;
     super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;

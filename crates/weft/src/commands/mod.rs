@@ -12,14 +12,16 @@ mod keys;
 mod migrate;
 mod run;
 mod runs;
+mod runs_follow;
 mod runs_wait;
 mod schedules;
 mod secrets;
 mod serve;
 mod status;
-mod templates;
+pub(crate) mod templates;
 mod tenants;
 mod tools;
+mod usage;
 mod validate;
 mod worker;
 
@@ -76,6 +78,9 @@ pub enum Command {
     Schedules(schedules::SchedulesCommand),
     /// Bring the store's schema up to this binary's version (before starting upgraded workers).
     Migrate,
+    /// Metering: runs, tool calls, cache hits, LLM tokens and estimated cost, grouped by
+    /// day, template or run.
+    Usage(usage::UsageArgs),
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -96,6 +101,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit(args) => audit::audit(&app, args).await,
         Command::Schedules(cmd) => schedules::schedules(&app, cmd).await,
         Command::Migrate => migrate::migrate(&app).await,
+        Command::Usage(args) => usage::usage_report(&app, args).await,
     }
 }
 

@@ -8,7 +8,7 @@ use anyhow::Context as _;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 use weft_core::Plan;
-use weft_engine::{Engine, NewRun, WorkerOptions};
+use weft_engine::{Engine, NewRun, RunOptions, WorkerOptions};
 use weft_store::RunStatus;
 
 use crate::app::{App, usage};
@@ -36,6 +36,37 @@ pub struct RunArgs {
     /// `weft runs wait RUN` waits for its end.
     #[arg(long)]
     pub detach: bool,
+    /// Fail the run (`budget_exceeded`) once its LLM calls used more tokens than this
+    /// (replaces the template's `budget.max_llm_tokens`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_llm_tokens: Option<u64>,
+    /// Fail the run once its estimated cost passes this many US dollars.
+    #[arg(long, value_name = "USD", value_parser = parse_dollars)]
+    pub budget_cost_usd: Option<f64>,
+    /// Fail the run once it made more tool calls than this.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub budget_tool_calls: Option<u64>,
+}
+
+fn parse_dollars(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err("a positive number of US dollars, e.g. 0.50".into()),
+    }
+}
+
+impl RunArgs {
+    /// The budget the flags ask for, over the template's.
+    fn options(&self) -> RunOptions {
+        let budget = weft_core::plan::Budget {
+            max_llm_tokens: self.budget_llm_tokens,
+            max_cost_usd: self.budget_cost_usd,
+            max_tool_calls: self.budget_tool_calls,
+        };
+        RunOptions {
+            budget: (!budget.is_empty()).then_some(budget),
+        }
+    }
 }
 
 /// Finds and loads a template: a path, then `NAME(.yaml|.yml)` in ./templates and the
@@ -110,16 +141,20 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
     let inputs = collect_inputs(&plan, &args)?;
     let engine = app.engine().await?;
     let run = engine
-        .create_run(NewRun {
-            tenant: "default".into(),
-            plan: plan.clone(),
-            inputs,
-            idempotency_key: args.idempotency_key.clone(),
-            base_dir: dir.map(|d| d.display().to_string()),
-        })
+        .create_run_with(
+            NewRun {
+                tenant: "default".into(),
+                plan: plan.clone(),
+                inputs,
+                idempotency_key: args.idempotency_key.clone(),
+                base_dir: dir.map(|d| d.display().to_string()),
+            },
+            args.options(),
+        )
         .await
         .map_err(|e| match e {
             weft_engine::Error::Invalid(m) => usage(m),
+            e @ weft_engine::Error::QuotaExceeded { .. } => usage(e.to_string()),
             other => anyhow::Error::new(other),
         })?;
     crate::commands::audit::record(app, "run.created", "run", &run.id, "ok").await;
@@ -145,6 +180,7 @@ pub async fn drive(
     let worker = engine.worker(WorkerOptions {
         concurrency: app.concurrency(concurrency),
         only_runs: Some(vec![run_id.to_string()]),
+        max_concurrent_tasks: app.max_concurrent_tasks(None),
         ..WorkerOptions::default()
     });
     let worker_task = tokio::spawn(worker.run(shutdown.clone()));
@@ -185,6 +221,7 @@ pub async fn report(
         print_json(&weft_store::RunView {
             run: run.clone(),
             steps,
+            usage: Some(store.run_usage(run_id).await?),
         })?;
     } else {
         match &run.output {

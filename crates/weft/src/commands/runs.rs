@@ -30,8 +30,13 @@ pub enum RunsCommand {
         #[arg(long)]
         concurrency: Option<usize>,
     },
-    /// Cancel a run: queued work never starts, running tools are stopped.
+    /// Cancel a run: queued work never starts, running tools are stopped, waiting approvals
+    /// are withdrawn and the runs of its `workflow:` steps are cancelled too.
     Cancel { run: String },
+    /// Approve (or `--reject`) a run's approval step; `--item N` for one item of a for_each.
+    Approve(crate::commands::runs_follow::ApproveArgs),
+    /// Start one of a finished run's follow-up `actions:` (a new run linked to it).
+    Action(crate::commands::runs_follow::ActionArgs),
     /// Wait until a run ends (workers run it), then print what `weft run` prints; the exit
     /// code is `weft run`'s too.
     Wait { run: String },
@@ -96,8 +101,13 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .await?
                 .ok_or_else(|| usage(format!("no run `{run}`")))?;
             let steps = store.steps(&run).await?;
+            let used = store.run_usage(&run).await?;
             if app.global.json {
-                print_json(&RunView { run: r, steps })?;
+                print_json(&RunView {
+                    run: r,
+                    steps,
+                    usage: Some(used),
+                })?;
                 return Ok(ExitCode::SUCCESS);
             }
             println!("run       {}", r.id);
@@ -107,6 +117,48 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             println!("created   {}", weft_store::rfc3339(r.created_at));
             if let Some(f) = r.finished_at {
                 println!("finished  {}", weft_store::rfc3339(f));
+            }
+            if let Some(p) = &r.parent {
+                let how = match (&p.step, p.item, &p.action) {
+                    (Some(step), Some(i), _) => format!("step {step} item {i}"),
+                    (Some(step), None, _) => format!("step {step}"),
+                    (None, _, Some(action)) => format!("action {action}"),
+                    _ => String::new(),
+                };
+                println!("parent    {} ({how})", p.run_id);
+            }
+            for c in store.child_runs(&run).await? {
+                let how = match (&c.parent, c.parent.as_ref().and_then(|p| p.item)) {
+                    (Some(p), Some(i)) if p.step.is_some() => {
+                        format!("step {} item {i}", p.step.as_deref().unwrap_or(""))
+                    }
+                    (Some(p), None) if p.step.is_some() => {
+                        format!("step {}", p.step.as_deref().unwrap_or(""))
+                    }
+                    (Some(p), _) => format!("action {}", p.action.as_deref().unwrap_or("")),
+                    _ => String::new(),
+                };
+                println!(
+                    "child     {} {}@{} {} ({how})",
+                    c.id, c.template, c.version, c.status
+                );
+            }
+            for t in store.tasks(&run).await? {
+                if t.status == weft_store::TaskStatus::Waiting
+                    && t.tool == weft_core::orchestrator::APPROVAL_TOOL
+                {
+                    let item = t.item.map(|i| format!(" --item {i}")).unwrap_or_default();
+                    println!(
+                        "waiting   {}{item}: {}  (weft runs approve {run} {}{item} [--reject])",
+                        t.step_id,
+                        t.input["prompt"].as_str().unwrap_or("approve?"),
+                        t.step_id
+                    );
+                }
+            }
+            println!("usage     {}", usage_line(&used));
+            if let Some(b) = &r.budget {
+                println!("budget    {}", budget_line(b));
             }
             println!();
             for s in &steps {
@@ -166,6 +218,8 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .await
                 .context("while driving the resumed run")
         }
+        RunsCommand::Approve(args) => crate::commands::runs_follow::approve(app, args).await,
+        RunsCommand::Action(args) => crate::commands::runs_follow::action(app, args).await,
         RunsCommand::Wait { run } => crate::commands::runs_wait::wait(app, &*store, &run).await,
         RunsCommand::Cancel { run } => {
             let r = engine.cancel_run(TENANT, &run).await.map_err(|e| match e {
@@ -181,4 +235,32 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A run's usage on one line: `1,234 LLM tokens (1,000 prompt, 234 completion), $0.0012, 3
+/// tool calls, 1 cache hit`.
+pub fn usage_line(u: &weft_store::usage::RunUsage) -> String {
+    format!(
+        "{} LLM tokens ({} prompt, {} completion), ${:.6} estimated, {} tool calls, {} cache hits",
+        u.llm_tokens(),
+        u.llm_prompt_tokens,
+        u.llm_completion_tokens,
+        u.cost_usd,
+        u.tool_calls,
+        u.cache_hits
+    )
+}
+
+fn budget_line(b: &weft_core::plan::Budget) -> String {
+    let mut parts = Vec::new();
+    if let Some(n) = b.max_llm_tokens {
+        parts.push(format!("max {n} LLM tokens"));
+    }
+    if let Some(n) = b.max_cost_usd {
+        parts.push(format!("max ${n}"));
+    }
+    if let Some(n) = b.max_tool_calls {
+        parts.push(format!("max {n} tool calls"));
+    }
+    parts.join(", ")
 }

@@ -1,8 +1,9 @@
-//! `weft tenants create NAME`: a new tenant and its first admin key, printed once.
+//! `weft tenants create NAME`: a new tenant and its first admin key, printed once;
+//! `weft tenants update NAME`: its limits, which every worker's claim honours.
 
 use std::process::ExitCode;
 
-use weft_store::server::AuthStore;
+use weft_store::server::ServerStore;
 
 use crate::app::{App, usage};
 use crate::commands::print_json;
@@ -13,15 +14,80 @@ pub enum TenantsCommand {
     Create {
         /// Lowercase letters, digits, `-` and `_`.
         name: String,
+        #[command(flatten)]
+        limits: TenantLimits,
+    },
+    /// Changes a tenant's limits.
+    Update {
+        name: String,
+        #[command(flatten)]
+        limits: TenantLimits,
     },
     /// Lists the tenants.
     List,
 }
 
+#[derive(Debug, clap::Args)]
+pub struct TenantLimits {
+    /// Most of the tenant's tasks running at once, across every worker and machine; `none`
+    /// lifts the cap.
+    #[arg(long, value_name = "N|none", value_parser = parse_cap)]
+    max_concurrent_tasks: Option<Cap>,
+    /// Most runs the tenant may create in any hour (counted in the store, across processes;
+    /// beyond it the API answers 429 with Retry-After); `none` lifts the quota.
+    #[arg(long, value_name = "N|none", value_parser = parse_cap)]
+    max_runs_per_hour: Option<Cap>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Cap {
+    At(u32),
+    Unlimited,
+}
+
+fn parse_cap(text: &str) -> Result<Cap, String> {
+    if text == "none" {
+        return Ok(Cap::Unlimited);
+    }
+    match text.parse::<u32>() {
+        Ok(n) if n >= 1 => Ok(Cap::At(n)),
+        _ => Err("a whole number of at least 1, or `none`".into()),
+    }
+}
+
+async fn apply_limits(
+    store: &dyn ServerStore,
+    name: &str,
+    limits: &TenantLimits,
+) -> anyhow::Result<()> {
+    if let Some(cap) = limits.max_concurrent_tasks {
+        let max = match cap {
+            Cap::At(n) => Some(n),
+            Cap::Unlimited => None,
+        };
+        if !store.set_tenant_max_concurrent_tasks(name, max).await? {
+            return Err(usage(format!("no tenant `{name}`")));
+        }
+    }
+    if let Some(cap) = limits.max_runs_per_hour {
+        if !store.tenants().await?.iter().any(|t| t.name == name) {
+            return Err(usage(format!("no tenant `{name}`")));
+        }
+        let quota = weft_store::usage::TenantQuota {
+            max_runs_per_hour: match cap {
+                Cap::At(n) => Some(n),
+                Cap::Unlimited => None,
+            },
+        };
+        store.set_tenant_quota(name, &quota).await?;
+    }
+    Ok(())
+}
+
 pub async fn tenants(app: &App, cmd: TenantsCommand) -> anyhow::Result<ExitCode> {
     let store = crate::commands::serve::server_store(app).await?;
     match cmd {
-        TenantsCommand::Create { name } => {
+        TenantsCommand::Create { name, limits } => {
             if !weft_server::auth::valid_tenant_name(&name) {
                 return Err(usage(format!(
                     "`{name}`: a tenant name is 1 to 63 of a-z, 0-9, `-` and `_`"
@@ -30,6 +96,7 @@ pub async fn tenants(app: &App, cmd: TenantsCommand) -> anyhow::Result<ExitCode>
             if !store.create_tenant(&name).await? {
                 return Err(usage(format!("tenant `{name}` already exists")));
             }
+            apply_limits(store.as_ref(), &name, &limits).await?;
             let (key, secret) =
                 weft_server::auth::create_key(store.as_ref(), &name, "admin").await?;
             if app.global.json {
@@ -39,13 +106,42 @@ pub async fn tenants(app: &App, cmd: TenantsCommand) -> anyhow::Result<ExitCode>
                 eprintln!("tenant `{name}` created; store its key now, it is not shown again");
             }
         }
+        TenantsCommand::Update { name, limits } => {
+            if limits.max_concurrent_tasks.is_none() && limits.max_runs_per_hour.is_none() {
+                return Err(usage(
+                    "nothing to change: give --max-concurrent-tasks N|none or --max-runs-per-hour N|none",
+                ));
+            }
+            apply_limits(store.as_ref(), &name, &limits).await?;
+            let tenant = store.tenants().await?.into_iter().find(|t| t.name == name);
+            if app.global.json {
+                let quota = store.tenant_quota(&name).await?;
+                print_json(&serde_json::json!({"tenant": tenant, "quota": quota}))?;
+            } else {
+                eprintln!("tenant `{name}` updated");
+            }
+        }
         TenantsCommand::List => {
             let tenants = store.tenants().await?;
             if app.global.json {
                 print_json(&tenants)?;
             } else {
                 for t in tenants {
-                    println!("{}\t{}", t.name, weft_store::rfc3339(t.created_at));
+                    let cap = t
+                        .max_concurrent_tasks
+                        .map(|n| format!("max {n} tasks"))
+                        .unwrap_or_else(|| "no task cap".into());
+                    let rate = store
+                        .tenant_quota(&t.name)
+                        .await?
+                        .max_runs_per_hour
+                        .map(|n| format!("max {n} runs/hour"))
+                        .unwrap_or_else(|| "no run quota".into());
+                    println!(
+                        "{}\t{}\t{cap}\t{rate}",
+                        t.name,
+                        weft_store::rfc3339(t.created_at)
+                    );
                 }
             }
         }
