@@ -58,7 +58,13 @@ pub(crate) async fn match_sentence(
     text: &str,
 ) -> ApiResult<(Vec<Candidate>, Decision)> {
     let candidates = candidates(state, tenant).await?;
-    let decision = decide(state.engine.tools(), &candidates, text, true).await;
+    let decision = decide(
+        state.engine.tools(),
+        &candidates,
+        text,
+        state.options.llm_matcher,
+    )
+    .await;
     Ok((candidates, decision))
 }
 

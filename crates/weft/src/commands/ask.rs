@@ -79,7 +79,13 @@ pub async fn ask(app: &App, args: AskArgs) -> anyhow::Result<ExitCode> {
         })
         .collect();
     // With an `llm` provider configured the model chooses, checked against these templates.
-    let decision = decide(&app.tools, &candidates, &args.sentence, !args.offline).await;
+    let decision = decide(
+        &app.tools,
+        &candidates,
+        &args.sentence,
+        !args.offline && !app.config.llm.is_empty(),
+    )
+    .await;
     if let Some(reason) = &decision.llm_fallback {
         eprintln!("note: the model's answer was not used ({reason}); matched offline");
     }

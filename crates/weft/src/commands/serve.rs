@@ -94,9 +94,10 @@ fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTemplate> {
             }
         }
     }
-    for name in ["hello"] {
-        if let Some((file, source)) = crate::commands::templates::builtin(name)
-            && out.iter().all(|t| t.plan.name != name)
+    // Every built-in that loads with this configuration's tools (the seeds' templates too, so
+    // `POST /v1/ask` and the MCP tools can reach them).
+    for (name, file, source) in crate::commands::templates::BUILTINS {
+        if out.iter().all(|t| t.plan.name != *name)
             && let Ok(plan) = weft_core::load::load_str(source, file, None, &*app.tools)
         {
             out.push(SharedTemplate {
@@ -153,6 +154,7 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ServerOptions {
         listen: args.listen,
         body_limit: args.body_limit,
+        llm_matcher: !app.config.llm.is_empty(),
         worker: WorkerOptions {
             concurrency: app.concurrency(args.concurrency),
             ..WorkerOptions::default()
