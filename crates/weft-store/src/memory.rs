@@ -1,7 +1,7 @@
 //! The memory the `memory.*` tools keep: per tenant, namespaced key/value entries that outlive
 //! runs. A small trait of its own, like the server's tables, so the engine never sees it and
-//! every backend implements the same contract (SQLite in `sqlite_memory.rs`; PostgreSQL
-//! mirrors `migrations/sqlite/0003_memory.sql`).
+//! every backend implements the same contract (SQLite in `sqlite_memory.rs`, PostgreSQL in
+//! `postgres_memory.rs`; the same table, `0003_memory.sql`).
 
 use async_trait::async_trait;
 use serde::Serialize;

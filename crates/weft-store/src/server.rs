@@ -3,7 +3,7 @@
 //!
 //! These are separate small traits so the engine never sees them (it knows nothing of
 //! tenants' keys), and so every backend implements the same contract: SQLite in
-//! `sqlite_server.rs`, PostgreSQL mirroring the tables of `migrations/sqlite/0002_server.sql`.
+//! `sqlite_server.rs`, PostgreSQL in `postgres_server.rs` (the same tables, `0002_server.sql`).
 //! Secrets are never stored: keys and tickets arrive here already hashed (SHA-256, hex).
 
 use async_trait::async_trait;
@@ -15,6 +15,8 @@ use crate::{Event, Result, Store};
 pub struct Tenant {
     pub name: String,
     pub created_at: i64,
+    /// Most of the tenant's tasks running at once across every worker; `None`: no cap.
+    pub max_concurrent_tasks: Option<u32>,
 }
 
 /// An API key as stored: its hash, never the key.
@@ -67,6 +69,9 @@ pub trait AuthStore: Send + Sync {
     /// Creates a tenant; `false` if one with this name exists.
     async fn create_tenant(&self, name: &str) -> Result<bool>;
     async fn tenants(&self) -> Result<Vec<Tenant>>;
+    /// Sets (or with `None` lifts) a tenant's cap on running tasks, which every worker's claim
+    /// honours; `false` if there is no such tenant.
+    async fn set_tenant_max_concurrent_tasks(&self, name: &str, max: Option<u32>) -> Result<bool>;
     async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
     async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
     /// Revokes a key of `tenant` by id; `false` if there is no such live key.
@@ -112,6 +117,8 @@ pub trait ServerStore:
     + TemplateStore
     + EventFeed
     + crate::secrets::SecretsAudit
+    + crate::tokens::TaskTokenStore
+    + crate::memory::MemoryStore
     + crate::schedules::ScheduleStore
 {
 }
@@ -121,6 +128,8 @@ impl<
         + TemplateStore
         + EventFeed
         + crate::secrets::SecretsAudit
+        + crate::tokens::TaskTokenStore
+        + crate::memory::MemoryStore
         + crate::schedules::ScheduleStore,
 > ServerStore for T
 {

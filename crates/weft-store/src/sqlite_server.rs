@@ -46,17 +46,30 @@ impl AuthStore for SqliteStore {
     }
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
-        let rows = sqlx::query("SELECT name, created_at FROM tenants ORDER BY created_at, name")
-            .fetch_all(&self.reader)
-            .await?;
+        let rows = sqlx::query(
+            "SELECT name, created_at, max_concurrent_tasks FROM tenants ORDER BY created_at, name",
+        )
+        .fetch_all(&self.reader)
+        .await?;
         rows.iter()
             .map(|r| {
+                let cap: Option<i64> = r.try_get("max_concurrent_tasks")?;
                 Ok(Tenant {
                     name: r.try_get("name")?,
                     created_at: r.try_get("created_at")?,
+                    max_concurrent_tasks: cap.map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)),
                 })
             })
             .collect()
+    }
+
+    async fn set_tenant_max_concurrent_tasks(&self, name: &str, max: Option<u32>) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET max_concurrent_tasks = ? WHERE name = ?")
+            .bind(max.map(i64::from))
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     async fn insert_api_key(&self, key: &ApiKey) -> Result<()> {

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use weft_store::Store;
 use weft_store::conformance::Fixture;
+use weft_store::conformance_server::ServerFixture;
 use weft_store::postgres::{PgStore, testing};
+use weft_store::server::ServerStore;
 
 struct Postgres {
     store: Arc<PgStore>,
@@ -26,6 +28,12 @@ impl Fixture for Postgres {
     }
 }
 
+impl ServerFixture for Postgres {
+    fn server_store(&self) -> Arc<dyn ServerStore> {
+        self.store.clone()
+    }
+}
+
 async fn fixture() -> Option<Postgres> {
     let server = testing::server_url().await?;
     let (name, url) = testing::create_database(&server)
@@ -40,6 +48,8 @@ async fn fixture() -> Option<Postgres> {
 }
 
 weft_store::conformance_tests!(fixture);
+weft_store::server_conformance_tests!(fixture);
+weft_store::usage_conformance_tests!(fixture);
 
 /// Several processes starting at once all migrate the same fresh database without errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -69,4 +79,19 @@ async fn concurrent_opens_migrate_once() {
         s.close().await;
     }
     testing::drop_database(&server, &name).await.expect("drop");
+}
+
+#[tokio::test]
+async fn task_tokens_live_only_while_their_attempt_runs() {
+    let Some(fixture) = fixture().await else {
+        return;
+    };
+    let store = fixture.store.clone();
+    weft_store::conformance::task_tokens_live_only_while_their_attempt_runs(
+        store.clone(),
+        store.clone(),
+        store,
+    )
+    .await;
+    fixture.teardown().await;
 }

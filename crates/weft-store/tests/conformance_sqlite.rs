@@ -4,10 +4,12 @@ use std::sync::Arc;
 
 use weft_store::Store;
 use weft_store::conformance::Fixture;
+use weft_store::conformance_server::ServerFixture;
+use weft_store::server::ServerStore;
 use weft_store::sqlite::{Durability, SqliteStore};
 
 struct Sqlite {
-    store: Arc<dyn Store>,
+    store: Arc<SqliteStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -16,6 +18,12 @@ impl Fixture for Sqlite {
         self.store.clone()
     }
     async fn teardown(self) {}
+}
+
+impl ServerFixture for Sqlite {
+    fn server_store(&self) -> Arc<dyn ServerStore> {
+        self.store.clone()
+    }
 }
 
 async fn fixture() -> Option<Sqlite> {
@@ -30,3 +38,21 @@ async fn fixture() -> Option<Sqlite> {
 }
 
 weft_store::conformance_tests!(fixture);
+weft_store::server_conformance_tests!(fixture);
+weft_store::usage_conformance_tests!(fixture);
+
+#[tokio::test]
+async fn task_tokens_live_only_while_their_attempt_runs() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+            .await
+            .expect("open SQLite"),
+    );
+    weft_store::conformance::task_tokens_live_only_while_their_attempt_runs(
+        store.clone(),
+        store.clone(),
+        store,
+    )
+    .await;
+}

@@ -29,6 +29,8 @@ pub struct Config {
     pub db: Option<String>,
     /// Most tool calls in flight at once (default 5).
     pub concurrency: Option<usize>,
+    /// Most tasks running at once in the whole store, across every worker (default: no cap).
+    pub max_concurrent_tasks: Option<u32>,
     /// `full` (default) or `relaxed`.
     pub durability: Option<String>,
     /// Folders searched for templates by name, besides `./templates`.
@@ -206,3 +208,8 @@ impl App {
         flag.or(self.config.concurrency).unwrap_or(5).max(1)
     }
 }
+
+    /// The global cap on running tasks: the flag, else `max_concurrent_tasks` in weft.toml.
+    pub fn max_concurrent_tasks(&self, flag: Option<u32>) -> Option<u32> {
+        flag.or(self.config.max_concurrent_tasks).map(|n| n.max(1))
+    }

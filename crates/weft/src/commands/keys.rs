@@ -3,8 +3,6 @@
 
 use std::process::ExitCode;
 
-use weft_store::server::AuthStore;
-
 use crate::app::{App, usage};
 use crate::commands::print_json;
 

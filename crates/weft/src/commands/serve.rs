@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, WorkerOptions};
 use weft_server::{Server, ServerOptions, SharedTemplate};
-use weft_store::server::AuthStore;
+use weft_store::server::ServerStore;
 use weft_store::sqlite::{Durability, SqliteStore};
 
 use crate::app::{App, usage};
@@ -30,34 +30,56 @@ pub struct ServeArgs {
     /// Most tool calls in flight at once (default 5, or `concurrency` in weft.toml).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Most tasks running at once in the whole store, across every worker on every machine
+    /// (default: no cap, or `max_concurrent_tasks` in weft.toml).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_tasks: Option<u32>,
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
 }
 
-/// Opens the store as the server needs it: with tenants, keys and templates.
-pub async fn server_store(app: &App) -> anyhow::Result<Arc<SqliteStore>> {
-    if let Some(db) = &app.global.db
-        && (db.starts_with("postgres://") || db.starts_with("postgresql://"))
-    {
-        return Err(usage(
-            "`weft serve` runs on a SQLite store in this build; use a SQLite file path",
-        ));
-    }
-    let durability = match app
-        .global
-        .durability
-        .as_deref()
-        .or(app.config.durability.as_deref())
-    {
-        Some("relaxed") => Durability::Relaxed,
-        _ => Durability::Full,
+/// Opens the store as the server needs it (with tenants, keys, templates and memory), SQLite
+/// or PostgreSQL, and points the memory tools at it.
+pub async fn server_store(app: &App) -> anyhow::Result<Arc<dyn ServerStore>> {
+    let store: Arc<dyn ServerStore> = if let Some(url) = app.postgres_url() {
+        Arc::new(
+            weft_store::postgres::PgStore::open(&url)
+                .await
+                .context("cannot open the PostgreSQL store")?,
+        )
+    } else {
+        let durability = match app
+            .global
+            .durability
+            .as_deref()
+            .or(app.config.durability.as_deref())
+        {
+            Some("relaxed") => Durability::Relaxed,
+            _ => Durability::Full,
+        };
+        let path = app.db_path();
+        let store = SqliteStore::open(&path, durability)
+            .await
+            .with_context(|| format!("cannot open the store at {}", path.display()))?;
+        Arc::new(store)
     };
-    let path = app.db_path();
-    let store = SqliteStore::open(&path, durability)
-        .await
-        .with_context(|| format!("cannot open the store at {}", path.display()))?;
-    Ok(Arc::new(store))
+    app.memory.attach(store.clone());
+    Ok(store)
+}
+
+/// Where `serve` keeps the first admin key: beside a SQLite file, in `.weft/` for PostgreSQL.
+fn admin_key_path(app: &App) -> PathBuf {
+    let dir = if app.postgres_url().is_some() {
+        PathBuf::from(".weft")
+    } else {
+        app.db_path()
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .to_path_buf()
+    };
+    dir.join("admin.key")
 }
 
 /// Templates every tenant may run: the folders' valid templates, then the built-ins.
@@ -126,19 +148,14 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With no tenant yet, creates `default` and puts its admin key in a file.
-async fn bootstrap(app: &App, store: &SqliteStore) -> anyhow::Result<()> {
-    if !store.tenants().await?.is_empty() {
+/// With no tenant yet, creates `default` and puts its admin key in a file. Of several servers
+/// starting at once on one PostgreSQL, only the one whose insert wins writes a key.
+async fn bootstrap(app: &App, store: &dyn ServerStore) -> anyhow::Result<()> {
+    if !store.tenants().await?.is_empty() || !store.create_tenant("default").await? {
         return Ok(());
     }
-    store.create_tenant("default").await?;
     let (_, secret) = weft_server::auth::create_key(store, "default", "admin").await?;
-    let path = app
-        .db_path()
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."))
-        .join("admin.key");
+    let path = admin_key_path(app);
     write_secret(&path, &secret)?;
     eprintln!(
         "created tenant `default`; its admin API key is in {} (readable by you only)",
@@ -149,7 +166,7 @@ async fn bootstrap(app: &App, store: &SqliteStore) -> anyhow::Result<()> {
 
 pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = server_store(app).await?;
-    bootstrap(app, &store).await?;
+    bootstrap(app, store.as_ref()).await?;
     let engine = Engine::new(store.clone(), app.tools.clone());
     let options = ServerOptions {
         listen: args.listen,
@@ -157,6 +174,7 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         llm_matcher: !app.config.llm.is_empty(),
         worker: WorkerOptions {
             concurrency: app.concurrency(args.concurrency),
+            max_concurrent_tasks: app.max_concurrent_tasks(args.max_concurrent_tasks),
             ..WorkerOptions::default()
         },
         ..ServerOptions::default()

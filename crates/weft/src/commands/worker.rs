@@ -19,6 +19,10 @@ pub struct WorkerArgs {
     /// weft.toml).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// Most tasks running at once in the whole store, across every worker on every machine
+    /// (default: no cap, or `max_concurrent_tasks` in weft.toml).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent_tasks: Option<u32>,
     /// How long a task's lease lasts without a heartbeat (heartbeats come every third of it);
     /// a worker that dies loses its tasks to others after this long.
     #[arg(long, env = "WEFT_LEASE", default_value = "30s", value_parser = weft_core::duration::parse)]
@@ -69,6 +73,7 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         engine.store().describe(),
         app.concurrency(args.concurrency),
         weft_core::duration::format(args.lease)
+        max_concurrent_tasks: app.max_concurrent_tasks(args.max_concurrent_tasks),
     );
     let shutdown = CancellationToken::new();
     let exporter = metrics.map(|listener| {
