@@ -14,6 +14,7 @@ use serde_json::Value;
 
 pub mod conformance;
 pub mod conformance_server;
+pub mod conformance_usage;
 pub mod memory;
 pub mod postgres;
 mod postgres_memory;
