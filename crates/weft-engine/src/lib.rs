@@ -24,6 +24,7 @@ pub mod intent;
 pub mod schedule;
 pub mod scrub;
 pub mod secrets;
+pub mod spans;
 pub mod telemetry;
 pub mod tokens;
 mod waits;

@@ -219,6 +219,8 @@ impl Store for Observed {
 struct Seen {
     /// Run id -> (template, when it started): from the runs the transaction inserted or locked.
     runs: HashMap<String, (String, Option<i64>)>,
+    /// Run id -> tenant, for the run's trace span.
+    tenants: HashMap<String, String>,
     /// (run id, step id) -> tool.
     tools: HashMap<(String, String), String>,
     events: Vec<NewEvent>,
@@ -305,6 +307,28 @@ impl Seen {
                 if let Some(ms) = duration_ms {
                     metrics::histogram!(names::RUN_DURATION, "template" => template.clone(), "status" => status)
                         .record(seconds(ms));
+                }
+                if let Some(start_ms) = started
+                    && crate::spans::enabled()
+                {
+                    crate::spans::record(crate::spans::SpanRecord {
+                        kind: crate::spans::SpanKind::Run,
+                        run_id: run_id.to_string(),
+                        tenant: self.tenants.get(run_id).cloned().unwrap_or_default(),
+                        template: template.clone(),
+                        step_id: None,
+                        item: None,
+                        attempt: None,
+                        tool: None,
+                        start_ms,
+                        end_ms: now.max(start_ms),
+                        error: e
+                            .data
+                            .get("error")
+                            .and_then(Value::as_str)
+                            .map(str::to_string),
+                        status: status.to_string(),
+                    });
                 }
                 let duration_ms = duration_ms.unwrap_or(-1);
                 match status {
@@ -422,6 +446,7 @@ impl Tx for ObservedTx {
         self.seen
             .runs
             .insert(run.id.clone(), (run.template.clone(), started));
+        self.seen.tenants.insert(run.id.clone(), run.tenant.clone());
         Ok(())
     }
     async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>> {
@@ -436,6 +461,7 @@ impl Tx for ObservedTx {
             self.seen
                 .runs
                 .insert(run.id.clone(), (run.template.clone(), since));
+            self.seen.tenants.insert(run.id.clone(), run.tenant.clone());
         }
         Ok(run)
     }

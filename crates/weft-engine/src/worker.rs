@@ -160,6 +160,8 @@ impl Worker {
 
         // Results whose commit failed on a transient error, tried again next turn.
         let mut carry: Vec<Completion> = Vec::new();
+        // When each in-flight task was claimed, for its step-attempt span (only with a sink).
+        let mut claimed_at: HashMap<i64, (i64, String)> = HashMap::new();
 
         // This process on record (`weft status`, `weft_workers_alive`), beating every third
         // of a lease until the worker stops.
@@ -270,7 +272,12 @@ impl Worker {
             )
             .await;
             let outcome = match result {
-                Ok(o) => o,
+                Ok(o) => {
+                    if crate::spans::enabled() {
+                        record_attempt_spans(&engine, &kept, &mut claimed_at);
+                    }
+                    o
+                }
                 Err(e) => {
                     // A transient failure (a lost connection, a deadlock) keeps the results
                     // for the next turn; fencing refuses any whose lease lapsed meanwhile.
@@ -308,6 +315,9 @@ impl Worker {
             look_for_work = claim_now && outcome.claimed.len() == free;
             let mut tokens = outcome.tokens;
             for task in outcome.claimed {
+                if crate::spans::enabled() {
+                    claimed_at.insert(task.id, (wall_ms(), task.tool.clone()));
+                }
                 // Not a child of `shutdown`: a graceful stop lets running calls finish.
                 let cancel = CancellationToken::new();
                 in_flight.insert(
@@ -747,24 +757,86 @@ async fn attempt(
         usage,
         task_token: token.map(|t| weft_tools::TaskToken::new(t, engine.api_url())),
     };
+    let started_ms = wall_ms();
     let call = tool.call(task.input.clone(), &ctx);
     let result = match timeout {
         Some(limit) => match tokio::time::timeout(limit, call).await {
-            Ok(r) => r,
+            Ok(r) => r.map_err(|e| Failure {
+                transient: e.is_transient(),
+                message: e.to_string(),
+                reason: "error",
+            }),
             Err(_) => {
                 cancel.cancel();
-                return Err(Failure {
+                Err(Failure {
                     message: format!("timed out after {}", weft_core::duration::format(limit)),
                     transient: true,
                     reason: "timeout",
-                });
+                })
             }
         },
-        None => call.await,
+        None => call.await.map_err(|e| Failure {
+            transient: e.is_transient(),
+            message: e.to_string(),
+            reason: "error",
+        }),
     };
-    result.map_err(|e| Failure {
-        transient: e.is_transient(),
-        message: e.to_string(),
-        reason: "error",
-    })
+    if crate::spans::enabled() {
+        crate::spans::record(crate::spans::SpanRecord {
+            kind: crate::spans::SpanKind::ToolCall,
+            run_id: task.run_id.clone(),
+            tenant: task.tenant.clone(),
+            template: run.template.clone(),
+            step_id: Some(task.step_id.clone()),
+            item: task.item,
+            attempt: Some(task.attempt),
+            tool: Some(task.tool.clone()),
+            start_ms: started_ms,
+            end_ms: wall_ms(),
+            error: result.as_ref().err().map(|f| f.message.clone()),
+            status: match &result {
+                Ok(_) => "succeeded".into(),
+                Err(f) => f.reason.to_string(),
+            },
+        });
+    }
+    result
+}
+
+/// Step-attempt spans for results a turn committed: from each task's claim to now.
+fn record_attempt_spans(
+    engine: &Engine,
+    committed: &[Completion],
+    claimed_at: &mut HashMap<i64, (i64, String)>,
+) {
+    let now = wall_ms();
+    for c in committed {
+        let Some((start_ms, tool)) = claimed_at.remove(&c.task_id) else {
+            continue;
+        };
+        let run = engine
+            .inner
+            .runs
+            .lock()
+            .ok()
+            .and_then(|runs| runs.get(&c.run_id).cloned());
+        crate::spans::record(crate::spans::SpanRecord {
+            kind: crate::spans::SpanKind::StepAttempt,
+            run_id: c.run_id.clone(),
+            tenant: c.tenant.clone(),
+            template: run.map(|r| r.template.clone()).unwrap_or_default(),
+            step_id: Some(c.step_id.clone()),
+            item: c.item,
+            attempt: Some(c.attempt),
+            tool: Some(tool),
+            start_ms,
+            end_ms: now.max(start_ms),
+            error: c.result.as_ref().err().map(|f| f.message.clone()),
+            status: match &c.result {
+                Ok(_) => "succeeded".into(),
+                Err(f) if f.transient && c.attempt < c.max_attempts => "retrying".into(),
+                Err(_) => "failed".into(),
+            },
+        });
+    }
 }

@@ -35,6 +35,33 @@ async fn every_route_hides_other_tenants_records() {
     )
     .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
+    // An image of alpha's run in the artifact store, readable by alpha only.
+    let png = b"\x89PNG\r\n\x1a\nalpha-canary-image".to_vec();
+    let artifact = h
+        .server
+        .state()
+        .artifacts
+        .as_ref()
+        .expect("artifact store")
+        .put("alpha", &run, png.clone(), "image/png")
+        .await
+        .expect("put artifact")
+        .id;
+    let r = call(
+        &h,
+        "GET",
+        &format!("/v1/runs/{run}/artifacts"),
+        Some(&h.key_a),
+        None,
+    )
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.body["artifacts"][0]["id"],
+        artifact.as_str(),
+        "{:?}",
+        r.body
+    );
 
     // Routes that name a record: beta's answer for alpha's id must equal the answer for an id
     // that exists nowhere, apart from the id itself.
@@ -46,6 +73,8 @@ async fn every_route_hides_other_tenants_records() {
         ("get", "/v1/runs/{id}/events"),
         ("get", "/v1/templates/{name}"),
         ("delete", "/v1/secrets/{name}"),
+        ("get", "/v1/artifacts/{id}"),
+        ("get", "/v1/runs/{id}/artifacts"),
     ];
     // Routes without an id: each has its own check below.
     let collections: &[(&str, &str)] = &[
@@ -59,6 +88,17 @@ async fn every_route_hides_other_tenants_records() {
     ];
     // Routes that hold no tenant's records.
     let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics")];
+    // Task callbacks take a task token, which belongs to one task of one tenant; an API key
+    // (of any tenant) is refused before anything is looked up. Every token class, and another
+    // tenant's secret, is checked in crates/weft/tests/task_tokens.rs.
+    let task_routes: &[(&str, &str)] = &[
+        ("get", "/v1/task/secrets/{name}"),
+        ("post", "/v1/task/progress"),
+        ("post", "/v1/task/artifacts"),
+        ("get", "/v1/task/memory/{namespace}/{key}"),
+        ("put", "/v1/task/memory/{namespace}/{key}"),
+        ("post", "/v1/task/token/renew"),
+    ];
 
     let doc = serde_json::to_value(h.server.openapi()).unwrap();
     let mut routes = BTreeSet::new();
@@ -73,6 +113,7 @@ async fn every_route_hides_other_tenants_records() {
         .iter()
         .chain(collections)
         .chain(public)
+        .chain(task_routes)
         .map(|(m, p)| (m.to_string(), p.to_string()))
         .collect();
     assert_eq!(
@@ -83,6 +124,8 @@ async fn every_route_hides_other_tenants_records() {
     for (method, path) in by_id {
         let (theirs, missing) = if path.starts_with("/v1/secrets") {
             ("ALPHA_TOKEN", "NO_SUCH_SECRET")
+        } else if path.starts_with("/v1/artifacts") {
+            (artifact.as_str(), "00000000000000000000000000000000.png")
         } else if path.contains("{name}") {
             ("secret-plan", "no-such-plan")
         } else {
@@ -114,6 +157,16 @@ async fn every_route_hides_other_tenants_records() {
             "{method} {path}: {:?} vs {:?}",
             foreign.body, absent.body
         );
+    }
+
+    for (method, path) in task_routes {
+        let path = path
+            .replace("{name}", "ALPHA_TOKEN")
+            .replace("{namespace}", "n")
+            .replace("{key}", "k");
+        let r = call(&h, &method.to_uppercase(), &path, beta, None).await;
+        assert_eq!(r.status, 401, "{method} {path}: {:?}", r.body);
+        assert_eq!(r.body["code"], "WEFT-E231", "{method} {path}");
     }
 
     // Alpha's run was not touched by beta's cancel.

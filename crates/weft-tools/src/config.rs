@@ -136,6 +136,9 @@ pub struct HttpConfig {
     /// elsewhere drops them), win over a step's header of the same name, and are never part
     /// of a step's input or output.
     pub headers: BTreeMap<String, BTreeMap<String, String>>,
+    /// Hosts (`name` or `name:port`) that get the task's token as `Authorization: Bearer`:
+    /// weft itself, or a service that calls weft back for the task. No other host sees it.
+    pub send_task_token: Vec<String>,
 }
 
 impl Default for HttpConfig {
@@ -146,6 +149,7 @@ impl Default for HttpConfig {
             timeout_secs: 30,
             max_redirects: 5,
             headers: BTreeMap::new(),
+            send_task_token: Vec::new(),
         }
     }
 }

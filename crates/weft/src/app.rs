@@ -48,6 +48,9 @@ pub struct Config {
     pub browser: weft_tools::browser::BrowserConfig,
     /// `[places]`: the provider behind `places.search` (Google Places or Overpass).
     pub places: weft_tools::builtin::places::PlacesConfig,
+    /// The URL tools call weft back at with their task token (`WEFT_API_URL`); default: the
+    /// address `weft serve` listens on. Set it for `weft worker` processes.
+    pub api_url: Option<String>,
 }
 
 impl Config {
@@ -102,6 +105,8 @@ pub struct App {
     pub tools: Arc<Registry>,
     /// The memory tools' way to the store, filled when the store opens.
     pub memory: crate::memory::StoreMemory,
+    /// Where the `artifacts` hook stores images (`weft serve` serves them).
+    pub artifacts: weft_tools::artifacts::ArtifactStore,
 }
 
 impl App {
@@ -117,16 +122,15 @@ impl App {
             places: config.places.clone(),
         };
         let mut registry = Registry::with_builtins(&tools_config);
-        weft_tools::config::register_configured(&mut registry, &tools_config).map_err(
-            |problems| {
+        let artifacts = weft_tools::config::register_configured(&mut registry, &tools_config)
+            .map_err(|problems| {
                 let where_ = global
                     .config
                     .as_deref()
                     .map(|p| p.display().to_string())
                     .unwrap_or_else(|| "weft.toml".into());
                 usage(format!("{where_}: {}", problems.join("\n")))
-            },
-        )?;
+            })?;
         let memory = crate::memory::StoreMemory::default();
         weft_tools::memory::register(&mut registry, Arc::new(memory.clone()));
         Ok(App {
@@ -134,6 +138,7 @@ impl App {
             global,
             tools: Arc::new(registry),
             memory,
+            artifacts,
         })
     }
 
@@ -201,15 +206,20 @@ impl App {
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
-        Ok(Engine::new(self.store().await?, self.tools.clone()))
+        let engine = Engine::new(self.store().await?, self.tools.clone());
+        engine.set_templates(Arc::new(crate::folders::Folders::new(
+            &self.config.templates,
+            self.tools.clone(),
+        )));
+        Ok(engine)
     }
 
     pub fn concurrency(&self, flag: Option<usize>) -> usize {
         flag.or(self.config.concurrency).unwrap_or(5).max(1)
     }
-}
 
     /// The global cap on running tasks: the flag, else `max_concurrent_tasks` in weft.toml.
     pub fn max_concurrent_tasks(&self, flag: Option<u32>) -> Option<u32> {
         flag.or(self.config.max_concurrent_tasks).map(|n| n.max(1))
     }
+}

@@ -6,6 +6,7 @@
 
 mod app;
 mod commands;
+mod folders;
 mod logging;
 mod memory;
 mod progress;

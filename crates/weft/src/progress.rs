@@ -112,6 +112,39 @@ impl View {
                 ));
             }
             "task.cache_hit" => {}
+            "approval.requested" => {
+                let item = e.item.map(|i| format!(" --item {i}")).unwrap_or_default();
+                let prompt = d["prompt"].as_str().unwrap_or("approve?");
+                let mut line = format!("⏸ [{}] {step}: {prompt}", self.position(&step));
+                if let Some(at) = d["timeout_at"].as_str() {
+                    line.push_str(&format!(" (times out {at})"));
+                }
+                line.push_str(&format!(
+                    "\n    weft runs approve {} {step}{item}   (or --reject)",
+                    e.run_id
+                ));
+                self.say(line);
+            }
+            "approval.decided" => {
+                let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                let word = if d["approved"].as_bool() == Some(true) {
+                    "approved"
+                } else {
+                    "rejected"
+                };
+                self.say(format!(
+                    "  {step}{item} {word} by {}",
+                    d["by"].as_str().unwrap_or("?")
+                ));
+            }
+            "workflow.started" => {
+                let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                self.say(format!(
+                    "  ↳ {step}{item} started run {} ({})",
+                    d["child_run"].as_str().unwrap_or("?"),
+                    d["template"].as_str().unwrap_or("?")
+                ));
+            }
             "task.progress" => {
                 if self.bar.is_none()
                     && let Some(message) = d["message"].as_str()

@@ -23,9 +23,9 @@ pub(crate) const KEYS: &[&str] = &[
 ];
 
 /// The hard cap on a per-task credential's life.
-const TOKEN_TTL_CAP: Duration = Duration::from_secs(30 * 60);
+const TOKEN_TTL_CAP: Duration = crate::plan::TokenSpec::MAX_TTL;
 /// A token's life when neither the step nor `defaults` says.
-const TOKEN_TTL_DEFAULT: Duration = Duration::from_secs(5 * 60);
+const TOKEN_TTL_DEFAULT: Duration = crate::plan::TokenSpec::DEFAULT_TTL;
 /// A step's per-attempt timeout when neither the step nor `defaults` says.
 const TIMEOUT_DEFAULT: Duration = Duration::from_secs(5 * 60);
 
@@ -111,7 +111,7 @@ impl Settings {
                 .token_scopes
                 .clone()
                 .or_else(|| defaults.token_scopes.clone())
-                .unwrap_or_default(),
+                .unwrap_or_else(crate::plan::TokenSpec::default_scopes),
         });
         Resolved {
             retry: RetryPolicy {
@@ -251,9 +251,24 @@ fn read_token(report: &mut Report, node: &Node, s: &mut Settings) {
             s.token_ttl = Some(ttl);
         }
     }
-    if let Some(scopes) = get(token, "scopes") {
-        s.token_scopes = report
-            .string_list(scopes, "`token.scopes`")
-            .map(|list| list.into_iter().map(|(s, _)| s).collect());
+    if let Some(scopes) = get(token, "scopes")
+        && let Some(list) = report.string_list(scopes, "`token.scopes`")
+    {
+        let mut kept = Vec::new();
+        for (scope, pos) in list {
+            if crate::plan::TokenSpec::valid_scope(&scope) {
+                kept.push(scope);
+            } else {
+                report.at(
+                    pos,
+                    Code::InvalidValue,
+                    format!(
+                        "unknown token scope `{scope}`; scopes are `progress`, \
+                         `artifacts:write`, `memory:read`, `memory:write` and `secret:NAME`"
+                    ),
+                );
+            }
+        }
+        s.token_scopes = Some(kept);
     }
 }

@@ -3,7 +3,8 @@
 //! The child gets a small, predictable environment rather than the worker's: `PATH`, `HOME`,
 //! `LANG`, `LC_ALL`, `TMPDIR` and `TZ` pass through, then the step's `env`, then `WEFT_RUN_ID`,
 //! `WEFT_STEP_ID`, `WEFT_ITEM_INDEX` (for a `for_each` item), `WEFT_ATTEMPT` and
-//! `WEFT_IDEMPOTENCY_KEY`, so a skill can dedupe its side effects across retries.
+//! `WEFT_IDEMPOTENCY_KEY`, so a skill can dedupe its side effects across retries, and the
+//! attempt's `WEFT_TASK_TOKEN` with `WEFT_API_URL` when it has one, to call weft back.
 //!
 //! `stdin` is always written as JSON (a string input arrives quoted, `"like this"`); without
 //! `stdin` the child's stdin is empty. The child runs in its own process group, which is
@@ -136,6 +137,12 @@ impl Tool for Command {
             .env("WEFT_IDEMPOTENCY_KEY", &ctx.idempotency_key);
         if let Some(index) = ctx.item_index {
             command.env("WEFT_ITEM_INDEX", index.to_string());
+        }
+        if let Some(token) = &ctx.task_token {
+            command.env("WEFT_TASK_TOKEN", token.secret());
+            if let Some(url) = token.api_url() {
+                command.env("WEFT_API_URL", url);
+            }
         }
         if let Some(cwd) = working_dir(input.cwd.as_deref(), ctx) {
             command.current_dir(cwd);

@@ -94,13 +94,14 @@ impl Http {
             .map_err(|error| Error::Failed(format!("http: cannot build the HTTP client: {error}")))
     }
 
-    async fn fetch(&self, mut request: Request) -> Result<Value> {
+    async fn fetch(&self, mut request: Request, token: Option<&crate::TaskToken>) -> Result<Value> {
         let clients = self.clients()?;
         let mut hops = 0;
         loop {
             let client = self.client_for(clients, &request.url)?;
             let mut headers = request.headers.clone();
             self.add_configured_headers(&request.url, &mut headers)?;
+            self.add_task_token(&request.url, token, &mut headers);
             let mut builder = client
                 .request(request.method.clone(), request.url.clone())
                 .headers(headers);
@@ -158,6 +159,28 @@ impl Http {
             }
         }
         Ok(())
+    }
+
+    /// Adds `Authorization: Bearer <task token>` when this hop's host is listed in
+    /// `[http] send_task_token`; per hop, so a redirect to another host never carries it.
+    fn add_task_token(&self, url: &Url, token: Option<&crate::TaskToken>, headers: &mut HeaderMap) {
+        let Some(token) = token else {
+            return;
+        };
+        let host = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let with_port = format!("{host}:{}", url.port_or_known_default().unwrap_or(0));
+        let listed = self.config.send_task_token.iter().any(|pattern| {
+            let pattern = pattern.trim().to_ascii_lowercase();
+            pattern == host || pattern == bare || pattern == with_port
+        });
+        if !listed {
+            return;
+        }
+        if let Ok(mut value) = HeaderValue::from_str(&format!("Bearer {}", token.secret())) {
+            value.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+        }
     }
 
     /// Picks the client for a hop, refusing IP literals here (no resolver sees them).
@@ -297,7 +320,7 @@ impl Tool for Http {
         let request = build_request(input)?;
         let what = format!("{} {}", request.method, request.url);
         tokio::select! {
-            result = tokio::time::timeout(timeout, self.fetch(request)) => match result {
+            result = tokio::time::timeout(timeout, self.fetch(request, ctx.task_token.as_ref())) => match result {
                 Ok(result) => result,
                 Err(_) => Err(Error::Failed(format!(
                     "http: {what} timed out after {}", humantime::format_duration(timeout)

@@ -78,10 +78,12 @@ pub(crate) trait Connection: Send + Sync {
     async fn list_tools(&self) -> Result<Vec<ToolInfo>, CallError>;
     /// Calls a tool; the answer is the `CallToolResult` as JSON (`content`, `structuredContent`,
     /// `isError`).
+    /// `meta` goes into the request's `_meta` (the task token, for servers that call back).
     async fn call_tool(
         &self,
         name: &str,
         arguments: Map<String, Value>,
+        meta: Map<String, Value>,
         progress: Progress,
     ) -> Result<Value, CallError>;
     /// Whether the transport is known to be closed already.
@@ -255,6 +257,7 @@ impl Connection for Rmcp {
         &self,
         name: &str,
         arguments: Map<String, Value>,
+        meta: Map<String, Value>,
         progress: Progress,
     ) -> Result<Value, CallError> {
         if self.probe {
@@ -268,7 +271,14 @@ impl Connection for Rmcp {
                 }
             }
         }
-        let params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        let mut params = CallToolRequestParams::new(name.to_string()).with_arguments(arguments);
+        if !meta.is_empty() {
+            let mut object = rmcp::model::RequestMetaObject::new();
+            for (key, value) in meta {
+                object.insert(key, value);
+            }
+            params.meta = Some(object);
+        }
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(params));
         let handle = self
             .service

@@ -183,9 +183,20 @@ impl McpServer {
         ctx: &Context,
     ) -> Result<Value> {
         let mut last = String::new();
+        // The task token travels in `_meta`, never in the arguments (which are recorded).
+        let mut meta = Map::new();
+        if let Some(token) = &ctx.task_token {
+            meta.insert(
+                "dev.weft/taskToken".into(),
+                Value::String(token.secret().into()),
+            );
+            if let Some(url) = token.api_url() {
+                meta.insert("dev.weft/apiUrl".into(), Value::String(url.into()));
+            }
+        }
         for attempt in 0..2 {
             let conn = self.connection().await?;
-            let call = conn.call_tool(tool, arguments.clone(), ctx.progress.clone());
+            let call = conn.call_tool(tool, arguments.clone(), meta.clone(), ctx.progress.clone());
             let answer = tokio::select! {
                 answer = call => answer,
                 () = ctx.cancel.cancelled() => return Err(Error::Cancelled),

@@ -10,6 +10,7 @@ mod ask;
 mod audit;
 mod keys;
 mod migrate;
+mod plan;
 mod run;
 mod runs;
 mod runs_follow;
@@ -42,6 +43,9 @@ pub enum Command {
     Ask(ask::AskArgs),
     /// Run a template (a file, or a name from ./templates or the built-ins) to its end.
     Run(run::RunArgs),
+    /// Show a template's step graph and each step's input as far as it is known before a
+    /// run (values that depend only on the inputs are resolved; the rest shown as written).
+    Plan(plan::PlanArgs),
     /// Check templates without running them; every problem as FILE:LINE:COL: CODE: message.
     Validate(validate::ValidateArgs),
     /// Run tasks of every run in the store until stopped (SIGTERM finishes or hands back
@@ -88,6 +92,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Ask(args) => ask::ask(&app, args).await,
         Command::Run(args) => run::run(&app, args).await,
+        Command::Plan(args) => plan::plan(&app, args).await,
         Command::Validate(args) => validate::validate(&app, args).await,
         Command::Runs(cmd) => runs::runs(&app, cmd).await,
         Command::Worker(args) => worker::worker(&app, args).await,

@@ -196,8 +196,16 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         eprintln!("stopping: no new requests or tasks; running ones get the grace period");
         stop.cancel();
     });
+    let secret_box = crate::commands::secrets::secret_box(app)?;
+    // Task tokens: tools call back to `api_url` (default: where this server listens), and
+    // what a task leaves behind is scrubbed of the secrets it may read.
+    if let Some(url) = &app.config.api_url {
+        engine.set_api_url(url.trim_end_matches('/'));
+    }
+    engine.set_secret_access(store.clone(), secret_box.clone());
     let server = Server::new(store, engine, options, shared)
-        .with_secret_box(crate::commands::secrets::secret_box(app)?);
+        .with_secret_box(secret_box)
+        .with_artifacts(app.artifacts.clone());
     server.run(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -53,10 +53,21 @@ pub fn builtin(name: &str) -> Option<(&'static str, &'static str)> {
 pub enum TemplatesCommand {
     /// Every template weft can find, with its version and where it comes from.
     List,
+    /// One template: version, digest, inputs, steps and actions (`--yaml`: its source).
+    Show {
+        /// NAME or NAME@VERSION (a name in ./templates, the configured folders or the
+        /// built-ins), or a file.
+        name: String,
+        /// Print the template's YAML source only.
+        #[arg(long)]
+        yaml: bool,
+    },
 }
 
 pub fn templates(app: &App, cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
-    let TemplatesCommand::List = cmd;
+    if let TemplatesCommand::Show { name, yaml } = cmd {
+        return show(app, &name, yaml);
+    }
     let mut dirs = vec![PathBuf::from("templates")];
     dirs.extend(app.config.templates.iter().cloned());
     let mut rows = Vec::new();
@@ -114,6 +125,125 @@ pub fn templates(app: &App, cmd: TemplatesCommand) -> anyhow::Result<ExitCode> {
                 format!("INVALID ({} problems; run weft validate)", r["problems"])
             }
         );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn show(app: &App, spec: &str, yaml: bool) -> anyhow::Result<ExitCode> {
+    let (plan, source) = if spec.ends_with(".yaml") || spec.ends_with(".yml") {
+        let (plan, _) = crate::commands::run::resolve_template(app, spec)?;
+        (plan, spec.to_string())
+    } else {
+        let (name, version) = match spec.split_once('@') {
+            Some((n, v)) => (n, Some(v)),
+            None => (spec, None),
+        };
+        let folders = crate::folders::Folders::new(&app.config.templates, app.tools.clone());
+        let (plan, _) = folders.load(name, version).map_err(crate::app::usage)?;
+        let file = plan.file.clone();
+        (plan, file)
+    };
+    if yaml {
+        print!("{}", plan.source);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let inputs: Vec<serde_json::Value> = plan
+        .inputs
+        .iter()
+        .map(|(n, i)| {
+            serde_json::json!({"name": n, "type": i.ty, "required": i.required,
+                "default": i.default, "description": i.description})
+        })
+        .collect();
+    let steps: Vec<serde_json::Value> = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let kind = match &s.kind {
+                weft_core::plan::StepKind::Tool(t) => format!("tool {t}"),
+                weft_core::plan::StepKind::Approval(_) => "approval".into(),
+                weft_core::plan::StepKind::Workflow(_) => "workflow".into(),
+            };
+            serde_json::json!({"id": s.id, "kind": kind,
+                "needs": s.needs.iter().map(|&n| plan.steps[n].id.clone()).collect::<Vec<_>>(),
+                "for_each": s.for_each.is_some()})
+        })
+        .collect();
+    if app.global.json {
+        print_json(&serde_json::json!({
+            "name": plan.name, "version": plan.version, "digest": plan.digest,
+            "description": plan.description, "source": source, "inputs": inputs,
+            "steps": steps,
+            "actions": plan.actions.iter().map(|(n, a)| serde_json::json!({
+                "name": n, "template": a.template, "description": a.description})).collect::<Vec<_>>(),
+            "yaml": plan.source,
+        }))?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("template  {}@{}", plan.name, plan.version);
+    println!("digest    {}", plan.digest);
+    println!("source    {source}");
+    if let Some(d) = &plan.description {
+        println!("about     {}", d.trim());
+    }
+    println!("\ninputs");
+    for i in &inputs {
+        println!(
+            "  {:<16} {:<8} {}{}",
+            i["name"].as_str().unwrap_or(""),
+            i["type"].as_str().unwrap_or(""),
+            if i["required"] == true {
+                "required"
+            } else {
+                "optional"
+            },
+            i["description"]
+                .as_str()
+                .map(|d| format!(" · {d}"))
+                .unwrap_or_default()
+        );
+    }
+    println!("\nsteps");
+    for s in &steps {
+        let needs = s["needs"].as_array().map(Vec::len).unwrap_or(0);
+        println!(
+            "  {:<20} {}{}{}",
+            s["id"].as_str().unwrap_or(""),
+            s["kind"].as_str().unwrap_or(""),
+            if s["for_each"] == true {
+                " (for_each)"
+            } else {
+                ""
+            },
+            if needs > 0 {
+                format!(
+                    " needs {}",
+                    s["needs"]
+                        .as_array()
+                        .map(|a| a
+                            .iter()
+                            .filter_map(|v| v.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", "))
+                        .unwrap_or_default()
+                )
+            } else {
+                String::new()
+            }
+        );
+    }
+    if !plan.actions.is_empty() {
+        println!("\nactions");
+        for (n, a) in &plan.actions {
+            println!(
+                "  {n:<20} -> {}{}",
+                a.template,
+                a.description
+                    .as_deref()
+                    .map(|d| format!(" · {d}"))
+                    .unwrap_or_default()
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -60,10 +60,20 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let engine = app.engine().await?;
+    // Tools call back to the API at `api_url`; their outputs are scrubbed of the secrets
+    // their tokens may read (the secrets are read from the store, opened with the key).
+    if let Some(url) = &app.config.api_url {
+        engine.set_api_url(url.trim_end_matches('/'));
+    }
+    if std::env::var_os("WEFT_SECRET_KEY").is_some() || app.postgres_url().is_none() {
+        let secrets = crate::commands::audit::store(app).await?;
+        engine.set_secret_access(secrets, crate::commands::secrets::secret_box(app)?);
+    }
     let worker = engine.worker(WorkerOptions {
         concurrency: app.concurrency(args.concurrency),
         lease: args.lease,
         only_runs: None,
+        max_concurrent_tasks: app.max_concurrent_tasks(args.max_concurrent_tasks),
         poll: args.poll,
         grace: args.grace,
     });
@@ -73,7 +83,6 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         engine.store().describe(),
         app.concurrency(args.concurrency),
         weft_core::duration::format(args.lease)
-        max_concurrent_tasks: app.max_concurrent_tasks(args.max_concurrent_tasks),
     );
     let shutdown = CancellationToken::new();
     let exporter = metrics.map(|listener| {
