@@ -70,6 +70,10 @@ fn describe() {
         "weft_lease_holders",
         "Worker processes that hold at least one lease."
     );
+    metrics::describe_gauge!(
+        "weft_workers_alive",
+        "Worker processes (weft worker, serve, run) whose heartbeat row is fresh (within two leases)."
+    );
     metrics::describe_gauge!("weft_sse_streams", "Open event streams (SSE subscribers).");
     metrics::describe_counter!(
         "weft_sse_lagged_disconnects_total",
@@ -102,6 +106,10 @@ pub async fn refresh_queue_gauges(store: &dyn Store) {
             metrics::gauge!("weft_lease_holders").set(live as f64);
         }
         Err(error) => tracing::warn!(%error, "Cannot read the queue for metrics."),
+    }
+    match store.workers().await {
+        Ok(w) => metrics::gauge!("weft_workers_alive").set(w.alive().count() as f64),
+        Err(error) => tracing::warn!(%error, "Cannot read the workers for metrics."),
     }
 }
 

@@ -129,6 +129,11 @@ impl ArtifactStore {
         })
     }
 
+    /// The URL an artifact is fetched from (`url_prefix` and the id).
+    pub fn url(&self, id: &str) -> String {
+        format!("{}{id}", self.url_prefix)
+    }
+
     /// Stores `bytes` for a run and describes them.
     pub async fn put(
         &self,
@@ -152,7 +157,7 @@ impl ArtifactStore {
             .await
             .map_err(|e| Error::Failed(format!("artifacts: indexing {id}: {e}")))?;
         Ok(ArtifactRef {
-            url: format!("{}{id}", self.url_prefix),
+            url: self.url(&id),
             id,
             content_type: content_type.to_string(),
             width: size.and_then(|s| u32::try_from(s.width).ok()),
@@ -346,13 +351,15 @@ impl Hook for ArtifactsHook {
     }
 }
 
-/// Builds the store and hooks it onto the configured tool patterns.
+/// Builds the store, hooks it onto the configured tool patterns, and offers it by name to
+/// steps that write `post: [artifacts]`.
 pub fn register(
     registry: &mut Registry,
     config: &ArtifactsConfig,
 ) -> std::result::Result<ArtifactStore, String> {
     let store = ArtifactStore::from_config(config)?;
     let hook: Arc<dyn Hook> = Arc::new(ArtifactsHook::new(store.clone()));
+    registry.register_hook(hook.clone());
     for pattern in &config.tools {
         registry.add_hook(pattern.clone(), hook.clone());
     }

@@ -31,6 +31,7 @@ const STEP_KEYS: &[&str] = &[
     "token",
     "continue_on_error",
     "strategy",
+    "post",
 ];
 
 /// A step as read, before references are resolved.
@@ -54,6 +55,8 @@ pub(crate) struct Draft<'a> {
     pub as_name: String,
     pub concurrency: Option<NonZeroU32>,
     pub settings: Settings,
+    /// `post:` hooks run on the tool's output before it is recorded, in order.
+    pub post: Vec<String>,
 }
 
 /// Reads one step. `files` supplies `template_file` text and collects it into the plan.
@@ -73,6 +76,7 @@ pub(crate) fn read<'a>(report: &mut Report, node: &'a Node, files: &mut Files<'_
         as_name: "item".to_owned(),
         concurrency: None,
         settings: Settings::default(),
+        post: Vec::new(),
     };
     // The id first, so that every later message can name the step.
     let id_node = node.as_map().and_then(|entries| get(entries, "id"));
@@ -192,8 +196,56 @@ pub(crate) fn read<'a>(report: &mut Report, node: &'a Node, files: &mut Files<'_
             "`strategy: sync` applies only to tool steps",
         );
     }
+    if let Some(post) = get(entries, "post") {
+        read_post(report, post, &label, &mut draft);
+    }
     debug_assert!(settings::KEYS.iter().all(|k| STEP_KEYS.contains(k)));
     draft
+}
+
+/// `post: [artifacts]`: known hook names, each once, on a tool step that runs in the queue.
+fn read_post(report: &mut Report, node: &Node, label: &str, draft: &mut Draft<'_>) {
+    let Some(names) = report.string_list(node, &format!("`post` of {label}")) else {
+        return;
+    };
+    if draft.kind.is_some() && !matches!(draft.kind, Some(StepKind::Tool(_))) {
+        report.at(
+            node.pos,
+            Code::InvalidValue,
+            "`post` applies only to tool steps",
+        );
+        return;
+    }
+    if let Some((crate::plan::Strategy::Sync, _)) = draft.settings.strategy
+        && !names.is_empty()
+    {
+        report.at(
+            node.pos,
+            Code::InvalidValue,
+            "`post` hooks run where the tool is called, in the queue; drop `strategy: sync`",
+        );
+    }
+    for (name, pos) in names {
+        if !crate::plan::POST_HOOKS.contains(&name.as_str()) {
+            report.at(
+                pos,
+                Code::InvalidValue,
+                format!(
+                    "no post-processing hook is named `{name}`{}; known hooks: {}",
+                    super::suggest::did_you_mean(&name, crate::plan::POST_HOOKS.iter().copied()),
+                    crate::plan::POST_HOOKS.join(", ")
+                ),
+            );
+        } else if draft.post.contains(&name) {
+            report.at(
+                pos,
+                Code::InvalidValue,
+                format!("`post` lists `{name}` twice"),
+            );
+        } else {
+            draft.post.push(name);
+        }
+    }
 }
 
 /// Exactly one of `tool`, `approval`, `workflow`.

@@ -58,7 +58,16 @@ pub async fn harness(options: ServerOptions) -> Harness {
         })
         .collect();
     let server = Server::new(store.clone(), engine.clone(), options, shared)
-        .with_secret_box(weft_engine::secrets::SecretBox::new(rand_key()));
+        .with_secret_box(weft_engine::secrets::SecretBox::new(rand_key()))
+        .with_artifacts(
+            weft_tools::artifacts::ArtifactStore::from_config(
+                &weft_tools::artifacts::ArtifactsConfig {
+                    dir: dir.path().join("artifacts"),
+                    ..Default::default()
+                },
+            )
+            .expect("artifact store"),
+        );
     let key_b = keys.pop().expect("key");
     let key_a = keys.pop().expect("key");
     Harness {

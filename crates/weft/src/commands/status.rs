@@ -1,6 +1,7 @@
 //! `weft status` (alias `doctor`): what an on-call engineer asks first. Is the store reachable,
-//! is its schema the one this binary expects, who is working (workers seen through the leases
-//! they hold), how deep is the queue and how long has its oldest due task waited.
+//! is its schema the one this binary expects, which worker processes are alive (their
+//! heartbeat rows) and which hold leases, how deep is the queue and how long has its oldest
+//! due task waited.
 //!
 //! Exit 0 when all is well; 1 when the store cannot be reached, its schema is not current, or a
 //! worker's leases have lapsed (it died or stalls; its tasks will be reclaimed).
@@ -13,6 +14,19 @@ use serde_json::json;
 use weft_store::{QueueStatus, SchemaStatus};
 
 use crate::app::App;
+
+/// A worker process by its heartbeat row.
+#[derive(Debug, Serialize)]
+struct Process {
+    id: String,
+    host: String,
+    pid: i64,
+    version: String,
+    /// `alive` while it heart-beats (within two leases); `stale` after (it died uncleanly).
+    state: &'static str,
+    last_heartbeat_ago_ms: i64,
+    up_ms: i64,
+}
 
 #[derive(Debug, Serialize)]
 struct Worker {
@@ -56,6 +70,25 @@ pub async fn status(app: &App) -> anyhow::Result<ExitCode> {
             lease_expires_in_ms: l.expires_at - queue.now,
         })
         .collect();
+    let registered = store.workers().await?;
+    let processes: Vec<Process> = registered
+        .workers
+        .iter()
+        .map(|w| Process {
+            id: w.id.clone(),
+            host: w.host.clone(),
+            pid: w.pid,
+            version: w.version.clone(),
+            state: if w.is_alive(registered.now) {
+                "alive"
+            } else {
+                "stale"
+            },
+            last_heartbeat_ago_ms: registered.now - w.last_heartbeat_at,
+            up_ms: registered.now - w.started_at,
+        })
+        .collect();
+    let alive = processes.iter().filter(|p| p.state == "alive").count();
     let ok = schema.is_current() && workers.iter().all(|w| w.state == "alive");
     if app.global.json {
         crate::commands::print_json(&json!({
@@ -66,9 +99,11 @@ pub async fn status(app: &App) -> anyhow::Result<ExitCode> {
             "queue": {"depth": queue.queued, "due": queue.due, "running": queue.running,
                       "oldest_task_age_seconds": queue.oldest_age_ms() as f64 / 1000.0},
             "workers": workers,
+            "processes": {"alive": alive, "workers": processes},
         }))?;
     } else {
         print_text(&store.describe(), latency_ms, &schema, &queue, &workers);
+        print_processes(alive, &processes);
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -112,6 +147,22 @@ fn print_text(
         println!(
             "worker:   {} {} task(s), leases {} ({} ms)",
             w.owner, w.tasks, w.state, w.lease_expires_in_ms
+        );
+    }
+}
+
+fn print_processes(alive: usize, processes: &[Process]) {
+    println!(
+        "processes: {alive} worker process(es) alive, {} stale",
+        processes.len() - alive
+    );
+    for p in processes {
+        let ago = weft_core::duration::format(std::time::Duration::from_millis(
+            p.last_heartbeat_ago_ms.max(0) as u64,
+        ));
+        println!(
+            "process:  {} (pid {} on {}, weft {}) {}, last heartbeat {ago} ago",
+            p.id, p.pid, p.host, p.version, p.state
         );
     }
 }
