@@ -41,6 +41,7 @@ use weft_store::server::ServerStore;
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod mcp;
 pub mod metrics;
 pub mod problem;
 mod ui;
@@ -257,6 +258,7 @@ impl Server {
                 async move { axum::Json(doc.as_ref().clone()) }
             }),
         )
+        .merge(mcp::router(self.state.clone(), CancellationToken::new()))
         .merge(ui::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)

@@ -9,6 +9,7 @@ use crate::app::{App, Global};
 mod ask;
 mod audit;
 mod keys;
+mod mcp;
 mod migrate;
 mod plan;
 mod run;
@@ -77,6 +78,9 @@ pub enum Command {
     Secrets(secrets::SecretsCommand),
     /// The `default` tenant's audit trail: who did what, when, and how it ended.
     Audit(audit::AuditArgs),
+    /// weft as an MCP server on stdio: a tool per template, plus `ask`, `run_status` and
+    /// `run_output` (over HTTP, `weft serve` answers at `/mcp`).
+    Mcp(mcp::McpArgs),
     /// Run templates on a cron: add, list (with the next fire time), pause, resume, delete.
     #[command(subcommand)]
     Schedules(schedules::SchedulesCommand),
@@ -104,6 +108,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Status => status::status(&app).await,
         Command::Secrets(cmd) => secrets::secrets(&app, cmd).await,
         Command::Audit(args) => audit::audit(&app, args).await,
+        Command::Mcp(args) => mcp::mcp(&app, args).await,
         Command::Schedules(cmd) => schedules::schedules(&app, cmd).await,
         Command::Migrate => migrate::migrate(&app).await,
         Command::Usage(args) => usage::usage_report(&app, args).await,

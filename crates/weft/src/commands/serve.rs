@@ -83,7 +83,7 @@ fn admin_key_path(app: &App) -> PathBuf {
 }
 
 /// Templates every tenant may run: the folders' valid templates, then the built-ins.
-fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTemplate> {
+pub(crate) fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTemplate> {
     let mut dirs = vec![PathBuf::from("templates")];
     dirs.extend(app.config.templates.iter().cloned());
     dirs.extend(extra.iter().cloned());
