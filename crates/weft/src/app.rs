@@ -48,9 +48,20 @@ pub struct Config {
     pub browser: weft_tools::browser::BrowserConfig,
     /// `[places]`: the provider behind `places.search` (Google Places or Overpass).
     pub places: weft_tools::builtin::places::PlacesConfig,
+    /// `[telemetry]`: where traces go (needs a binary built with `--features otel`).
+    pub telemetry: TelemetryConfig,
     /// The URL tools call weft back at with their task token (`WEFT_API_URL`); default: the
     /// address `weft serve` listens on. Set it for `weft worker` processes.
     pub api_url: Option<String>,
+}
+
+/// `[telemetry]` in `weft.toml`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetryConfig {
+    /// An OTLP/HTTP collector (`http://127.0.0.1:4318`; `/v1/traces` is added). Overridden by
+    /// `--otlp-endpoint`.
+    pub otlp_endpoint: Option<String>,
 }
 
 impl Config {
@@ -97,6 +108,10 @@ pub struct Global {
         default_value = "text"
     )]
     pub log_format: crate::logging::LogFormat,
+    /// Send OpenTelemetry traces (one per run, a span per step attempt and tool call) to this
+    /// OTLP/HTTP collector, e.g. http://127.0.0.1:4318. Needs a build with `--features otel`.
+    #[arg(long, global = true, env = "WEFT_OTLP_ENDPOINT", value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub struct App {

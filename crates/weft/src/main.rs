@@ -9,6 +9,7 @@ mod commands;
 mod folders;
 mod logging;
 mod memory;
+mod otel;
 mod progress;
 
 use std::process::ExitCode;
@@ -18,6 +19,23 @@ use clap::Parser;
 fn main() -> ExitCode {
     let cli = commands::Cli::parse();
     logging::init(&cli);
+    // Traces start before the runtime and stop after it, outside async code: the exporter
+    // flushes on its own thread when the guard drops.
+    let endpoint = cli.global.otlp_endpoint.clone().or_else(|| {
+        app::Config::load(cli.global.config.as_deref())
+            .ok()
+            .and_then(|c| c.telemetry.otlp_endpoint)
+    });
+    let _traces = match endpoint.as_deref().filter(|e| !e.trim().is_empty()) {
+        Some(url) => match otel::init(url) {
+            Ok(guard) => Some(guard),
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => None,
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
