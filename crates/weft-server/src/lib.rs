@@ -166,18 +166,28 @@ impl Server {
         // Before anything counts: the engine's metrics are no-ops until a recorder exists.
         metrics::install();
         let hub = Hub::new(options.sse_buffer);
-        let shared = shared
-            .into_iter()
-            .map(|t| (t.plan.name.clone(), t))
-            .collect();
+        let shared: Arc<HashMap<String, SharedTemplate>> = Arc::new(
+            shared
+                .into_iter()
+                .map(|t| (t.plan.name.clone(), t))
+                .collect(),
+        );
+        let plans: Arc<Mutex<HashMap<String, Arc<Plan>>>> = Arc::default();
+        // `workflow:` steps and actions find templates where `POST /v1/runs` does.
+        engine.set_templates(Arc::new(api::templates::Registry {
+            store: store.clone(),
+            shared: shared.clone(),
+            plans: plans.clone(),
+            tools: engine.tools().clone(),
+        }));
         Server {
             state: AppState {
                 store,
                 engine,
                 hub,
                 options: Arc::new(options),
-                shared: Arc::new(shared),
-                plans: Arc::default(),
+                shared,
+                plans,
                 secret_box: None,
                 artifacts: None,
             },
@@ -209,6 +219,8 @@ impl Server {
             .routes(routes!(runs::cancel_run))
             .routes(routes!(runs::resume_run))
             .routes(routes!(runs::create_stream_ticket))
+            .routes(routes!(api::follow::decide_approval))
+            .routes(routes!(api::follow::start_action))
             .routes(routes!(ask::ask))
             .routes(routes!(
                 schedules::create_schedule,

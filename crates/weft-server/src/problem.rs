@@ -37,6 +37,9 @@ pub enum Kind {
     ScheduleNameTaken,
     /// The tenant's runs-per-hour quota is used up (429, with `Retry-After`).
     RateLimited,
+    /// The request does not fit the run's state: an approval that is not waiting, an action
+    /// on a run that did not succeed.
+    RunStateConflict,
     Internal,
 }
 
@@ -64,6 +67,7 @@ impl Kind {
             Kind::TaskTokenScope => "WEFT-E236",
             Kind::ScheduleNameTaken => "WEFT-E240",
             Kind::RateLimited => "WEFT-E250",
+            Kind::RunStateConflict => "WEFT-E260",
             Kind::Internal => "WEFT-E299",
         }
     }
@@ -91,6 +95,7 @@ impl Kind {
             Kind::TaskTokenScope => "task-token-scope",
             Kind::ScheduleNameTaken => "schedule-name-taken",
             Kind::RateLimited => "rate-limited",
+            Kind::RunStateConflict => "run-state-conflict",
             Kind::Internal => "internal",
         }
     }
@@ -118,6 +123,7 @@ impl Kind {
             Kind::TaskTokenScope => "Task token lacks the scope",
             Kind::ScheduleNameTaken => "Schedule name already taken",
             Kind::RateLimited => "Quota used up",
+            Kind::RunStateConflict => "Not possible in the run's current state",
             Kind::Internal => "Internal error",
         }
     }
@@ -138,6 +144,7 @@ impl Kind {
             Kind::IdempotencyConflict
             | Kind::TemplateVersionConflict
             | Kind::RunNotResumable
+            | Kind::RunStateConflict
             | Kind::ScheduleNameTaken => StatusCode::CONFLICT,
             Kind::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Kind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,

@@ -63,6 +63,20 @@ async fn every_route_hides_other_tenants_records() {
         r.body
     );
 
+    // A schedule of alpha's (pinned to its template, once a year so it never fires here).
+    let body =
+        json!({"template": "secret-plan", "cron": "0 0 1 1 *", "name": "alpha-yearly"}).to_string();
+    let r = call(
+        &h,
+        "POST",
+        "/v1/schedules",
+        Some(&h.key_a),
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert_eq!(r.status, 201, "{:?}", r.body);
+    let schedule = r.body["id"].as_str().expect("schedule id").to_string();
+
     // Routes that name a record: beta's answer for alpha's id must equal the answer for an id
     // that exists nowhere, apart from the id itself.
     let by_id: &[(&str, &str)] = &[
@@ -70,11 +84,17 @@ async fn every_route_hides_other_tenants_records() {
         ("post", "/v1/runs/{id}/cancel"),
         ("post", "/v1/runs/{id}/resume"),
         ("post", "/v1/runs/{id}/stream-tickets"),
+        ("post", "/v1/runs/{id}/approvals/{step}"),
+        ("post", "/v1/runs/{id}/actions/{name}"),
         ("get", "/v1/runs/{id}/events"),
         ("get", "/v1/templates/{name}"),
         ("delete", "/v1/secrets/{name}"),
         ("get", "/v1/artifacts/{id}"),
         ("get", "/v1/runs/{id}/artifacts"),
+        ("get", "/v1/schedules/{id}"),
+        ("delete", "/v1/schedules/{id}"),
+        ("post", "/v1/schedules/{id}/pause"),
+        ("post", "/v1/schedules/{id}/resume"),
     ];
     // Routes without an id: each has its own check below.
     let collections: &[(&str, &str)] = &[
@@ -85,9 +105,13 @@ async fn every_route_hides_other_tenants_records() {
         ("get", "/v1/secrets"),
         ("put", "/v1/secrets/{name}"),
         ("get", "/v1/audit"),
+        ("get", "/v1/tenant"),
+        ("get", "/v1/schedules"),
+        ("post", "/v1/schedules"),
+        ("post", "/v1/ask"),
     ];
     // Routes that hold no tenant's records.
-    let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics")];
+    let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics"), ("get", "/v1/tenant"), ("get", "/v1/usage"), ("post", "/v1/runs/{id}/actions/{name}"), ("post", "/v1/runs/{id}/approvals/{step}")];
     // Task callbacks take a task token, which belongs to one task of one tenant; an API key
     // (of any tenant) is refused before anything is looked up. Every token class, and another
     // tenant's secret, is checked in crates/weft/tests/task_tokens.rs.
@@ -124,9 +148,11 @@ async fn every_route_hides_other_tenants_records() {
     for (method, path) in by_id {
         let (theirs, missing) = if path.starts_with("/v1/secrets") {
             ("ALPHA_TOKEN", "NO_SUCH_SECRET")
+        } else if path.starts_with("/v1/schedules") {
+            (schedule.as_str(), "sch_00000000000000000000000000")
         } else if path.starts_with("/v1/artifacts") {
             (artifact.as_str(), "00000000000000000000000000000000.png")
-        } else if path.contains("{name}") {
+        } else if path.contains("{name}") && !path.starts_with("/v1/runs/") {
             ("secret-plan", "no-such-plan")
         } else {
             (run.as_str(), "run_00000000000000000000000000")
@@ -135,7 +161,10 @@ async fn every_route_hides_other_tenants_records() {
         let foreign = call(
             &h,
             &method,
-            &path.replace("{id}", theirs).replace("{name}", theirs),
+            &path
+                .replace("{id}", theirs)
+                .replace("{name}", theirs)
+                .replace("{step}", "s"),
             beta,
             None,
         )
@@ -143,7 +172,10 @@ async fn every_route_hides_other_tenants_records() {
         let absent = call(
             &h,
             &method,
-            &path.replace("{id}", missing).replace("{name}", missing),
+            &path
+                .replace("{id}", missing)
+                .replace("{name}", missing)
+                .replace("{step}", "s"),
             beta,
             None,
         )
@@ -209,6 +241,55 @@ async fn every_route_hides_other_tenants_records() {
     )
     .await;
     assert_eq!(r.body["records"][0]["action"], "run.created");
+    // The tenant route names only the caller's own tenant.
+    let r = call(&h, "GET", "/v1/tenant", beta, None).await;
+    assert_eq!((r.status, r.body["name"].as_str()), (200, Some("beta")));
+    // Schedules: beta lists none of alpha's, cannot schedule alpha's template, and alpha's
+    // schedule is still active after beta's pause and delete.
+    let r = call(&h, "GET", "/v1/schedules", beta, None).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body["schedules"], json!([]));
+    let body = json!({"template": "secret-plan", "cron": "0 0 1 1 *"}).to_string();
+    let r = call(
+        &h,
+        "POST",
+        "/v1/schedules",
+        beta,
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
+    let r = call(
+        &h,
+        "GET",
+        &format!("/v1/schedules/{schedule}"),
+        Some(&h.key_a),
+        None,
+    )
+    .await;
+    assert_eq!(r.body["paused"], false);
+    assert!(r.body["next_fire_at"].is_string());
+    // ask: beta's sentences are matched against beta's templates and the server's only.
+    let body = json!({"text": "run secret-plan", "dry_run": true}).to_string();
+    let r = call(
+        &h,
+        "POST",
+        "/v1/ask",
+        beta,
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert!(!r.body.to_string().contains("secret-plan"), "{:?}", r.body);
+    let r = call(
+        &h,
+        "POST",
+        "/v1/ask",
+        Some(&h.key_a),
+        Some(("application/json", &body)),
+    )
+    .await;
+    assert!(r.body.to_string().contains("secret-plan"), "{:?}", r.body);
     // Another tenant's template cannot be run.
     let body = json!({"template": "secret-plan"}).to_string();
     let r = call(

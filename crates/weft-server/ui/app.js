@@ -111,7 +111,10 @@
       '<span id="run-status">' + badge(run.status) + "</span></h1>" +
       '<div class="meta">' + esc(run.id) + " · started " + esc(fmtTime(run.started_at)) +
       (run.duration_ms != null ? " · " + esc(fmtDuration(run.duration_ms)) : "") + "</div>" +
-      (run.status === "running" ? ' <button id="cancel" type="button">Cancel</button>' : "") +
+      (run.parent ? '<div class="meta">started by <a href="#/runs/' + esc(run.parent.run_id) + '">' + esc(run.parent.run_id) + "</a>" +
+        (run.parent.step ? " · step " + esc(run.parent.step) + (run.parent.item != null ? " item " + esc(run.parent.item) : "") : "") +
+        (run.parent.action ? " · action " + esc(run.parent.action) : "") + "</div>" : "") +
+      (run.status === "running" || run.status === "waiting" ? ' <button id="cancel" type="button">Cancel</button>' : "") +
       (run.status === "failed" || run.status === "cancelled" ? ' <button id="resume" type="button">Resume</button>' : "");
     var cancel = $("#cancel"), resume = $("#resume");
     if (cancel) cancel.onclick = function () { api("POST", run.links.cancel).then(renderRun); };
@@ -124,13 +127,56 @@
         }).join("") + "</div>" : "";
     $("#run-output").innerHTML = run.output != null ? '<div class="card"><h2>Output</h2>' + renderOutput(run.output) + "</div>" : "";
     $("#run-inputs").innerHTML = '<div class="card"><h2>Inputs</h2><pre>' + esc(JSON.stringify(run.inputs, null, 2)) + "</pre></div>";
+    renderFollowUps(run);
+  }
+
+  // Approvals waiting for a decision, the runs this run started, and its follow-up actions.
+  function renderFollowUps(run) {
+    var approvals = run.approvals || [], children = run.children || [], actions = run.actions || [];
+    var el = $("#run-follow");
+    el.innerHTML =
+      (approvals.length ? '<div class="card approvals"><h2>Waiting for approval</h2>' + approvals.map(function (a, i) {
+        return '<div class="approval" data-step="' + esc(a.step) + '"' + (a.item != null ? ' data-item="' + esc(a.item) + '"' : "") + ">" +
+          "<p><b>" + esc(a.step) + (a.item != null ? " [" + esc(a.item) + "]" : "") + "</b> " + esc(a.prompt || "Approve?") +
+          (a.timeout ? ' <span class="meta">(times out after ' + esc(a.timeout) + ")</span>" : "") + "</p>" +
+          '<input class="comment" placeholder="comment (optional)" aria-label="comment"> ' +
+          '<button type="button" class="approve" data-i="' + i + '">Approve</button> ' +
+          '<button type="button" class="reject" data-i="' + i + '">Reject</button></div>';
+      }).join("") + '<p class="error" id="approval-error"></p></div>' : "") +
+      (children.length ? '<div class="card"><h2>Runs started</h2><ul class="children">' + children.map(function (c) {
+        return '<li><a href="#/runs/' + esc(c.id) + '">' + esc(c.id) + "</a> " + esc(c.template) + "@" + esc(c.version) + " " + badge(c.status) +
+          (c.step ? " · step " + esc(c.step) + (c.item != null ? " [" + esc(c.item) + "]" : "") : "") +
+          (c.action ? " · action " + esc(c.action) : "") + "</li>";
+      }).join("") + "</ul></div>" : "") +
+      (actions.length && run.status === "succeeded" ? '<div class="card actions"><h2>Follow-ups</h2>' + actions.map(function (a) {
+        return '<button type="button" class="action" data-action="' + esc(a.name) + '" title="' + esc(a.description || a.template) + '">' +
+          esc(a.name) + "</button> ";
+      }).join("") + '<p class="error" id="action-error"></p></div>' : "");
+    el.querySelectorAll("button.approve, button.reject").forEach(function (b) {
+      b.onclick = function () {
+        var a = approvals[Number(b.dataset.i)], box = b.parentNode.querySelector(".comment");
+        var body = { decision: b.classList.contains("approve") ? "approve" : "reject" };
+        if (a.item != null) body.item = a.item;
+        if (box && box.value) body.comment = box.value;
+        api("POST", run.links.self + "/approvals/" + encodeURIComponent(a.step), body)
+          .then(function () { return api("GET", run.links.self); }).then(renderRun)
+          .catch(function (e) { $("#approval-error").textContent = e.message; });
+      };
+    });
+    el.querySelectorAll("button.action").forEach(function (b) {
+      b.onclick = function () {
+        api("POST", run.links.self + "/actions/" + encodeURIComponent(b.dataset.action), {})
+          .then(function (child) { location.hash = "#/runs/" + child.id; })
+          .catch(function (e) { $("#action-error").textContent = e.message; });
+      };
+    });
   }
 
   // One run, kept live from its event stream: each event refreshes the view (debounced), and
   // a dropped stream reconnects with a fresh ticket after the last event it saw.
   function showRun(id) {
     view.innerHTML = '<div id="run-head"></div><div id="graph" class="graph"></div><div id="run-error"></div>' +
-      '<div id="run-output"></div><div id="run-inputs"></div>';
+      '<div id="run-follow"></div><div id="run-output"></div><div id="run-inputs"></div>';
     var alive = true, source = null, last = 0, ended = false, pending = null;
     function refresh() {
       return api("GET", "/v1/runs/" + encodeURIComponent(id)).then(function (run) {

@@ -172,7 +172,104 @@ pub struct RunSummary {
     /// From start to end (or to now, while running), in milliseconds.
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// The run that started this one (a `workflow:` step's item, or an action).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ParentBody>,
     pub links: RunLinks,
+}
+
+/// Where a child run comes from.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ParentBody {
+    pub run_id: String,
+    /// The parent's `workflow:` step that waits for this run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    /// The action of the parent's template this run was started as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// A run this run started.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ChildBody {
+    pub id: String,
+    pub template: String,
+    pub version: String,
+    pub status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub action: Option<String>,
+}
+
+/// An approval that waits for a decision (`POST /v1/runs/{id}/approvals/{step}`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct WaitingApproval {
+    pub step: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    pub prompt: Option<String>,
+    /// How long it waits before its `on_timeout` decides (`1h`), when it has a timeout.
+    pub timeout: Option<String>,
+}
+
+/// A follow-up the run's template offers (`POST /v1/runs/{id}/actions/{name}`).
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ActionBody {
+    pub name: String,
+    pub template: String,
+    pub description: Option<String>,
+}
+
+/// `POST /v1/runs/{id}/approvals/{step}`.
+#[derive(Debug, Clone, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DecideApproval {
+    /// `approve` or `reject`.
+    pub decision: Decision,
+    /// The item of a `for_each` approval; may be left out when only one item waits.
+    #[serde(default)]
+    pub item: Option<u32>,
+    /// A note kept with the decision.
+    #[serde(default)]
+    #[schema(max_length = 2000)]
+    pub comment: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    Approve,
+    Reject,
+}
+
+/// A recorded decision.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApprovalBody {
+    pub run_id: String,
+    pub step: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub item: Option<u32>,
+    pub approved: bool,
+    /// The API key that decided.
+    pub by: String,
+    pub comment: Option<String>,
+    pub at: String,
+}
+
+/// `POST /v1/runs/{id}/actions/{name}`.
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StartAction {
+    /// Inputs of the started template, on top of the action's `with`.
+    #[serde(default)]
+    #[schema(value_type = Option<std::collections::HashMap<String, Value>>)]
+    pub inputs: Option<Map<String, Value>>,
 }
 
 fn duration(started: Option<i64>, finished: Option<i64>, now: i64) -> Option<i64> {
@@ -191,6 +288,12 @@ impl RunSummary {
             finished_at: run.finished_at.map(rfc3339),
             duration_ms: duration(run.started_at, run.finished_at, now),
             error: run.error.clone(),
+            parent: run.parent.as_ref().map(|p| ParentBody {
+                run_id: p.run_id.clone(),
+                step: p.step.clone(),
+                item: p.item,
+                action: p.action.clone(),
+            }),
             links: RunLinks::for_run(&run.id),
         }
     }
@@ -241,6 +344,12 @@ pub struct RunDetail {
     /// The limits the run is held to (the template's `budget:` and the request's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub budget: Option<BudgetBody>,
+    /// Runs this run started: its `workflow:` steps' runs and its actions.
+    pub children: Vec<ChildBody>,
+    /// Approvals waiting for a decision.
+    pub approvals: Vec<WaitingApproval>,
+    /// Follow-ups its template offers once it has succeeded.
+    pub actions: Vec<ActionBody>,
 }
 
 impl RunDetail {
@@ -284,6 +393,20 @@ impl RunDetail {
             steps,
             usage: None,
             budget: run.budget.as_ref().map(BudgetBody::from_budget),
+            children: Vec::new(),
+            approvals: Vec::new(),
+            actions: plan
+                .map(|p| {
+                    p.actions
+                        .iter()
+                        .map(|(name, a)| ActionBody {
+                            name: name.clone(),
+                            template: a.template.clone(),
+                            description: a.description.clone(),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 }

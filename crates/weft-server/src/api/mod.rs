@@ -15,6 +15,7 @@ pub mod artifacts;
 pub mod ask;
 pub mod audit;
 pub mod dto;
+pub mod follow;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;

@@ -18,7 +18,7 @@ use crate::AppState;
 use crate::auth::{Caller, TICKET_TTL_MS, hash_secret, new_ticket, now_ms};
 use crate::problem::{ApiResult, Kind, Problem};
 
-fn engine_problem(e: weft_engine::Error, run_id: &str) -> Problem {
+pub(crate) fn engine_problem(e: weft_engine::Error, run_id: &str) -> Problem {
     if let weft_engine::Error::QuotaExceeded { retry_after_ms, .. } = &e {
         let mut p = Problem::new(Kind::RateLimited, e.to_string());
         p.retry_after = Some((retry_after_ms.max(&1).unsigned_abs()).div_ceil(1000));
@@ -50,6 +50,7 @@ pub(crate) async fn detail(state: &AppState, run: &Run) -> ApiResult<RunDetail> 
     let plan = state.engine.plan_for(run).ok();
     let mut detail = RunDetail::new(run, &steps, plan.as_deref(), now_ms());
     detail.usage = Some(UsageBody::from(&state.store.run_usage(&run.id).await?));
+    super::follow::add_links(state, run, &mut detail).await?;
     Ok(detail)
 }
 

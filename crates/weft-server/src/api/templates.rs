@@ -240,3 +240,50 @@ pub async fn get_template(
     }
     Ok(Json(TemplateDetail { name, versions }))
 }
+
+/// Where the server's runs find the templates their `workflow:` steps and actions start: the
+/// tenant's registered versions first, then the templates `weft serve` loaded (as
+/// [`resolve`] does for `POST /v1/runs`).
+pub(crate) struct Registry {
+    pub store: Arc<dyn weft_store::server::ServerStore>,
+    pub shared: Arc<std::collections::HashMap<String, crate::SharedTemplate>>,
+    pub plans: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<Plan>>>>,
+    pub tools: Arc<weft_tools::Registry>,
+}
+
+#[async_trait::async_trait]
+impl weft_engine::TemplateSource for Registry {
+    async fn find(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(Arc<Plan>, Option<String>), String> {
+        let record = TemplateStore::template(self.store.as_ref(), tenant, name, version)
+            .await
+            .map_err(|e| format!("cannot read template `{name}`: {e}"))?;
+        if let Some(record) = record {
+            if let Ok(plans) = self.plans.lock()
+                && let Some(plan) = plans.get(&record.digest)
+            {
+                return Ok((plan.clone(), None));
+            }
+            let plan = weft_core::load::load_str(&record.source, API_FILE, None, &*self.tools)
+                .map_err(|d| format!("registered template `{name}` no longer loads: {d}"))?;
+            let plan = Arc::new(plan);
+            if let Ok(mut plans) = self.plans.lock() {
+                plans.insert(record.digest.clone(), plan.clone());
+            }
+            return Ok((plan, None));
+        }
+        if let Some(shared) = self.shared.get(name)
+            && version.is_none_or(|v| v == shared.plan.version)
+        {
+            return Ok((shared.plan.clone(), shared.base_dir.clone()));
+        }
+        Err(match version {
+            Some(v) => format!("no template `{name}@{v}`"),
+            None => format!("no template `{name}`"),
+        })
+    }
+}
