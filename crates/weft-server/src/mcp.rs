@@ -295,7 +295,8 @@ impl WeftMcp {
             decision.resolved.clone(),
             decision.is_confident(),
         ) else {
-            let mut body = serde_json::to_value(clarify(&decision)).map_err(internal)?;
+            let mut body =
+                serde_json::to_value(clarify(&templates, &decision)).map_err(internal)?;
             if let Value::Object(map) = &mut body {
                 map.insert("status".into(), json!("clarify"));
             }

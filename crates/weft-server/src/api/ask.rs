@@ -68,7 +68,7 @@ pub(crate) async fn match_sentence(
     Ok((candidates, decision))
 }
 
-fn candidate_list(decision: &Decision) -> Vec<AskCandidate> {
+fn candidate_list(candidates: &[Candidate], decision: &Decision) -> Vec<AskCandidate> {
     let answer = &decision.answer;
     answer
         .template
@@ -76,7 +76,10 @@ fn candidate_list(decision: &Decision) -> Vec<AskCandidate> {
         .map(|t| AskCandidate {
             template: t.clone(),
             confidence: answer.confidence,
-            description: None,
+            description: candidates
+                .iter()
+                .find(|c| &c.plan.name == t)
+                .and_then(|c| c.plan.description.clone()),
         })
         .chain(answer.alternatives.iter().map(|a| AskCandidate {
             template: a.template.clone(),
@@ -87,14 +90,14 @@ fn candidate_list(decision: &Decision) -> Vec<AskCandidate> {
 }
 
 /// The clarifying answer for an unsure decision.
-pub(crate) fn clarify(decision: &Decision) -> AskClarify {
+pub(crate) fn clarify(candidates: &[Candidate], decision: &Decision) -> AskClarify {
     let answer = &decision.answer;
     AskClarify {
         question: answer
             .question
             .clone()
             .unwrap_or_else(|| "Which template did you mean?".into()),
-        candidates: candidate_list(decision),
+        candidates: candidate_list(candidates, decision),
         template: answer.template.clone(),
         inputs: answer.inputs.clone(),
         missing: answer.missing.clone(),
@@ -140,7 +143,10 @@ pub async fn ask(
         decision.resolved.clone(),
         decision.is_confident(),
     ) else {
-        return Ok((StatusCode::OK, Json(AskAnswer::Clarify(clarify(&decision)))));
+        return Ok((
+            StatusCode::OK,
+            Json(AskAnswer::Clarify(clarify(&candidates, &decision))),
+        ));
     };
     let candidate = &candidates[idx];
     let mut matched = AskMatched {
@@ -148,7 +154,10 @@ pub async fn ask(
         version: candidate.plan.version.clone(),
         inputs: inputs.clone(),
         confidence: decision.answer.confidence,
-        alternatives: candidate_list(&decision).into_iter().skip(1).collect(),
+        alternatives: candidate_list(&candidates, &decision)
+            .into_iter()
+            .skip(1)
+            .collect(),
         matcher: decision.matcher.clone(),
         dry_run: request.dry_run,
         run_id: None,
