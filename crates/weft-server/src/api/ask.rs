@@ -183,7 +183,8 @@ pub async fn ask(
             ),
             weft_engine::Error::Invalid(m) => Problem::new(Kind::Validation, m),
             weft_engine::Error::Store(e) => e.into(),
-            other => Problem::internal(other),
+            // The runs-per-hour quota's 429 and everything else, as `POST /v1/runs` says them.
+            other => super::runs::engine_problem(other, ""),
         })?;
     super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;
     state.hub.wake();
