@@ -178,4 +178,32 @@ impl Engine {
             Err(failure) => failure.message = scrubber.text(&failure.message).into_owned(),
         }
     }
+
+    /// `progress`, with its messages scrubbed of the secrets the task may read (the same
+    /// `Progress` when it may read none).
+    pub(crate) async fn scrubbed_progress(
+        &self,
+        task: &Task,
+        progress: weft_tools::Progress,
+    ) -> weft_tools::Progress {
+        let spec = self.token_spec(task).await;
+        if spec.secret_names().next().is_none() {
+            return progress;
+        }
+        // `None`: the secrets could not be read, so messages cannot be made safe.
+        let scrubber = self.scrubber_for(&task.tenant, &spec.scopes).await.ok();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<weft_tools::ProgressUpdate>(16);
+        // Ends when the call drops its sender.
+        tokio::spawn(async move {
+            while let Some(mut update) = rx.recv().await {
+                // Without a way to scrub, a message is dropped rather than risked.
+                update.message = match (&update.message, &scrubber) {
+                    (Some(m), Some(scrubber)) => Some(scrubber.text(m).into_owned()),
+                    _ => None,
+                };
+                progress.report(update);
+            }
+        });
+        weft_tools::Progress::new(tx)
+    }
 }

@@ -698,6 +698,8 @@ async fn call_tool(
         result: Ok(serde_json::Value::Null),
     };
     let usage = weft_tools::UsageMeter::default();
+    // Progress text is scrubbed too, before it becomes an event.
+    let progress = engine.scrubbed_progress(&task, progress).await;
     completion.result = attempt(engine, &task, cancel, progress, token, usage.clone()).await;
     completion.usage = usage.total();
     // What the task leaves behind never carries a secret it could read.

@@ -172,3 +172,26 @@ async fn an_endless_stdout_is_stopped() {
     assert!(error.to_string().contains("bytes on stdout"), "{error}");
     assert!(started.elapsed() < Duration::from_secs(20));
 }
+
+#[tokio::test]
+async fn the_task_token_and_api_url_are_in_the_environment() {
+    let token = "wft_tt_BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB";
+    let ctx = Context {
+        task_token: Some(weft_tools::TaskToken::new(
+            token.into(),
+            Some("http://127.0.0.1:8420".into()),
+        )),
+        ..Context::for_test()
+    };
+    let script = "printf '[\"%s\",\"%s\"]' \"$WEFT_TASK_TOKEN\" \"$WEFT_API_URL\"";
+    let output = run(json!({"argv": ["sh", "-c", script]}), &ctx)
+        .await
+        .expect("runs");
+    assert_eq!(output, json!([token, "http://127.0.0.1:8420"]));
+    // Without a token neither is set.
+    let script = "printf '[\"%s\",\"%s\"]' \"${WEFT_TASK_TOKEN-unset}\" \"${WEFT_API_URL-unset}\"";
+    let output = run(json!({"argv": ["sh", "-c", script]}), &Context::for_test())
+        .await
+        .expect("runs");
+    assert_eq!(output, json!(["unset", "unset"]));
+}

@@ -533,3 +533,51 @@ async fn bad_inputs_are_input_errors() {
         assert!(matches!(error, Error::Input(_)), "{input}: {error:?}");
     }
 }
+
+#[tokio::test]
+async fn the_task_token_goes_only_to_hosts_marked_send_task_token() {
+    let addr = serve().await;
+    let port = addr.port();
+    let tools = Registry::with_builtins(&ToolsConfig {
+        http: HttpConfig {
+            allow: vec!["127.0.0.1".into(), "localhost".into()],
+            send_task_token: vec![format!("127.0.0.1:{port}")],
+            ..HttpConfig::default()
+        },
+        ..ToolsConfig::default()
+    });
+    let http = tools.get("http").expect("http is built in");
+    let token = "wft_tt_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let ctx = Context {
+        task_token: Some(weft_tools::TaskToken::new(token.into(), None)),
+        ..Context::for_test()
+    };
+    let output = http
+        .call(
+            json!({"url": format!("http://127.0.0.1:{port}/echo")}),
+            &ctx,
+        )
+        .await
+        .expect("echo");
+    assert_eq!(
+        output["json"]["authorization"],
+        json!(format!("Bearer {token}"))
+    );
+    // The same server under another name, and a redirect there, do not get it.
+    for url in [
+        format!("http://localhost:{port}/echo"),
+        format!("http://127.0.0.1:{port}/to-localhost-echo"),
+    ] {
+        let output = http.call(json!({"url": url}), &ctx).await.expect("echo");
+        assert_eq!(output["json"]["authorization"], Value::Null, "{url}");
+    }
+    // Without a token nothing is added.
+    let output = http
+        .call(
+            json!({"url": format!("http://127.0.0.1:{port}/echo")}),
+            &Context::for_test(),
+        )
+        .await
+        .expect("echo");
+    assert_eq!(output["json"]["authorization"], Value::Null);
+}
