@@ -257,7 +257,7 @@ impl Scheduler {
             Ok(Some(run)) => {
                 tracing::info!(schedule_id = %schedule.id, schedule = %schedule.name,
                     slot, run_id = %run.id, "Schedule fired.");
-                Ok(Fired::Run(run))
+                Ok(Fired::Run(Box::new(run)))
             }
             Ok(None) => Ok(Fired::Lost),
             Err(e) if e.is_transient() => Err(e),
@@ -295,7 +295,7 @@ impl Scheduler {
 }
 
 enum Fired {
-    Run(Run),
+    Run(Box<Run>),
     Lost,
     Skipped,
 }

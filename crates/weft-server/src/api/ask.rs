@@ -189,6 +189,6 @@ pub async fn ask(
     super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;
     state.hub.wake();
     matched.run_id = Some(run.id.clone());
-    matched.run = Some(runs::detail(&state, &run).await?);
+    matched.run = Some(Box::new(runs::detail(&state, &run).await?));
     Ok((StatusCode::CREATED, Json(AskAnswer::Matched(matched))))
 }

@@ -635,7 +635,7 @@ pub struct AskMatched {
     pub dry_run: bool,
     /// The run that started (absent on a dry run).
     pub run_id: Option<String>,
-    pub run: Option<RunDetail>,
+    pub run: Option<Box<RunDetail>>,
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]
