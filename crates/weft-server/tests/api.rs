@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 use weft_server::ServerOptions;
-use weft_store::server::AuthStore;
 
 fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{:?}", r.body);

@@ -109,6 +109,7 @@ async fn every_route_hides_other_tenants_records() {
         ("get", "/v1/schedules"),
         ("post", "/v1/schedules"),
         ("post", "/v1/ask"),
+        ("get", "/v1/usage"),
     ];
     // Routes that hold no tenant's records.
     let public: &[(&str, &str)] = &[("get", "/healthz"), ("get", "/metrics")];
@@ -241,6 +242,12 @@ async fn every_route_hides_other_tenants_records() {
     )
     .await;
     assert_eq!(r.body["records"][0]["action"], "run.created");
+    // Usage reports count only the caller's own runs.
+    let r = call(&h, "GET", "/v1/usage?group_by=run", beta, None).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["groups"], json!([]), "{:?}", r.body);
+    let r = call(&h, "GET", "/v1/usage?group_by=run", Some(&h.key_a), None).await;
+    assert_eq!(r.body["groups"][0]["key"], run.as_str(), "{:?}", r.body);
     // The tenant route names only the caller's own tenant.
     let r = call(&h, "GET", "/v1/tenant", beta, None).await;
     assert_eq!((r.status, r.body["name"].as_str()), (200, Some("beta")));

@@ -6,7 +6,6 @@ mod common;
 use common::*;
 use serde_json::json;
 use weft_server::ServerOptions;
-use weft_store::secrets::SecretStore;
 
 const CANARY: &str = "canary-7f3a9c-do-not-leak";
 

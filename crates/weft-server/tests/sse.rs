@@ -10,7 +10,6 @@ use common::*;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 use weft_server::ServerOptions;
-use weft_store::Store as _;
 
 #[derive(Debug, Default)]
 struct Frame {

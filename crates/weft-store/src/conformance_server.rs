@@ -279,7 +279,7 @@ pub async fn event_feed_never_skips_a_late_commit(store: Arc<dyn ServerStore>) {
             for i in 0..PER_WRITER {
                 let mut tx = store.begin().await.expect("begin");
                 let n = w * 1000 + i;
-                let many: Vec<NewEvent> = (0..20)
+                let many: Vec<NewEvent> = (0..4)
                     .map(|k| ev(&format!("run{w}_{k}"), n * 100 + k))
                     .collect();
                 tx.append_events(&many).await.expect("append");
@@ -302,6 +302,9 @@ pub async fn event_feed_never_skips_a_late_commit(store: Arc<dyn ServerStore>) {
         seen.extend(page.into_iter().map(|e| e.data["n"].as_u64()));
         if empty && writers_done {
             break;
+        }
+        if empty {
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
         while let Some(done) = writers.try_join_next() {
             done.expect("writer");

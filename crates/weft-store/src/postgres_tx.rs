@@ -427,9 +427,11 @@ impl Tx for PgTx {
         //    two claimers count the same leases at once and none waits on another in a cycle:
         //    capped steps with ready work, capped tenants with running runs, and the whole
         //    store when `max_running` is given. The claim below is a new statement, so it sees
-        //    every claim committed by whoever held these locks before.
-        sqlx::query(
-            "SELECT pg_advisory_xact_lock(ns, k) FROM ( \
+        //    every claim committed by whoever held these locks before. A capped step or tenant
+        //    that shows up only after this statement (a run committed in between) is left
+        //    for the next turn: statement 2 takes only from caps locked here.
+        let locked = sqlx::query(
+            "SELECT ns, k FROM ( \
                SELECT $1 AS ns, hashtext(s.run_id || chr(31) || s.step_id) AS k \
                FROM steps s JOIN runs r ON r.id = s.run_id \
                WHERE s.status = 'running' AND r.status IN ('running', 'waiting') \
@@ -445,15 +447,24 @@ impl Tx for PgTx {
                  AND ($2::text[] IS NULL OR r.id = ANY($2))) \
                UNION \
                SELECT $4, 0 WHERE $5::bigint IS NOT NULL \
-               ORDER BY 1, 2 OFFSET 0) locks",
+               ORDER BY 1, 2 OFFSET 0) locks WHERE pg_advisory_xact_lock(ns, k) IS NOT NULL",
         )
         .bind(LOCK_STEP_CAP)
         .bind(&runs)
         .bind(LOCK_TENANT_CAP)
         .bind(LOCK_GLOBAL_CAP)
         .bind(max_running.map(i64::from))
-        .execute(&mut *self.tx)
+        .fetch_all(&mut *self.tx)
         .await?;
+        let (mut step_keys, mut tenant_keys) = (Vec::new(), Vec::new());
+        for row in &locked {
+            let (ns, k): (i32, i32) = (row.try_get("ns")?, row.try_get("k")?);
+            if ns == LOCK_STEP_CAP {
+                step_keys.push(k);
+            } else if ns == LOCK_TENANT_CAP {
+                tenant_keys.push(k);
+            }
+        }
         // 2. One statement: each running step's free slots (within its tenant's), filled
         //    oldest run first, in item order, skipping rows another claimer holds; then each
         //    capped tenant's share cut to its free slots, and the whole to the global cap.
@@ -471,6 +482,11 @@ impl Tx for PgTx {
                FROM steps s JOIN runs r ON r.id = s.run_id \
                WHERE s.status = 'running' AND r.status IN ('running', 'waiting') \
                  AND ($4::text[] IS NULL OR s.run_id = ANY($4)) \
+                 AND (s.concurrency IS NULL \
+                   OR hashtext(s.run_id || chr(31) || s.step_id) = ANY($7::int[])) \
+                 AND NOT EXISTS (SELECT 1 FROM tenants tn WHERE tn.name = r.tenant \
+                   AND tn.max_concurrent_tasks IS NOT NULL \
+                   AND NOT hashtext(tn.name) = ANY($8::int[])) \
              ), candidates AS ( \
                SELECT c.id, c.item, ready.tenant, ready.created_at, ready.idx, \
                  row_number() OVER (PARTITION BY ready.tenant \
@@ -498,6 +514,8 @@ impl Tx for PgTx {
         .bind(&runs)
         .bind(self.now)
         .bind(max_running.map(i64::from))
+        .bind(&step_keys)
+        .bind(&tenant_keys)
         .fetch_all(&mut *self.tx)
         .await?;
         let mut claimed = rows.iter().map(task_from_row).collect::<Result<Vec<_>>>()?;

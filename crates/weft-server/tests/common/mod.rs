@@ -1,5 +1,7 @@
-//! Test harness: a server over a temporary SQLite store with two tenants, in process or on a
-//! real socket.
+//! Test harness: a server over a temporary store with two tenants, in process or on a real
+//! socket. The store is SQLite in a temp dir, or with `WEFT_TEST_BACKEND=postgres` a fresh
+//! PostgreSQL database (`WEFT_TEST_PG`, dropped with the harness), so the same tests check
+//! `weft serve` on both backends.
 #![allow(dead_code)]
 
 use std::net::SocketAddr;
@@ -14,17 +16,63 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use weft_engine::Engine;
 use weft_server::{Server, ServerOptions, SharedTemplate};
-use weft_store::server::AuthStore;
+use weft_store::server::ServerStore;
 use weft_store::sqlite::{Durability, SqliteStore};
 use weft_tools::{Registry, ToolsConfig};
 
+/// A PostgreSQL database made for one harness, dropped with it.
+pub struct PgDb {
+    server: String,
+    name: String,
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (server, name) = (self.server.clone(), self.name.clone());
+        // Drop runs outside any runtime we may block: a thread with its own.
+        let dropped = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(weft_store::postgres::testing::drop_database(&server, &name))
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the test database {}", self.name);
+        }
+    }
+}
+
+/// The store the tests run on (see the module comment).
+async fn open_store(dir: &std::path::Path) -> (Arc<dyn ServerStore>, Option<PgDb>) {
+    if std::env::var("WEFT_TEST_BACKEND").as_deref() == Ok("postgres") {
+        let server = weft_store::postgres::testing::server_url()
+            .await
+            .expect("WEFT_TEST_BACKEND=postgres needs a reachable PostgreSQL (WEFT_TEST_PG)");
+        let (name, url) = weft_store::postgres::testing::create_database(&server)
+            .await
+            .expect("create a database");
+        let store = weft_store::postgres::PgStore::open(&url)
+            .await
+            .expect("open PostgreSQL");
+        return (Arc::new(store), Some(PgDb { server, name }));
+    }
+    let store = SqliteStore::open(&dir.join("weft.db"), Durability::Relaxed)
+        .await
+        .expect("store");
+    (Arc::new(store), None)
+}
+
 pub struct Harness {
     pub dir: tempfile::TempDir,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn ServerStore>,
     pub engine: Engine,
     pub server: Server,
     pub key_a: String,
     pub key_b: String,
+    /// Last, so the database outlives the store's connections.
+    pub pg: Option<PgDb>,
 }
 
 pub fn data(name: &str) -> PathBuf {
@@ -35,11 +83,7 @@ pub fn data(name: &str) -> PathBuf {
 
 pub async fn harness(options: ServerOptions) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
-            .await
-            .expect("store"),
-    );
+    let (store, pg) = open_store(dir.path()).await;
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
     let engine = Engine::new(store.clone(), tools.clone());
     let mut keys = Vec::new();
@@ -77,6 +121,7 @@ pub async fn harness(options: ServerOptions) -> Harness {
         server,
         key_a,
         key_b,
+        pg,
     }
 }
 
@@ -146,11 +191,12 @@ pub async fn start_run(h: &Harness, key: &str, template: &str, inputs: Value) ->
 pub struct Running {
     pub base: String,
     pub cancel: CancellationToken,
-    pub store: Arc<SqliteStore>,
+    pub store: Arc<dyn ServerStore>,
     pub key_a: String,
     pub key_b: String,
     pub join: tokio::task::JoinHandle<()>,
     pub dir: tempfile::TempDir,
+    pub pg: Option<PgDb>,
 }
 
 impl Running {
@@ -174,6 +220,7 @@ pub async fn serve(h: Harness) -> Running {
         server,
         key_a,
         key_b,
+        pg,
         ..
     } = h;
     let join = tokio::spawn(async move {
@@ -187,5 +234,6 @@ pub async fn serve(h: Harness) -> Running {
         key_b,
         join,
         dir,
+        pg,
     }
 }
