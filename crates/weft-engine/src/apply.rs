@@ -444,16 +444,19 @@ impl Engine {
                         if waits != crate::waits::Waits::No && done_now + failed_now < n_tasks {
                             waiting.push(step);
                         }
+                        // Items answered now (inline or from the cache) count at once, also
+                        // when others are queued: the step settles when the counts reach
+                        // its total.
+                        if fan_out {
+                            s.items_done = done_now;
+                            s.items_failed = failed_now;
+                        }
                         if done_now + failed_now == n_tasks {
                             // Everything was answered now (inline or from the cache).
                             let outputs: Vec<Value> = new_tasks[first..]
                                 .iter()
                                 .map(|t| t.done.as_ref().map(|d| d.1.clone()).unwrap_or_default())
                                 .collect();
-                            if fan_out {
-                                s.items_done = done_now;
-                                s.items_failed = failed_now;
-                            }
                             match first_error {
                                 Some((item, e)) => {
                                     let e = match item {

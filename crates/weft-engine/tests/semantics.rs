@@ -530,6 +530,41 @@ steps:
 }
 
 #[tokio::test]
+async fn a_fan_out_with_some_items_cached_settles_when_the_rest_finish() {
+    let h = harness().await;
+    *h.probe.fail_value.lock().expect("lock") = Some(json!("c"));
+    let yaml = r#"
+name: partly_cached
+inputs:
+  items: { type: array }
+steps:
+  - id: each
+    for_each: "{{ input.items }}"
+    tool: probe
+    cache: { ttl: 1h }
+    continue_on_error: true
+    retry: { max_attempts: 1 }
+    with: { value: "{{ item }}" }
+"#;
+    let (first, _) = h.run(yaml, json!({"items": ["a"]})).await;
+    assert_eq!(first.status, RunStatus::Succeeded, "{:?}", first.error);
+    // `a` comes from the cache when the run starts; `b` and `c` are queued, `c` fails.
+    let run = h.start(yaml, json!({"items": ["a", "b", "c"]})).await;
+    let (second, steps) = tokio::time::timeout(Duration::from_secs(120), h.drive(&run.id, 5))
+        .await
+        .expect("the run never ended: the cached item was not counted");
+    assert_eq!(second.status, RunStatus::Succeeded, "{:?}", second.error);
+    let each = step(&steps, "each");
+    assert_eq!(each.cache_hits, 1);
+    assert_eq!((each.items_done, each.items_failed), (2, 1));
+    assert_eq!(
+        each.output,
+        Some(json!([{"echo": "a", "attempt": 1}, {"echo": "b", "attempt": 1}, null]))
+    );
+    assert_eq!(h.probe.calls.load(Ordering::SeqCst), 3, "a, then b and c");
+}
+
+#[tokio::test]
 async fn cancelling_a_run_stops_its_running_tool() {
     let h = harness().await;
     let run = h
