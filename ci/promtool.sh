@@ -72,6 +72,7 @@ promtool check metrics <"$work/serve.prom"
 grep -q 'weft_runs_finished_total{template="hello",status="succeeded"} 1' "$work/serve.prom"
 grep -q 'weft_task_retries_total{tool="command",reason="error"} 1' "$work/serve.prom"
 grep -q '^weft_queue_oldest_task_age_seconds 0' "$work/serve.prom"
+grep -q '^weft_workers_alive 1' "$work/serve.prom"  # serve's own worker heart-beats
 echo "serve: $(grep -c '^weft_' "$work/serve.prom") weft series"
 grep -q '"\[WORKFLOW\] complete"' "$work/serve.log"
 if grep -q "$key" "$work/serve.log"; then echo "the admin key reached the log"; exit 1; fi

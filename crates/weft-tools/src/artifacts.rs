@@ -93,7 +93,8 @@ impl ArtifactStore {
     pub fn from_config(config: &ArtifactsConfig) -> std::result::Result<Self, String> {
         let store: Arc<dyn ObjectStore> = match &config.s3 {
             Some(s3) => {
-                let mut builder = object_store::aws::AmazonS3Builder::new()
+                // The environment's AWS_* settings first (keys, session token), then the file.
+                let mut builder = object_store::aws::AmazonS3Builder::from_env()
                     .with_bucket_name(&s3.bucket)
                     .with_region(&s3.region)
                     .with_allow_http(s3.allow_http)

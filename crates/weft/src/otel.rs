@@ -28,7 +28,8 @@ impl Drop for Guard {
 
 /// The traces endpoint for a collector's base URL (`http://host:4318` ->
 /// `http://host:4318/v1/traces`); a URL that already ends in `/v1/traces` is kept.
-pub fn traces_url(endpoint: &str) -> String {
+#[cfg(feature = "otel")]
+fn traces_url(endpoint: &str) -> String {
     let trimmed = endpoint.trim_end_matches('/');
     if trimmed.ends_with("/v1/traces") {
         trimmed.to_string()
