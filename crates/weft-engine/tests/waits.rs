@@ -411,3 +411,61 @@ actions:
         .await;
     assert!(matches!(missing, Err(weft_engine::Error::NotFound(_))));
 }
+
+#[tokio::test]
+async fn resuming_a_rejected_run_asks_again() {
+    let h = harness(&[]).await;
+    let run = h.start(GATED, json!({})).await;
+    h.until(&run.id, &[RunStatus::Waiting]).await;
+    h.decide(&run.id, "review", None, false).await;
+    h.until(&run.id, &[RunStatus::Failed]).await;
+    h.engine
+        .resume_run("default", &run.id, &[])
+        .await
+        .expect("resume");
+    let run = h.until(&run.id, &[RunStatus::Waiting]).await;
+    assert_eq!(h.step(&run.id, "review").await.status, StepStatus::Waiting);
+    h.decide(&run.id, "review", None, true).await;
+    let run = h.until(&run.id, &[RunStatus::Succeeded]).await;
+    assert_eq!(run.output, Some(json!({"by": "alice", "n": 2})));
+}
+
+#[tokio::test]
+async fn resuming_a_parent_starts_its_failed_child_again() {
+    // The child fails until a file exists: resume after creating it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let flag = dir.path().join("ready");
+    let child = format!(
+        r#"
+name: flaky-child
+steps:
+  - id: check
+    tool: command
+    with: {{ argv: [sh, -c, 'test -f {} && echo 7'] }}
+"#,
+        flag.display()
+    );
+    let h = harness(&[("flaky-child", &child)]).await;
+    let yaml = r#"
+name: parent
+steps:
+  - id: sub
+    workflow: flaky-child
+"#;
+    let run = h.start(yaml, json!({})).await;
+    h.until(&run.id, &[RunStatus::Failed]).await;
+    std::fs::write(&flag, "").expect("flag");
+    h.engine
+        .resume_run("default", &run.id, &[])
+        .await
+        .expect("resume");
+    let run = h.until(&run.id, &[RunStatus::Succeeded]).await;
+    assert_eq!(run.output, Some(json!(7)));
+    let children = h
+        .engine
+        .store()
+        .child_runs(&run.id)
+        .await
+        .expect("children");
+    assert_eq!(children.len(), 2, "the failed child stays; a new one ran");
+}
