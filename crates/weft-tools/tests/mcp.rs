@@ -434,3 +434,35 @@ fn config_problems_are_reported_per_server() {
         "{problems:?}"
     );
 }
+
+/// The task token reaches an MCP server in the request's `_meta`, never in the arguments.
+#[tokio::test]
+async fn the_task_token_travels_in_meta() {
+    let Some(python) = need(venv_bin("python"), "the mcp Python SDK", PIP_INSTALL) else {
+        return;
+    };
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/mcp_meta_server.py");
+    let registry = registry(
+        "meta",
+        stdio(python, &[script.to_str().expect("utf-8 path")]),
+    );
+    let token = "wft_tt_CCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCCC";
+    let ctx = Context {
+        task_token: Some(weft_tools::TaskToken::new(
+            token.into(),
+            Some("http://127.0.0.1:8420".into()),
+        )),
+        ..Context::for_test()
+    };
+    let out = call_with(&registry, "mcp.meta.whoami", json!({}), &ctx)
+        .await
+        .expect("call");
+    let text = out.to_string();
+    assert!(text.contains(token), "{out}");
+    assert!(text.contains("dev.weft/apiUrl"), "{out}");
+    // Without a token there is nothing in `_meta`.
+    let out = call(&registry, "mcp.meta.whoami", json!({}))
+        .await
+        .expect("call");
+    assert!(!out.to_string().contains("dev.weft/taskToken"), "{out}");
+}
