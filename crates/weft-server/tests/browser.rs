@@ -431,3 +431,142 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
     app_server.abort();
     srv.stop().await;
 }
+
+/// The ask box: a dry run shows the template and inputs and starts the run on a click; an
+/// unsure sentence shows the question and the candidates. The schedules view adds a schedule
+/// from its form, shows its next fire time, and pauses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ask_box_and_schedules_in_headless_chromium() {
+    let Some(binary) = chromium() else {
+        if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("chromium is required (WEFT_REQUIRE_SERVICES=1): apt-get install -y chromium");
+        }
+        eprintln!(
+            "SKIPPED: chromium not found (apt-get install -y chromium); UI tests did not run"
+        );
+        return;
+    };
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let base = srv.base.clone();
+    let key = srv.key_a.clone();
+    let greet = "name: greet\nversion: 1\ndescription: Greets someone by name.\n\
+        intent:\n  examples: [\"greet {who}\", \"say hello to {who}\"]\n\
+        inputs:\n  who: { type: string, required: true, description: Who to greet }\n\
+        steps:\n  - id: hello\n    tool: transform\n    with:\n      data: { who: \"{{ input.who }}\" }\n      jq: '\"Hello, \" + .who + \"!\"'\n\
+        output: \"{{ steps.hello.output }}\"\n";
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/templates"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/yaml")
+        .body(greet)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["name"], "greet", "{registered}");
+
+    let mut b = Browser::launch(&binary).await;
+    b.goto(&format!("{base}/")).await;
+    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
+        .await;
+    b.eval(&format!(
+        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
+        json!(key)
+    ))
+    .await;
+    b.wait_for("!!document.querySelector('#ask-form')", 10)
+        .await;
+
+    // Unsure: the question and the candidates, and no run.
+    b.eval(
+        "document.querySelector('#ask-text').value = 'compute the orbital period of Jupiter'; \
+         document.querySelector('#ask-dry').click(); true",
+    )
+    .await;
+    let question = b
+        .wait_for(
+            "document.querySelector('.clarify .question') && document.querySelector('.clarify .question').textContent",
+            10,
+        )
+        .await;
+    assert!(
+        question.as_str().unwrap().contains("not sure"),
+        "{question}"
+    );
+    assert_eq!(
+        b.eval("document.querySelectorAll('.clarify ul.candidates li').length > 0")
+            .await,
+        json!(true)
+    );
+    b.screenshot("ask-clarify").await;
+
+    // A dry run: the template and its inputs; the button starts the run.
+    b.eval(
+        "document.querySelector('#ask-text').value = 'say hello to Chromium'; \
+         document.querySelector('#ask-dry').click(); true",
+    )
+    .await;
+    let shown = b
+        .wait_for(
+            "document.querySelector('.matched') && document.querySelector('.matched').textContent",
+            10,
+        )
+        .await;
+    let shown = shown.as_str().unwrap();
+    assert!(
+        shown.contains("greet@1") && shown.contains("Chromium"),
+        "{shown}"
+    );
+    b.screenshot("ask-matched").await;
+    b.eval("document.querySelector('#ask-start').click(); true")
+        .await;
+    b.wait_for("location.hash.startsWith('#/runs/run_')", 10)
+        .await;
+    let output = b
+        .wait_for(
+            "document.querySelector('#run-output .output') && document.querySelector('#run-output .output').textContent",
+            15,
+        )
+        .await;
+    assert!(
+        output.as_str().unwrap().contains("Hello, Chromium!"),
+        "{output}"
+    );
+
+    // Schedules: add one from the form, see its next fire time, pause it.
+    b.eval("location.hash = '#/schedules'; true").await;
+    b.wait_for(
+        "document.querySelectorAll('#sch-template option').length > 0",
+        10,
+    )
+    .await;
+    b.eval(
+        "const f = document.querySelector('#schedule-form'); \
+         f.elements.template.value = 'greet'; f.elements.cron.value = '0 6 * * MON'; \
+         f.elements.timezone.value = 'Europe/Berlin'; f.elements.name.value = 'monday'; \
+         f.elements.inputs.value = '{\"who\": \"team\"}'; f.requestSubmit(); true",
+    )
+    .await;
+    let next = b
+        .wait_for(
+            "document.querySelector('#schedules tr[data-schedule] .next') && document.querySelector('#schedules tr[data-schedule] .next').textContent",
+            10,
+        )
+        .await;
+    assert!(!next.as_str().unwrap().is_empty());
+    b.screenshot("schedules").await;
+    b.eval("document.querySelector('#schedules button.pause').click(); true")
+        .await;
+    b.wait_for(
+        "document.querySelector('#schedules .status.paused') !== null",
+        10,
+    )
+    .await;
+    let list = api(&base, &key, reqwest::Method::GET, "/v1/schedules", None).await;
+    assert_eq!(list["schedules"][0]["name"], "monday");
+    assert_eq!(list["schedules"][0]["paused"], true);
+    assert_eq!(list["schedules"][0]["inputs"]["who"], "team");
+    srv.stop().await;
+}

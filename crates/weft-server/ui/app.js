@@ -38,9 +38,114 @@
   function fmtTime(t) { return t ? new Date(t).toLocaleString() : ""; }
   function badge(status) { return '<span class="status ' + esc(status) + '">' + esc(status) + "</span>"; }
 
+  // The ask box: a sentence to POST /v1/ask. A confident match starts the run (or, on a dry
+  // run, shows the template and inputs with a button to start it); an unsure one shows the
+  // question and the candidate templates, and starts nothing.
+  function askBox() {
+    return '<form id="ask-form" class="ask"><input id="ask-text" name="text" autocomplete="off" ' +
+      'placeholder="Say what you want, e.g. Find all HVAC businesses in Colorado" aria-label="What you want">' +
+      ' <button class="primary" type="submit">Ask</button> <button id="ask-dry" type="button">Dry run</button></form>' +
+      '<div id="ask-answer" role="status"></div>';
+  }
+
+  function wireAsk() {
+    var form = $("#ask-form"), out = $("#ask-answer");
+    function send(dryRun) {
+      var text = $("#ask-text").value.trim();
+      if (!text) return;
+      out.innerHTML = '<p class="meta">Matching…</p>';
+      api("POST", "/v1/ask", { text: text, dry_run: dryRun }).then(function (a) {
+        var candidates = function (list) {
+          return '<ul class="candidates">' + list.map(function (c) {
+            return '<li><a href="#/templates/' + encodeURIComponent(c.template) + '">' + esc(c.template) + "</a> " +
+              '<span class="meta">' + esc(Math.round(c.confidence * 100)) + "%" + (c.description ? " — " + esc(c.description) : "") + "</span></li>";
+          }).join("") + "</ul>";
+        };
+        if (a.status === "clarify") {
+          out.innerHTML = '<div class="card clarify"><p class="question">' + esc(a.question) + "</p>" +
+            (a.candidates.length ? "<p>Candidates:</p>" + candidates(a.candidates) : "") + "</div>";
+          return;
+        }
+        if (a.run_id) { location.hash = "#/runs/" + a.run_id; return; }
+        out.innerHTML = '<div class="card matched"><p><b>' + esc(a.template) + "@" + esc(a.version) + "</b> " +
+          '<span class="meta">' + esc(Math.round(a.confidence * 100)) + "% · " + esc(a.matcher) + "</span></p><pre>" +
+          esc(JSON.stringify(a.inputs, null, 2)) + '</pre><button id="ask-start" class="primary" type="button">Start this run</button>' +
+          (a.alternatives.length ? "<p>Also possible:</p>" + candidates(a.alternatives) : "") + "</div>";
+        $("#ask-start").onclick = function () {
+          api("POST", "/v1/runs", { template: a.template, version: a.version, inputs: a.inputs })
+            .then(function (run) { location.hash = "#/runs/" + run.id; })
+            .catch(function (e) { out.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
+        };
+      }).catch(function (e) { out.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
+    }
+    form.onsubmit = function (ev) { ev.preventDefault(); send(false); };
+    $("#ask-dry").onclick = function () { send(true); };
+  }
+
+  // Schedules: each with its next fire time; pause, resume, delete; and a form to add one.
+  function showSchedules() {
+    view.innerHTML = '<h1>Schedules</h1><table id="schedules"><thead><tr><th>Name</th><th>Template</th><th>Cron</th>' +
+      '<th>State</th><th>Next</th><th>Last fired</th><th></th></tr></thead><tbody></tbody></table>' +
+      '<div class="card"><h2>Add a schedule</h2><form id="schedule-form" class="run-form">' +
+      '<label for="sch-template">Template</label><select id="sch-template" name="template" required></select>' +
+      '<label for="sch-cron">Cron <span class="hint">five fields, e.g. 0 6 * * MON (06:00 every Monday)</span></label>' +
+      '<input id="sch-cron" name="cron" required placeholder="0 6 * * MON">' +
+      '<label for="sch-tz">Time zone <span class="hint">IANA name; UTC when empty</span></label>' +
+      '<input id="sch-tz" name="timezone" placeholder="UTC">' +
+      '<label for="sch-name">Name <span class="hint">the template\'s name when empty</span></label><input id="sch-name" name="name">' +
+      '<label for="sch-inputs">Inputs <span class="hint">JSON object</span></label>' +
+      '<textarea id="sch-inputs" name="inputs" rows="3" cols="60">{}</textarea>' +
+      '<p><button class="primary" type="submit">Add</button></p><p id="schedule-error" class="error" role="alert"></p></form></div>';
+    var alive = true;
+    function load() {
+      api("GET", "/v1/schedules").then(function (list) {
+        if (!alive) return;
+        $("#schedules tbody").innerHTML = list.schedules.map(function (s) {
+          return '<tr data-schedule="' + esc(s.id) + '"><td>' + esc(s.name) + "</td><td>" + esc(s.template) + "@" + esc(s.version) +
+            "</td><td><code>" + esc(s.cron) + "</code> " + esc(s.timezone) + "</td><td>" + badge(s.paused ? "paused" : "active") +
+            '</td><td class="next">' + esc(fmtTime(s.next_fire_at)) + "</td><td>" + esc(fmtTime(s.last_fired_at)) +
+            (s.last_error ? '<div class="error">' + esc(s.last_error) + "</div>" : "") + "</td><td>" +
+            '<button type="button" class="' + (s.paused ? "resume" : "pause") + '">' + (s.paused ? "Resume" : "Pause") + "</button> " +
+            '<button type="button" class="delete">Delete</button></td></tr>';
+        }).join("") || '<tr><td colspan="7">No schedules yet.</td></tr>';
+        $("#schedules tbody").querySelectorAll("button").forEach(function (b) {
+          var id = b.closest("tr").dataset.schedule, path = "/v1/schedules/" + encodeURIComponent(id);
+          b.onclick = function () {
+            var done = b.classList.contains("delete") ? api("DELETE", path)
+              : api("POST", path + "/" + (b.classList.contains("pause") ? "pause" : "resume"));
+            done.then(load).catch(function (e) { $("#schedule-error").textContent = e.message; });
+          };
+        });
+      }).catch(function () {});
+    }
+    api("GET", "/v1/templates").then(function (list) {
+      $("#sch-template").innerHTML = list.templates.map(function (t) {
+        return '<option value="' + esc(t.name) + '">' + esc(t.name) + "</option>";
+      }).join("");
+    });
+    $("#schedule-form").onsubmit = function (ev) {
+      ev.preventDefault();
+      var f = ev.target, body = { template: f.elements.template.value, cron: f.elements.cron.value };
+      if (f.elements.timezone.value) body.timezone = f.elements.timezone.value;
+      if (f.elements.name.value) body.name = f.elements.name.value;
+      try { body.inputs = JSON.parse(f.elements.inputs.value || "{}"); } catch (e) {
+        $("#schedule-error").textContent = "Inputs are not JSON: " + e.message; return;
+      }
+      api("POST", "/v1/schedules", body).then(function () { $("#schedule-error").textContent = ""; load(); })
+        .catch(function (e) {
+          var p = e.problem;
+          $("#schedule-error").textContent = p && p.errors && p.errors.length
+            ? p.errors.map(function (x) { return x.field + ": " + x.message; }).join("\n") : e.message;
+        });
+    };
+    load();
+    var timer = setInterval(load, 5000);
+    return function () { alive = false; clearInterval(timer); };
+  }
+
   // Runs list, refreshed every two seconds while shown.
   function showRuns() {
-    view.innerHTML = '<h1>Runs</h1><table id="runs"><thead><tr><th>Run</th><th>Template</th>' +
+    view.innerHTML = askBox() + '<h1>Runs</h1><table id="runs"><thead><tr><th>Run</th><th>Template</th>' +
       '<th>Status</th><th>Started</th><th>Duration</th></tr></thead><tbody></tbody></table>';
     var alive = true;
     function load() {
@@ -53,6 +158,7 @@
         }).join("") || '<tr><td colspan="5">No runs yet. Start one from <a href="#/templates">Templates</a>.</td></tr>';
       }).catch(function () {});
     }
+    wireAsk();
     load();
     var timer = setInterval(load, 2000);
     return function () { alive = false; clearInterval(timer); };
@@ -312,6 +418,7 @@
     if (parts[0] === "runs" && parts[1]) stopCurrent = showRun(parts[1]);
     else if (parts[0] === "templates" && parts[1]) stopCurrent = showTemplate(parts[1]);
     else if (parts[0] === "templates") stopCurrent = showTemplates();
+    else if (parts[0] === "schedules") stopCurrent = showSchedules();
     else stopCurrent = showRuns();
   }
 
