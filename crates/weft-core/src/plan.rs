@@ -141,9 +141,10 @@ pub struct InputSpec {
 pub enum StepKind {
     /// Call a tool.
     Tool(String),
-    /// Pause for a human decision (behaviour not built yet; refused at run time).
+    /// Pause for a person's decision: `"prompt"` or `{prompt, timeout, on_timeout}`.
     Approval(Value),
-    /// Run another template as a sub-run (behaviour not built yet; refused at run time).
+    /// Run another template as a child run: `NAME[@VERSION]` (inputs in the step's `with`) or
+    /// `{template, version, with}`.
     Workflow(Value),
 }
 

@@ -286,9 +286,72 @@ fn read_kind<'a>(
             draft.kind = Some(StepKind::Tool(name));
         }
     } else if let Some(approval) = get(entries, "approval") {
+        check_approval(report, approval, label);
         draft.kind = Some(StepKind::Approval(approval.to_json()));
     } else if let Some(workflow) = get(entries, "workflow") {
+        check_workflow(report, workflow, label, get_key(entries, "with").is_some());
         draft.kind = Some(StepKind::Workflow(workflow.to_json()));
+    }
+}
+
+/// `approval: "prompt"` or `{prompt, timeout, on_timeout: approve|reject}`.
+fn check_approval(report: &mut Report, node: &Node, label: &str) {
+    if node.as_str().is_some() || matches!(node.kind, Kind::Null) {
+        return;
+    }
+    let what = format!("`approval` of {label}");
+    let Some(entries) = report.mapping(node, &["prompt", "timeout", "on_timeout"], &what) else {
+        return;
+    };
+    if let Some(t) = get(entries, "timeout")
+        && let Some(text) = report.string(t, &format!("`timeout` of {what}"))
+        && !is_dynamic(&text)
+        && let Err(e) = crate::duration::parse(&text)
+    {
+        report.at(
+            t.pos,
+            Code::InvalidValue,
+            format!("`timeout` of {what}: {e}"),
+        );
+    }
+    if let Some(o) = get(entries, "on_timeout")
+        && let Some(text) = report.string(o, &format!("`on_timeout` of {what}"))
+        && text != "approve"
+        && text != "reject"
+    {
+        report.at(
+            o.pos,
+            Code::InvalidValue,
+            format!("`on_timeout` of {what} is `approve` or `reject`, not `{text}`"),
+        );
+    }
+}
+
+/// `workflow: NAME[@VERSION]` or `{template, version, with}`.
+fn check_workflow(report: &mut Report, node: &Node, label: &str, step_with: bool) {
+    if node.as_str().is_some() {
+        return;
+    }
+    let what = format!("`workflow` of {label}");
+    let Some(entries) = report.mapping(node, &["template", "version", "with"], &what) else {
+        return;
+    };
+    match get(entries, "template") {
+        Some(t) => {
+            report.string(t, &format!("`template` of {what}"));
+        }
+        None => report.at(
+            node.pos,
+            Code::MissingKey,
+            format!("{what} needs a `template` (the name of the template it runs)"),
+        ),
+    }
+    if let (Some(k), true) = (get_key(entries, "with"), step_with) {
+        report.at(
+            k.pos,
+            Code::InvalidValue,
+            format!("{label} gives the child's inputs twice: in `workflow.with` and in `with`"),
+        );
     }
 }
 
