@@ -7,8 +7,11 @@
 //! `weft run` process. W3 discovery: 15 items that wait 50 ms, `concurrency: 3`, every 5th
 //! failing once and retried after 10 ms — wall time against the ideal.
 //!
-//! Usage: `cargo run --release -p weft-bench [-- w1|w2|w3 ...]` (all by default). The `weft`
-//! binary is taken from the same target folder (build it with `cargo build --release -p weft`).
+//! `pg`: W1 and W2 on PostgreSQL with 1, 2 and 4 `weft worker` processes (see `pg.rs`).
+//!
+//! Usage: `cargo run --release -p weft-bench [-- w1|w2|w3|pg ...]` (w1, w2 and w3 by default;
+//! `pg` only when named, with `WEFT_BENCH_PG` or the local `test` server). The `weft` binary
+//! is taken from the same target folder (build it with `cargo build --release -p weft`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -23,6 +26,8 @@ use weft_engine::{Engine, NewRun, WorkerOptions};
 use weft_store::RunStatus;
 use weft_store::sqlite::{Durability, SqliteStore};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
+
+mod pg;
 
 /// W3's tool: waits 50 ms; items 4, 9, 14 fail on their first attempt.
 struct Discover;
@@ -319,6 +324,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if want("w3") {
         w3(dir.path()).await?;
+    }
+    if which.iter().any(|a| a == "pg") {
+        pg::run(&weft).await?;
     }
     Ok(())
 }
