@@ -143,7 +143,8 @@ impl Engine {
                     cost_usd: c.usage.cost_usd,
                 })
                 .collect();
-            if !spent.is_empty() {
+            let spent_any = !spent.is_empty();
+            if spent_any {
                 tx.record_usage(&spent).await?;
             }
             let mut steps = tx.load_steps(&run_id).await?;
@@ -151,6 +152,7 @@ impl Engine {
             let mut settled = false;
             let mut progressed: HashMap<usize, ()> = HashMap::new();
             let mut dirty = vec![false; steps.len()];
+            let batched = finish_leading(tx, &run, &steps, &completions).await?;
             for c in completions {
                 let Some(sidx) = steps.iter().position(|s| s.step_id == c.step_id) else {
                     continue;
@@ -192,6 +194,8 @@ impl Engine {
                 let finished = if c.owner == crate::waits::NO_LEASE {
                     // A waiting task (an approval's decision, a child run's end).
                     tx.finish_waiting(c.task_id, status, output, error).await?
+                } else if let Some(done) = batched.get(&c.task_id) {
+                    *done
                 } else {
                     tx.finish_task(&fin).await?
                 };
@@ -277,8 +281,11 @@ impl Engine {
                 tx.update_step(s).await?;
             }
             tx.append_events(&events).await?;
+            // Only what this batch could have changed is checked: tokens and cost move only
+            // with reported usage, so a long fan-out without LLM calls pays no sum per turn.
             if run.status == RunStatus::Running
                 && let Some(budget) = &run.budget
+                && (spent_any || budget.max_tool_calls.is_some())
                 && self.over_budget(tx, &run, budget, &mut steps).await?
             {
                 ended.push(run_id);
@@ -393,8 +400,14 @@ impl Engine {
                                 done: None,
                             };
                             if let (Some(_), Some(tool)) = (spec.cache_ttl, tool.as_ref()) {
-                                let key =
-                                    cache_key(&t.tool, tool.version(), &new.input, &run.tenant);
+                                // A step's `post:` hooks change what is stored: they are part
+                                // of the key (none: the key is as it always was).
+                                let version = if spec.post.is_empty() {
+                                    tool.version().to_string()
+                                } else {
+                                    format!("{}+post:{}", tool.version(), spec.post.join(","))
+                                };
+                                let key = cache_key(&t.tool, &version, &new.input, &run.tenant);
                                 if let Some(hit) = tx.cache_get(&key).await? {
                                     new.done = Some((TaskStatus::Succeeded, hit, None, true));
                                     s.cache_hits += 1;
@@ -588,6 +601,46 @@ pub(crate) async fn cancel_rest(
     }
     tx.append_events(&events).await?;
     Ok(())
+}
+
+/// Ends, in one store call, the attempts at the head of a run's batch that will simply be
+/// recorded: up to and including the first failure, because a failure may cancel its step's
+/// other tasks, and those must then be refused as before. Returns each batched task's answer;
+/// the rest go through `finish_task` one by one in the loop.
+async fn finish_leading(
+    tx: &mut dyn Tx,
+    run: &Run,
+    steps: &[StepRow],
+    completions: &[Completion],
+) -> Result<HashMap<i64, bool>> {
+    let run_live = matches!(run.status, RunStatus::Running | RunStatus::Waiting);
+    let mut fins = Vec::new();
+    for c in completions {
+        if c.owner == crate::waits::NO_LEASE || !steps.iter().any(|s| s.step_id == c.step_id) {
+            continue;
+        }
+        let (status, output, error) = match &c.result {
+            Err(f) if f.transient && c.attempt < c.max_attempts && run_live => break,
+            Ok(v) => (TaskStatus::Succeeded, Some(v), None),
+            Err(f) => (TaskStatus::Failed, None, Some(f.message.as_str())),
+        };
+        fins.push(TaskFinish {
+            task_id: c.task_id,
+            attempt: c.attempt,
+            owner: &c.owner,
+            status,
+            output,
+            error,
+        });
+        if c.result.is_err() {
+            break;
+        }
+    }
+    if fins.len() < 2 {
+        return Ok(HashMap::new());
+    }
+    let done = tx.finish_tasks(&fins).await?;
+    Ok(fins.iter().map(|f| f.task_id).zip(done).collect())
 }
 
 async fn settle_fan_out(tx: &mut dyn Tx, step: &mut StepRow) -> Result<()> {

@@ -92,7 +92,19 @@ fn project(post: bool) -> (tempfile::TempDir, Vec<u8>) {
     let dir = tempfile::tempdir().expect("tempdir");
     let image = png(7, 5);
     std::fs::write(dir.path().join("pic.png"), &image).expect("png");
-    let post = if post { "    post: [artifacts]\n" } else { "" };
+    write_template(dir.path(), post, false);
+    (dir, image)
+}
+
+fn write_template(dir: &Path, post: bool, cache: bool) {
+    let mut extra = String::new();
+    if post {
+        extra.push_str("    post: [artifacts]\n");
+    }
+    if cache {
+        extra.push_str("    cache: { ttl: 1h }\n");
+    }
+    let post = extra;
     let template = format!(
         r#"name: draw-png
 version: 1
@@ -104,8 +116,7 @@ steps:
 {post}output: "{{{{ steps.draw.output }}}}"
 "#
     );
-    std::fs::write(dir.path().join("draw.yaml"), template).expect("template");
-    (dir, image)
+    std::fs::write(dir.join("draw.yaml"), template).expect("template");
 }
 
 fn run_json(dir: &Path, extra_env: &[(&str, &str)]) -> Value {
@@ -179,6 +190,28 @@ fn without_post_the_same_step_keeps_its_base64() {
         &store_bytes(dir.path()),
         &encoded.as_bytes()[..40]
     ));
+}
+
+#[test]
+fn a_cached_output_without_post_is_not_served_to_a_step_with_post() {
+    let (dir, image) = project(false);
+    write_template(dir.path(), false, true);
+    let encoded = base64::engine::general_purpose::STANDARD.encode(&image);
+    let plain = run_json(dir.path(), &[]);
+    assert_eq!(step_output(&plain)["image"], encoded.as_str(), "{plain}");
+    // Same tool, same input, now with `post`: the hook's output, not the cached base64.
+    write_template(dir.path(), true, true);
+    let hooked = run_json(dir.path(), &[]);
+    assert_eq!(hooked["steps"][0]["cache_hits"], 0, "{hooked}");
+    assert_eq!(
+        step_output(&hooked)["image"]["content_type"],
+        "image/png",
+        "{hooked}"
+    );
+    // And a second run with `post` is a cache hit of the reference.
+    let again = run_json(dir.path(), &[]);
+    assert_eq!(again["steps"][0]["cache_hits"], 1, "{again}");
+    assert_eq!(step_output(&again)["image"], step_output(&hooked)["image"]);
 }
 
 #[test]
