@@ -36,6 +36,7 @@ macro_rules! server_conformance_tests {
             memory_is_per_tenant_and_searchable,
             claim_honours_tenant_and_global_caps,
             concurrent_claims_respect_tenant_and_global_caps,
+            schedules_claim_each_slot_once,
         );
     };
     (@tests $fixture:ident; $($name:ident),* $(,)?) => {$(
@@ -627,4 +628,170 @@ pub async fn concurrent_claims_respect_tenant_and_global_caps(store: Arc<dyn Ser
     );
     let distinct: BTreeSet<_> = all.iter().collect();
     assert_eq!((distinct.len(), all.len()), (40, 40), "each task ran once");
+}
+
+fn schedule(id: &str, tenant: &str, name: &str, next: Option<i64>) -> schedules::Schedule {
+    schedules::Schedule {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        cron: "* * * * * *".into(),
+        timezone: "UTC".into(),
+        template: "tick".into(),
+        version: "1".into(),
+        digest: "d".into(),
+        source: "name: tick".into(),
+        file: "tick.yaml".into(),
+        files: json!({}),
+        base_dir: None,
+        inputs: json!({"label": "x"}),
+        paused: false,
+        next_fire_at: next,
+        last_slot: None,
+        last_fired_at: None,
+        last_error: None,
+        created_at: 1_000,
+        updated_at: 1_000,
+    }
+}
+
+/// Schedules are per tenant (by id or name); a slot is claimed by one transaction only, only
+/// while the schedule holds it and is not paused; a skipped slot is fenced the same way.
+pub async fn schedules_claim_each_slot_once(store: Arc<dyn ServerStore>) {
+    use schedules::{ScheduleStore, SlotClaim};
+    let s: &dyn ScheduleStore = store.as_ref();
+    assert!(
+        s.insert_schedule(&schedule("sch_a", "alpha", "every", Some(5_000)))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.insert_schedule(&schedule("sch_b", "alpha", "every", Some(5_000)))
+            .await
+            .unwrap(),
+        "a name is unique per tenant"
+    );
+    assert!(
+        s.insert_schedule(&schedule("sch_c", "beta", "every", Some(9_000)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.schedules("alpha").await.unwrap().len(), 1);
+    assert_eq!(
+        s.schedule("alpha", "every").await.unwrap().unwrap().id,
+        "sch_a"
+    );
+    assert_eq!(
+        s.schedule("alpha", "sch_a").await.unwrap().unwrap().inputs,
+        json!({"label": "x"})
+    );
+    assert!(
+        s.schedule("beta", "sch_a").await.unwrap().is_none(),
+        "another tenant's"
+    );
+    // Due: every tenant's, soonest first, only up to `now`.
+    let due: Vec<String> = s
+        .due_schedules(10_000, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|x| x.id)
+        .collect();
+    assert_eq!(due, vec!["sch_a", "sch_c"]);
+    assert_eq!(s.due_schedules(6_000, 10).await.unwrap().len(), 1);
+
+    let claim = SlotClaim {
+        schedule_id: "sch_a".into(),
+        expected_next: 5_000,
+        slot: 5_000,
+        next: Some(6_000),
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.claim_schedule_slot(&claim).await.unwrap());
+    tx.commit().await.unwrap();
+    // The same slot again (a racing scheduler that read the old `next_fire_at`): refused.
+    let mut tx = store.begin().await.unwrap();
+    assert!(!tx.claim_schedule_slot(&claim).await.unwrap());
+    drop(tx);
+    let a = s.schedule("alpha", "sch_a").await.unwrap().unwrap();
+    assert_eq!((a.next_fire_at, a.last_slot), (Some(6_000), Some(5_000)));
+    assert!(a.last_fired_at.is_some());
+    // A rolled-back claim leaves the slot to the next claimer.
+    let next = SlotClaim {
+        expected_next: 6_000,
+        slot: 6_000,
+        next: Some(7_000),
+        ..claim.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(tx.claim_schedule_slot(&next).await.unwrap());
+    drop(tx);
+    assert_eq!(
+        s.schedule("alpha", "sch_a")
+            .await
+            .unwrap()
+            .unwrap()
+            .next_fire_at,
+        Some(6_000)
+    );
+    // Skipping is fenced like a claim and records why.
+    assert!(
+        s.skip_schedule_slot(&next, "template no longer loads")
+            .await
+            .unwrap()
+    );
+    assert!(!s.skip_schedule_slot(&next, "again").await.unwrap());
+    let a = s.schedule("alpha", "sch_a").await.unwrap().unwrap();
+    assert_eq!(a.next_fire_at, Some(7_000));
+    assert_eq!(a.last_error.as_deref(), Some("template no longer loads"));
+
+    // Paused: not due, and not claimable even with the right slot.
+    assert!(
+        s.set_schedule_paused("alpha", "sch_a", true, None)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.set_schedule_paused("beta", "sch_a", true, None)
+            .await
+            .unwrap(),
+        "another tenant's"
+    );
+    assert!(
+        s.due_schedules(i64::MAX, 10)
+            .await
+            .unwrap()
+            .iter()
+            .all(|x| x.id != "sch_a")
+    );
+    assert!(
+        s.set_schedule_paused("alpha", "sch_a", false, Some(8_000))
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.set_schedule_paused("alpha", "sch_a", true, Some(8_000))
+            .await
+            .unwrap()
+    );
+    let paused = SlotClaim {
+        expected_next: 8_000,
+        slot: 8_000,
+        next: Some(9_000),
+        ..claim.clone()
+    };
+    let mut tx = store.begin().await.unwrap();
+    assert!(
+        !tx.claim_schedule_slot(&paused).await.unwrap(),
+        "a paused schedule"
+    );
+    drop(tx);
+
+    assert!(
+        !s.delete_schedule("beta", "sch_a").await.unwrap(),
+        "another tenant's"
+    );
+    assert!(s.delete_schedule("alpha", "sch_a").await.unwrap());
+    assert!(s.schedules("alpha").await.unwrap().is_empty());
+    assert_eq!(s.schedules("beta").await.unwrap().len(), 1);
 }
