@@ -570,3 +570,156 @@ async fn the_ask_box_and_schedules_in_headless_chromium() {
     assert_eq!(list["schedules"][0]["inputs"]["who"], "team");
     srv.stop().await;
 }
+
+/// A waiting run's approvals: each item has Approve/Reject buttons (with a comment); once the
+/// run succeeds its follow-up actions are buttons, and the action's run page links back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_and_actions_in_headless_chromium() {
+    let Some(binary) = chromium() else {
+        if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("chromium is required (WEFT_REQUIRE_SERVICES=1): apt-get install -y chromium");
+        }
+        eprintln!(
+            "SKIPPED: chromium not found (apt-get install -y chromium); UI tests did not run"
+        );
+        return;
+    };
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let base = srv.base.clone();
+    let key = srv.key_a.clone();
+    let gate = "name: gate\nversion: 1\ninputs:\n  who: { type: array, default: [ann, bob] }\n\
+        steps:\n  - id: ask\n    for_each: \"{{ input.who }}\"\n    approval: { prompt: \"Send to {{ item }}?\" }\n    continue_on_error: true\n\
+        actions:\n  again: { template: gate, with: { who: [zoe] }, description: Ask zoe }\n";
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/templates"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/yaml")
+        .body(gate)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["name"], "gate", "{registered}");
+    let run = api(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        "/v1/runs",
+        Some(json!({"template": "gate"})),
+    )
+    .await;
+    let run_id = run["id"].as_str().unwrap().to_string();
+
+    let mut b = Browser::launch(&binary).await;
+    b.goto(&format!("{base}/")).await;
+    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
+        .await;
+    b.eval(&format!(
+        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
+        json!(key)
+    ))
+    .await;
+    b.wait_for("!document.querySelector('#nav').hidden", 10)
+        .await;
+    b.eval(&format!("location.hash = '#/runs/{run_id}'; true"))
+        .await;
+    b.wait_for(
+        "document.querySelectorAll('.approval button.approve').length === 2",
+        15,
+    )
+    .await;
+    assert_eq!(
+        b.eval("document.querySelector('#run-status').innerText")
+            .await,
+        json!("waiting")
+    );
+    assert!(
+        b.eval("document.querySelector('.approvals').innerText")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .contains("Send to bob?")
+    );
+    b.screenshot("approvals-waiting").await;
+    // Reject bob with a comment, approve ann.
+    b.eval(
+        "(() => { const bob = document.querySelector('.approval[data-item=\"1\"]'); \
+         bob.querySelector('.comment').value = 'not bob'; bob.querySelector('button.reject').click(); return true; })()",
+    )
+    .await;
+    b.wait_for(
+        "document.querySelectorAll('.approval button.approve').length === 1",
+        15,
+    )
+    .await;
+    b.eval("document.querySelector('.approval[data-item=\"0\"] button.approve').click(); true")
+        .await;
+    b.wait_for(
+        "document.querySelector('#run-status') && document.querySelector('#run-status').innerText === 'succeeded'",
+        15,
+    )
+    .await;
+    let detail = api(
+        &base,
+        &key,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{run_id}"),
+        None,
+    )
+    .await;
+    assert_eq!(detail["steps"][0]["output"][0]["approved"], true);
+    let by = detail["steps"][0]["output"][0]["by"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(by.starts_with("key_"), "{detail}");
+    assert_eq!(
+        detail["steps"][0]["error"],
+        format!("item 1 failed: rejected by {by}: not bob")
+    );
+
+    // The follow-up: a button that starts the action and shows its run, linked back.
+    b.wait_for(
+        "!!document.querySelector('button.action[data-action=\"again\"]')",
+        15,
+    )
+    .await;
+    b.eval("document.querySelector('button.action[data-action=\"again\"]').click(); true")
+        .await;
+    let hash = b
+        .wait_for(
+            &format!("location.hash.startsWith('#/runs/run_') && location.hash !== '#/runs/{run_id}' && location.hash"),
+            15,
+        )
+        .await;
+    let child = hash
+        .as_str()
+        .unwrap()
+        .trim_start_matches("#/runs/")
+        .to_string();
+    b.wait_for(
+        &format!("!!document.querySelector('#run-head a[href=\"#/runs/{run_id}\"]')"),
+        15,
+    )
+    .await;
+    assert!(
+        b.eval("document.querySelector('#run-head').innerText")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .contains("action again")
+    );
+    let detail = api(
+        &base,
+        &key,
+        reqwest::Method::GET,
+        &format!("/v1/runs/{child}"),
+        None,
+    )
+    .await;
+    assert_eq!(detail["parent"]["run_id"], run_id.as_str());
+    assert_eq!(detail["inputs"]["who"], json!(["zoe"]));
+    b.screenshot("action-run").await;
+    srv.stop().await;
+}
