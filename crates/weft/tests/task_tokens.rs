@@ -20,6 +20,11 @@ use serde_json::{Value, json};
 
 const CANARY: &str = "canary-7f3a9 v/+=&\"q\" leak-me-not";
 
+thread_local! {
+    /// The PostgreSQL database of the test running on this thread (SQLite when `None`).
+    static DB: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
 fn weft(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
     cmd.current_dir(dir)
@@ -27,6 +32,9 @@ fn weft(dir: &Path) -> Command {
         .env_remove("WEFT_CONFIG")
         .env_remove("WEFT_SECRET_KEY")
         .env("NO_COLOR", "1");
+    if let Some(url) = DB.with(|db| db.borrow().clone()) {
+        cmd.env("WEFT_DB", url);
+    }
     cmd
 }
 
@@ -304,6 +312,28 @@ fn set_secret(dir: &Path, name: &str, value: &str) {
 
 #[test]
 fn every_wrong_token_is_refused_with_its_own_code() {
+    token_classes();
+}
+
+/// The same on PostgreSQL (`weft serve --db postgres://...`), in a fresh database.
+#[test]
+fn every_wrong_token_is_refused_with_its_own_code_on_postgres() {
+    use weft_store::postgres::testing;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(testing::server_url()) else {
+        return;
+    };
+    let (name, url) = runtime
+        .block_on(testing::create_database(&server))
+        .expect("create a database");
+    DB.with(|db| *db.borrow_mut() = Some(url));
+    token_classes();
+    runtime
+        .block_on(testing::drop_database(&server, &name))
+        .expect("drop the test database");
+}
+
+fn token_classes() {
     let dir = tempfile::tempdir().expect("tempdir");
     let templates = dir.path().join("templates");
     std::fs::create_dir_all(&templates).expect("mkdir");
@@ -479,6 +509,28 @@ fn find_leaks(what: &str, haystack: &[u8], leaks: &mut Vec<String>) {
 
 #[test]
 fn canary_secret_never_leaves_in_any_form() {
+    canary();
+}
+
+/// The same on PostgreSQL, with `pg_dump` of the database as the dump.
+#[test]
+fn canary_secret_never_leaves_in_any_form_on_postgres() {
+    use weft_store::postgres::testing;
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let Some(server) = runtime.block_on(testing::server_url()) else {
+        return;
+    };
+    let (name, url) = runtime
+        .block_on(testing::create_database(&server))
+        .expect("create a database");
+    DB.with(|db| *db.borrow_mut() = Some(url));
+    canary();
+    runtime
+        .block_on(testing::drop_database(&server, &name))
+        .expect("drop the test database");
+}
+
+fn canary() {
     let dir = tempfile::tempdir().expect("tempdir");
     let templates = dir.path().join("templates");
     std::fs::create_dir_all(&templates).expect("mkdir");
@@ -544,6 +596,18 @@ fn canary_secret_never_leaves_in_any_form() {
     let mut leaks = Vec::new();
     find_leaks("API responses", responses.as_bytes(), &mut leaks);
     find_leaks("the SSE transcript", sse.as_bytes(), &mut leaks);
+    find_leaks("the server's log", log.as_bytes(), &mut leaks);
+    if let Some(url) = DB.with(|db| db.borrow().clone()) {
+        let dump = Command::new("pg_dump")
+            .arg(&url)
+            .output()
+            .expect("pg_dump is needed with PostgreSQL");
+        assert!(dump.status.success(), "{dump:?}");
+        assert!(String::from_utf8_lossy(&dump.stdout).contains("task_tokens"));
+        find_leaks("pg_dump", &dump.stdout, &mut leaks);
+        assert!(leaks.is_empty(), "canary found: {leaks:?}");
+        return;
+    }
     let mut db = Vec::new();
     for name in ["weft.db", "weft.db-wal"] {
         if let Ok(bytes) = std::fs::read(dir.path().join(".weft").join(name)) {
@@ -561,6 +625,5 @@ fn canary_secret_never_leaves_in_any_form() {
         assert!(String::from_utf8_lossy(&dump.stdout).contains("CREATE TABLE task_tokens"));
         find_leaks("sqlite3 .dump", &dump.stdout, &mut leaks);
     }
-    find_leaks("the server's log", log.as_bytes(), &mut leaks);
     assert!(leaks.is_empty(), "canary found: {leaks:?}");
 }
