@@ -9,7 +9,7 @@
 //! Missed slots (no scheduler was running, or it fell behind): the most recent missed slot
 //! fires once, older ones are skipped, and `next_fire_at` moves to the first slot after now.
 //! A slot whose run cannot be created (the stored template no longer loads, inputs refused,
-//! a budget says no) is skipped with the reason in `last_error`; a transient store error
+//! the tenant's runs-per-hour quota says no) is skipped with the reason in `last_error`; a transient store error
 //! leaves the slot to the next turn.
 
 use std::str::FromStr as _;
@@ -326,6 +326,14 @@ impl Engine {
         {
             tx.commit().await?;
             return Ok(Some(existing));
+        }
+        // The tenant's runs-per-hour quota counts scheduled runs too; a refused slot is
+        // skipped (the claim rolls back with this transaction, the scheduler records why).
+        if let Some(refusal) = tx.admit_run(&new.tenant).await? {
+            return Err(Error::QuotaExceeded {
+                max_runs_per_hour: refusal.max_runs_per_hour,
+                retry_after_ms: refusal.retry_after_ms,
+            });
         }
         let run = self
             .insert_run(&mut *tx, &new, Some(request_digest), None)
