@@ -23,6 +23,7 @@ macro_rules! usage_conformance_tests {
             usage_reports_group_by_day_template_and_run,
             run_budget_round_trips,
             runs_per_hour_quota_counts_recent_runs,
+            runs_per_hour_quota_holds_under_concurrent_creators,
         );
     };
     (@tests $fixture:ident; $($name:ident),* $(,)?) => {$(
@@ -399,4 +400,53 @@ pub async fn runs_per_hour_quota_counts_recent_runs(store: Arc<dyn Store>) {
         .expect("lift the quota");
     let mut tx = store.begin().await.expect("begin");
     assert_eq!(tx.admit_run(TENANT).await.expect("admit"), None);
+}
+
+/// Creators racing for the last places of a quota: each admits and inserts in one
+/// transaction, and exactly the quota's number get in (the count is serialised per tenant).
+pub async fn runs_per_hour_quota_holds_under_concurrent_creators(store: Arc<dyn Store>) {
+    store
+        .set_tenant_quota(
+            TENANT,
+            &TenantQuota {
+                max_runs_per_hour: Some(3),
+            },
+        )
+        .await
+        .expect("set quota");
+    let mut creators = Vec::new();
+    for i in 0..8 {
+        let store = store.clone();
+        creators.push(tokio::spawn(async move {
+            let mut tx = store.begin().await.expect("begin");
+            if tx.admit_run(TENANT).await.expect("admit").is_some() {
+                return false;
+            }
+            let now = tx.now();
+            tx.insert_run(&sample_run(&format!("run_race_{i}"), TENANT, now))
+                .await
+                .expect("insert");
+            tx.commit().await.expect("commit");
+            true
+        }));
+    }
+    let mut admitted = 0;
+    for c in creators {
+        if c.await.expect("creator") {
+            admitted += 1;
+        }
+    }
+    assert_eq!(
+        admitted, 3,
+        "the quota admits exactly 3 of 8 racing creators"
+    );
+    let runs = store
+        .runs(&RunQuery {
+            tenant: TENANT.into(),
+            limit: 100,
+            ..RunQuery::default()
+        })
+        .await
+        .expect("runs");
+    assert_eq!(runs.len(), 3);
 }
