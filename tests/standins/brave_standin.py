@@ -8,8 +8,9 @@ It speaks the wire format of Brave's Web Search endpoint:
   Brave's error shape {"type": "ErrorResponse", "error": {"id", "status", "code", "detail",
   "meta"}, "time"} (401 without a token, 422 with a wrong one or a count over 20).
 Which pages it "finds" is up to the test: argv[2] is a JSON file with a list of
-{title, url, description}, returned for every query (the first `count` of them), with the
-query's words wrapped in <strong> in the descriptions as Brave does.
+{title, url, description} returned for every query, or an object of such lists by query with
+"*" for any other (the first `count` of them), with the query's words wrapped in <strong> in
+the descriptions as Brave does. With nothing found the answer has no "web" key, as Brave's.
 GET /stats returns {"calls": N, "queries": [{"q", "count", "token"}]} where token is "ok",
 "missing" or "wrong"; the port is printed on the first line.
 
@@ -81,18 +82,21 @@ def search(query, count, token):
         return error(422, "VALIDATION", "Unable to validate request parameter(s): q is required.")
     if count < 1 or count > 20:
         return error(422, "VALIDATION", "Unable to validate request parameter(s): count must be 1 to 20.")
-    results = [result(item, query) for item in RESULTS[:count]]
-    return 200, {
+    found = RESULTS.get(query, RESULTS.get("*", [])) if isinstance(RESULTS, dict) else RESULTS
+    results = [result(item, query) for item in found[:count]]
+    answer = {
         "query": {"original": query, "show_strict_warning": False, "is_navigational": False,
                   "is_news_breaking": False, "spellcheck_off": True, "country": "us",
                   "bad_results": False, "should_fallback": False, "postal_code": "", "city": "",
-                  "header_country": "", "more_results_available": len(RESULTS) > count, "state": ""},
+                  "header_country": "", "more_results_available": len(found) > count, "state": ""},
         "mixed": {"type": "mixed",
                   "main": [{"type": "web", "index": i, "all": False} for i in range(len(results))],
                   "top": [], "side": []},
         "type": "search",
-        "web": {"type": "search", "results": results, "family_friendly": True},
     }
+    if results:
+        answer["web"] = {"type": "search", "results": results, "family_friendly": True}
+    return 200, answer
 
 
 class Handler(BaseHTTPRequestHandler):

@@ -289,7 +289,7 @@ fn research_setup() -> (Pages, StandIn, tempfile::TempDir) {
             html("Fourth", "Never read", "Fourth", "SENTINEL-GAMMA"),
         ),
     ]);
-    let results = json!([
+    let results = json!({"nothing matches this": [], "*": [
         {"title": "Durable execution, explained", "url": pages.url("/durable/intro.html"),
          "description": "An introduction to durable execution for workflow engines."},
         {"title": "A broken page", "url": pages.url("/durable/broken"),
@@ -298,7 +298,7 @@ fn research_setup() -> (Pages, StandIn, tempfile::TempDir) {
          "description": "How durable queues lease tasks to workers."},
         {"title": "Fourth result", "url": pages.url("/durable/fourth.html"),
          "description": "Beyond the top three."},
-    ]);
+    ]});
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("brave-results.json");
     std::fs::write(&file, results.to_string()).expect("write results");
@@ -417,6 +417,28 @@ fn web_research_searches_brave_reads_the_top_pages_summarizes_with_the_llm_and_r
             usage["prompt_tokens"].as_u64().unwrap_or(0)
                 + usage["completion_tokens"].as_u64().unwrap_or(0)
         )
+    );
+
+    // Nothing found: said so, and no model is asked to summarize nothing.
+    let empty = run_json(
+        dir.path(),
+        &[
+            "web-research",
+            "-i",
+            "query=nothing matches this",
+            "-i",
+            &format!("api={}", brave.url()),
+        ],
+    );
+    assert_eq!(
+        empty["output"],
+        "## Research: nothing matches this\n\nNo results found.\n\n_Summary: digest_\n",
+        "{empty}"
+    );
+    assert_eq!(
+        llm.stats()["calls"],
+        1,
+        "the model was asked about no sources"
     );
 
     // The notes are in the memory, for a later run.
@@ -561,6 +583,10 @@ fn web_research_falls_back_to_a_digest_without_an_llm_and_says_why() {
             .is_some_and(|e| e.contains("422") && e.contains("SUBSCRIPTION_TOKEN_INVALID")),
         "{failed}"
     );
+    assert!(
+        !text(&out).contains(LLM_KEY),
+        "the key sent is in the output or logs"
+    );
     let stats = brave.stats();
     assert_eq!(stats["calls"].as_u64(), Some(before + 1), "{stats}");
     assert_eq!(stats["queries"][before as usize]["token"], "wrong");
@@ -589,7 +615,10 @@ fn deployment_check_reports_the_latest_deployment_its_state_and_failures() {
         report.contains("**Latest**: #1003 of `a1b2c3d` (release/2.4) to **production**, created 2026-11-25T14:00:00Z by octocat"),
         "{report}"
     );
-    assert!(report.contains("**Status**: failure"), "{report}");
+    assert!(
+        report.contains("**Status**: failure (6m 8s from the first status to the last)"),
+        "{report}"
+    );
     assert!(report.contains("**Deployments listed**: 3"), "{report}");
     // The status log, oldest first.
     let queued = report.find("| 2026-11-25T14:00:02Z | queued | Queued |");
@@ -602,7 +631,10 @@ fn deployment_check_reports_the_latest_deployment_its_state_and_failures() {
         "{report}"
     );
     assert!(
-        report.contains("**Failures**: 1; last: Build failed: `npm run build` exited with code 1"),
+        report.contains(
+            "**Failures**: 1; last: Build failed: `npm run build` exited with code 1 \
+             (log: https://github.com/acme/shop/actions/runs/503)"
+        ),
         "{report}"
     );
 
@@ -624,7 +656,7 @@ fn deployment_check_reports_the_latest_deployment_its_state_and_failures() {
         report.contains("**Latest**: #1002 of `e5bd391` (main) to **staging**"),
         "{report}"
     );
-    assert!(report.contains("**Status**: success"), "{report}");
+    assert!(report.contains("**Status**: success\n"), "{report}");
     assert!(report.contains("**Deployments listed**: 1"), "{report}");
     assert!(!report.contains("**Failures**"), "{report}");
 
