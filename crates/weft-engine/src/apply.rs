@@ -604,8 +604,8 @@ pub(crate) async fn cancel_rest(
 }
 
 /// Ends, in one store call, the attempts at the head of a run's batch that will simply be
-/// recorded: up to and including the first failure, because a failure may cancel its step's
-/// other tasks, and those must then be refused as before. Returns each batched task's answer;
+/// recorded (retried ones aside): up to and including the first failure, because a failure
+/// may cancel its step's other tasks, and those must then be refused as before. Returns each batched task's answer;
 /// the rest go through `finish_task` one by one in the loop.
 async fn finish_leading(
     tx: &mut dyn Tx,
@@ -620,7 +620,8 @@ async fn finish_leading(
             continue;
         }
         let (status, output, error) = match &c.result {
-            Err(f) if f.transient && c.attempt < c.max_attempts && run_live => break,
+            // Retried in the loop, not ended.
+            Err(f) if f.transient && c.attempt < c.max_attempts && run_live => continue,
             Ok(v) => (TaskStatus::Succeeded, Some(v), None),
             Err(f) => (TaskStatus::Failed, None, Some(f.message.as_str())),
         };

@@ -518,6 +518,9 @@ impl Tx for ObservedTx {
     async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool> {
         self.inner.finish_task(fin).await
     }
+    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
+        self.inner.finish_tasks(fins).await
+    }
     async fn retry_task(
         &mut self,
         task_id: i64,

@@ -36,6 +36,7 @@ macro_rules! server_conformance_tests {
             memory_is_per_tenant_and_searchable,
             claim_honours_tenant_and_global_caps,
             concurrent_claims_respect_tenant_and_global_caps,
+            finish_tasks_is_fenced_per_task,
             schedules_claim_each_slot_once,
         );
     };
@@ -794,4 +795,56 @@ pub async fn schedules_claim_each_slot_once(store: Arc<dyn ServerStore>) {
     assert!(s.delete_schedule("alpha", "sch_a").await.unwrap());
     assert!(s.schedules("alpha").await.unwrap().is_empty());
     assert_eq!(s.schedules("beta").await.unwrap().len(), 1);
+}
+
+/// A batch of finishes answers per task, fenced like one `finish_task` each: the current
+/// attempt of the current owner ends once; a stale attempt or another owner is refused.
+pub async fn finish_tasks_is_fenced_per_task(store: Arc<dyn ServerStore>) {
+    run_with_items(&store, "run_b", "alpha", 4).await;
+    let got = claim(&store, "w", 10, None).await;
+    assert_eq!(got.len(), 4);
+    let out = json!({"ok": true});
+    let fin = |t: &Task, attempt: u32, owner: &'static str| TaskFinish {
+        task_id: t.id,
+        attempt,
+        owner,
+        status: TaskStatus::Succeeded,
+        output: Some(&out),
+        error: None,
+    };
+    let mut tx = store.begin().await.expect("begin");
+    let done = tx
+        .finish_tasks(&[
+            fin(&got[0], 1, "w"),
+            fin(&got[1], 2, "w"),
+            fin(&got[2], 1, "someone-else"),
+            TaskFinish {
+                status: TaskStatus::Failed,
+                output: None,
+                error: Some("boom"),
+                ..fin(&got[3], 1, "w")
+            },
+        ])
+        .await
+        .expect("finish_tasks");
+    tx.commit().await.expect("commit");
+    assert_eq!(done, [true, false, false, true]);
+    let mut tx = store.begin().await.expect("begin");
+    let again = tx
+        .finish_tasks(&[fin(&got[0], 1, "w"), fin(&got[1], 1, "w")])
+        .await
+        .expect("finish_tasks");
+    tx.commit().await.expect("commit");
+    assert_eq!(again, [false, true], "an ended attempt cannot end twice");
+    let tasks = store.tasks("run_b").await.expect("tasks");
+    let by_id = |id: i64| tasks.iter().find(|t| t.id == id).expect("task");
+    assert_eq!(by_id(got[0].id).output, Some(out.clone()));
+    assert_eq!(
+        by_id(got[2].id).status,
+        TaskStatus::Running,
+        "another owner's finish is refused"
+    );
+    assert_eq!(by_id(got[3].id).status, TaskStatus::Failed);
+    assert_eq!(by_id(got[3].id).error.as_deref(), Some("boom"));
+    assert!(by_id(got[3].id).lease_owner.is_none());
 }

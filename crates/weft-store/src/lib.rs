@@ -183,6 +183,15 @@ pub trait Tx: Send {
     /// Ends an attempt. Refused (returns `false`) unless the task is still `running` under
     /// this attempt and owner: a superseded attempt cannot commit.
     async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool>;
+    /// [`Tx::finish_task`] for many attempts at once, fenced the same way; one answer per
+    /// finish, in order. A backend may do it in one statement (PostgreSQL does).
+    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
+        let mut done = Vec::with_capacity(fins.len());
+        for fin in fins {
+            done.push(self.finish_task(fin).await?);
+        }
+        Ok(done)
+    }
     /// Puts a running attempt back in the queue as attempt+1 after `not_before`. Fenced like
     /// `finish_task`.
     async fn retry_task(

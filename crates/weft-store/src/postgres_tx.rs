@@ -541,6 +541,58 @@ impl Tx for PgTx {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
+        if fins.len() < 2 {
+            let mut done = Vec::new();
+            for f in fins {
+                done.push(self.finish_task(f).await?);
+            }
+            return Ok(done);
+        }
+        let n = fins.len();
+        let (mut ids, mut attempts, mut owners) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        let (mut statuses, mut outputs, mut errors) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for f in fins {
+            ids.push(f.task_id);
+            attempts.push(i64::from(f.attempt));
+            owners.push(f.owner);
+            statuses.push(f.status.as_str());
+            outputs.push(opt_json(f.output));
+            errors.push(f.error);
+        }
+        // One statement for the batch, fenced per row exactly like `finish_task`.
+        let rows = sqlx::query(
+            "UPDATE tasks t SET status = f.status, output = f.output, error = f.error, \
+             finished_at = $1, lease_owner = NULL, lease_expires = NULL \
+             FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::text[], \
+               $7::text[]) AS f(id, attempt, owner, status, output, error) \
+             WHERE t.id = f.id AND t.attempt = f.attempt AND t.lease_owner = f.owner \
+               AND t.status = 'running' RETURNING t.id",
+        )
+        .bind(self.now)
+        .bind(&ids)
+        .bind(&attempts)
+        .bind(&owners)
+        .bind(&statuses)
+        .bind(&outputs)
+        .bind(&errors)
+        .fetch_all(&mut *self.tx)
+        .await?;
+        let mut ended = std::collections::HashSet::with_capacity(rows.len());
+        for r in &rows {
+            ended.insert(r.try_get::<i64, _>("id")?);
+        }
+        Ok(ids.iter().map(|id| ended.contains(id)).collect())
+    }
+
     async fn retry_task(
         &mut self,
         task_id: i64,
