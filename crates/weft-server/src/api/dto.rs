@@ -596,6 +596,7 @@ pub struct EventsParams {
 #[serde(deny_unknown_fields)]
 pub struct AskRequest {
     /// What the caller wants, in a sentence ("Find all HVAC businesses in Colorado").
+    #[schema(min_length = 1, max_length = 2000)]
     pub text: String,
     /// Only say which template and inputs the sentence means; start nothing.
     #[serde(default)]
