@@ -254,3 +254,45 @@ fn yaml_anchors_and_aliases_are_followed() {
     let plan = load_str(source, "t.yaml", None, &Catalog).expect("loads");
     assert_eq!(plan.steps[1].with, json!({"data": 1, "jq": "."}));
 }
+
+#[test]
+fn a_budget_loads_into_the_plan_and_a_request_overrides_it_limit_by_limit() {
+    let source = "name: t\nbudget: {max_llm_tokens: 1000, max_cost_usd: 0.5}\nsteps:\n  - id: a\n    tool: sleep\n    with: {duration: 1ms}\n";
+    let plan = load_str(source, "t.yaml", None, &Catalog).expect("loads");
+    let budget = plan.budget;
+    assert_eq!(budget.max_llm_tokens, Some(1000));
+    assert_eq!(budget.max_cost_usd, Some(0.5));
+    assert_eq!(budget.max_tool_calls, None);
+    let request = weft_core::plan::Budget {
+        max_tool_calls: Some(3),
+        max_llm_tokens: Some(10),
+        ..Default::default()
+    };
+    let run = budget.overridden_by(&request);
+    assert_eq!(
+        (run.max_llm_tokens, run.max_cost_usd, run.max_tool_calls),
+        (Some(10), Some(0.5), Some(3))
+    );
+    assert_eq!(
+        run.exceeded(10, 0.5, 3),
+        None,
+        "reaching a limit is not crossing it"
+    );
+    assert_eq!(
+        run.exceeded(11, 0.0, 0).as_deref(),
+        Some("the run used 11 LLM tokens; its budget allows 10")
+    );
+    assert!(run.exceeded(0, 0.51, 0).is_some_and(|m| m.contains("$0.5")));
+    assert!(
+        run.exceeded(0, 0.0, 4)
+            .is_some_and(|m| m.contains("4 tool calls"))
+    );
+    let none = load_str(
+        "name: t\nsteps:\n  - id: a\n    tool: sleep\n    with: {duration: 1ms}\n",
+        "t.yaml",
+        None,
+        &Catalog,
+    )
+    .expect("loads");
+    assert!(none.budget.is_empty());
+}
