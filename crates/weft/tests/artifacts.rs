@@ -247,8 +247,11 @@ fn moto_server() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("WEFT_MOTO_SERVER") {
         return Some(PathBuf::from(path));
     }
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../venv/bin/moto_server");
-    venv.exists().then_some(venv)
+    let venv = std::env::var_os("WEFT_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../venv"));
+    let bin = venv.join("bin/moto_server");
+    bin.exists().then_some(bin)
 }
 
 fn free_port() -> u16 {
@@ -356,7 +359,10 @@ fn s3_store_keeps_the_image_and_serve_returns_the_same_bytes() {
             std::env::var("WEFT_REQUIRE_SERVICES").as_deref() != Ok("1"),
             "moto_server is required (pip install 'moto[server]==5.2.5' into ./venv)"
         );
-        eprintln!("skipped: no moto_server (pip install 'moto[server]==5.2.5' into ./venv)");
+        eprintln!(
+            "SKIPPED: no moto_server (pip install 'moto[server]==5.2.5' into ./venv, or set \
+             WEFT_VENV or WEFT_MOTO_SERVER)"
+        );
         return;
     };
     let (_moto, s3) = start_moto(&bin);
