@@ -715,3 +715,81 @@ fn the_api_shows_run_usage_groups_it_and_enforces_budgets_and_the_run_quota() {
     let (status, _, fourth) = server.post_run(json!({"template": "one-call"}));
     assert_eq!(status, 201, "{fourth}");
 }
+
+/// The same on PostgreSQL, across processes: `weft run --detach` enqueues a budgeted run, a
+/// `weft worker` process runs it and fails it with `budget_exceeded`, and another process's
+/// `weft usage` reads the totals. Skipped without a reachable server (`WEFT_TEST_PG`).
+#[test]
+fn on_postgresql_a_worker_process_enforces_the_budget_and_usage_groups_it() {
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let Some((server, name, url)) = rt.block_on(async {
+        let server = weft_store::postgres::testing::server_url().await?;
+        let (name, url) = weft_store::postgres::testing::create_database(&server)
+            .await
+            .expect("create a database");
+        Some((server, name, url))
+    }) else {
+        return;
+    };
+    let llm = StandIn::start();
+    let dir = workdir(&llm);
+    let mut worker = weft_cmd(dir.path())
+        .args(["worker", "--db", &url, "--poll", "100ms"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("weft worker starts");
+
+    let out = weft(
+        dir.path(),
+        &[
+            "--json",
+            "run",
+            "over-budget",
+            "--budget-llm-tokens",
+            "5",
+            "--detach",
+            "--db",
+            &url,
+        ],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id = json_of(&out)["id"].as_str().expect("id").to_string();
+    let out = weft(dir.path(), &["--json", "runs", "wait", &id, "--db", &url]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let run = json_of(&out);
+    assert!(
+        run["error"]
+            .as_str()
+            .expect("error")
+            .starts_with("budget_exceeded:"),
+        "{run}"
+    );
+    let slow = run["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| s["id"] == "slow")
+        .expect("slow");
+    assert_eq!(slow["status"], "cancelled");
+    let shown = json_of(&weft(
+        dir.path(),
+        &["--json", "runs", "show", &id, "--db", &url],
+    ));
+    let (prompt, completion, _) = reported(&shown);
+    assert_eq!(shown["usage"]["llm_prompt_tokens"], prompt);
+    assert_eq!(shown["usage"]["llm_completion_tokens"], completion);
+
+    let report = json_of(&weft(
+        dir.path(),
+        &["--json", "usage", "--by", "template", "--db", &url],
+    ));
+    assert_eq!(report[0]["key"], "over-budget", "{report}");
+    assert_eq!(report[0]["runs"], 1);
+    assert_eq!(report[0]["llm_prompt_tokens"], prompt);
+
+    let _ = worker.kill();
+    let _ = worker.wait();
+    rt.block_on(weft_store::postgres::testing::drop_database(&server, &name))
+        .expect("drop the test database");
+}
