@@ -320,7 +320,8 @@ fn research_toml(brave: &StandIn, llm: Option<&StandIn>) -> String {
     if let Some(llm) = llm {
         toml.push_str(&format!(
             "\n[llm.standin]\nkind = \"openai\"\nbase_url = \"{}/v1\"\nmodel = \"standin-large\"\n\
-             api_key_env = \"WEFT_TEST_LLM_KEY\"\n",
+             api_key_env = \"WEFT_TEST_LLM_KEY\"\n\
+             prices.standin-large = {{ prompt = 1.0, completion = 2.0 }}\n",
             llm.url()
         ));
     }
@@ -411,12 +412,32 @@ fn web_research_searches_brave_reads_the_top_pages_summarizes_with_the_llm_and_r
         usage["prompt_tokens"].as_u64().is_some_and(|n| n > 50),
         "{usage}"
     );
+    let (prompt_tokens, completion_tokens) = (
+        usage["prompt_tokens"].as_u64().unwrap_or(0),
+        usage["completion_tokens"].as_u64().unwrap_or(0),
+    );
     assert_eq!(
         usage["total_tokens"].as_u64(),
-        Some(
-            usage["prompt_tokens"].as_u64().unwrap_or(0)
-                + usage["completion_tokens"].as_u64().unwrap_or(0)
-        )
+        Some(prompt_tokens + completion_tokens)
+    );
+    // ... and metered on the run, priced from weft.toml ($1 / $2 per million tokens).
+    assert_eq!(
+        run["usage"]["llm_prompt_tokens"].as_u64(),
+        Some(prompt_tokens),
+        "{}",
+        run["usage"]
+    );
+    assert_eq!(
+        run["usage"]["llm_completion_tokens"].as_u64(),
+        Some(completion_tokens)
+    );
+    let cost = (prompt_tokens as f64 + 2.0 * completion_tokens as f64) / 1e6;
+    assert!(
+        run["usage"]["cost_usd"]
+            .as_f64()
+            .is_some_and(|c| (c - cost).abs() < 1e-9),
+        "{}",
+        run["usage"]
     );
 
     // Nothing found: said so, and no model is asked to summarize nothing.
