@@ -86,6 +86,8 @@ steps:
     continue_on_error: true
   - id: sent
     tool: transform
+    # In the queue, so a worker (not the deciding process) finishes the run.
+    strategy: queue
     with:
       data: { who: "{{ input.who }}", ok: "{{ steps.ask.output }}" }
       jq: '[range(0; .who | length) as $i | select(.ok[$i] != null) | .who[$i]]'
