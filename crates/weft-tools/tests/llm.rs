@@ -140,13 +140,21 @@ fn chat(name: &str, config: ProviderConfig) -> Arc<dyn weft_tools::Tool> {
 async fn openai_format_text_usage_cost_and_bearer_key() {
     let (url, standin) = standin(vec![Script::Text("Hello from the stand-in")]).await;
     let tool = chat("local", provider(ProviderKind::Openai, &url));
+    let ctx = Context::for_test();
     let out = tool
         .call(
             json!({"prompt": "Say hello", "system": "Be brief", "temperature": 0.2}),
-            &Context::for_test(),
+            &ctx,
         )
         .await
         .expect("answer");
+    // What the engine records for the attempt is what the output says.
+    let reported = ctx.usage.total();
+    assert_eq!(
+        (reported.llm_prompt_tokens, reported.llm_completion_tokens),
+        (11, 7)
+    );
+    assert!((reported.cost_usd - (11.0 + 14.0) / 1e6).abs() < 1e-12);
     assert_eq!(out["content"], "Hello from the stand-in");
     assert_eq!(out["usage"]["prompt_tokens"], 11);
     assert_eq!(out["usage"]["completion_tokens"], 7);
@@ -219,13 +227,17 @@ async fn anthropic_format_with_structured_output_and_one_repair() {
 async fn a_reply_that_stays_invalid_fails_after_one_repair() {
     let (url, standin) = standin(vec![Script::Text("not json at all")]).await;
     let tool = chat("local", provider(ProviderKind::Openai, &url));
+    let ctx = Context::for_test();
     let error = tool
-        .call(
-            json!({"prompt": "x", "schema": {"type": "object"}}),
-            &Context::for_test(),
-        )
+        .call(json!({"prompt": "x", "schema": {"type": "object"}}), &ctx)
         .await
         .expect_err("still invalid");
+    // A failed attempt still spent its two exchanges' tokens, and reports them.
+    let reported = ctx.usage.total();
+    assert_eq!(
+        (reported.llm_prompt_tokens, reported.llm_completion_tokens),
+        (22, 14)
+    );
     assert!(
         error.to_string().contains("after a repair attempt"),
         "{error}"
