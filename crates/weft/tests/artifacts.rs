@@ -215,6 +215,30 @@ fn a_cached_output_without_post_is_not_served_to_a_step_with_post() {
 }
 
 #[test]
+fn the_example_template_stores_its_chart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/tools/post_artifacts.yaml");
+    let out = weft(dir.path())
+        .arg("run")
+        .arg(&example)
+        .args(["-i", "size=24"])
+        .output()
+        .expect("run weft");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let id = stdout
+        .split("/v1/artifacts/")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("an artifact url");
+    assert!(stdout.contains("(24x24, "), "{stdout}");
+    let bytes =
+        std::fs::read(dir.path().join(".weft/artifacts/default").join(id)).expect("artifact");
+    assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"));
+}
+
+#[test]
 fn an_unknown_hook_name_is_a_validation_error_at_its_place() {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(
