@@ -283,7 +283,7 @@ impl Engine {
             tx.append_events(&events).await?;
             // Only what this batch could have changed is checked: tokens and cost move only
             // with reported usage, so a long fan-out without LLM calls pays no sum per turn.
-            if run.status == RunStatus::Running
+            if matches!(run.status, RunStatus::Running | RunStatus::Waiting)
                 && let Some(budget) = &run.budget
                 && (spent_any || budget.max_tool_calls.is_some())
                 && self.over_budget(tx, &run, budget, &mut steps).await?
