@@ -1,6 +1,8 @@
 //! Worker processes on record, as an operator sees them: a running `weft worker` shows in
 //! `weft status --json` (its pid, host, version, alive) and in its own `/metrics` as
-//! `weft_workers_alive`; after SIGTERM it removes its row and status shows none.
+//! `weft_workers_alive`; after SIGTERM it removes its row and status shows none. On
+//! PostgreSQL, two workers are both alive; a SIGKILLed one turns `stale` once two of its
+//! leases pass without a heartbeat (the database's clock decides), the other stays alive.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -20,7 +22,15 @@ fn weft(dir: &Path) -> Command {
 }
 
 fn status(dir: &Path) -> Value {
-    let out = weft(dir)
+    status_of(dir, None)
+}
+
+fn status_of(dir: &Path, db: Option<&str>) -> Value {
+    let mut cmd = weft(dir);
+    if let Some(db) = db {
+        cmd.args(["--db", db]);
+    }
+    let out = cmd
         .args(["status", "--json"])
         .output()
         .expect("weft status");
@@ -124,4 +134,69 @@ fn a_running_worker_is_alive_in_status_and_metrics_and_leaves_on_sigterm() {
         Value::Array(vec![]),
         "a clean stop removes its row: {after}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgresql_a_killed_worker_turns_stale_and_a_live_one_stays_alive() {
+    use weft_store::postgres::testing;
+    let Some(server) = testing::server_url().await else {
+        return;
+    };
+    let (name, url) = testing::create_database(&server)
+        .await
+        .expect("create a database");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = |lease: &str| {
+        weft(dir.path())
+            .args(["--db", &url, "worker", "--lease", lease, "--grace", "0s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Killed)
+            .expect("weft worker")
+    };
+    let steady = start("30s");
+    let doomed = start("1s");
+    let (steady_pid, doomed_pid) = (steady.0.id(), doomed.0.id());
+    let both = eventually("two workers alive", || {
+        let s = status_of(dir.path(), Some(&url));
+        (s["processes"]["alive"] == 2).then_some(s)
+    });
+    let pids: Vec<i64> = both["processes"]["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .filter_map(|w| w["pid"].as_i64())
+        .collect();
+    assert!(
+        pids.contains(&i64::from(steady_pid)) && pids.contains(&i64::from(doomed_pid)),
+        "{both}"
+    );
+
+    // SIGKILL: no clean stop, the row stays and stops beating.
+    let mut doomed = doomed;
+    doomed.0.kill().expect("SIGKILL");
+    doomed.0.wait().ok();
+    let after = eventually("the killed worker to turn stale", || {
+        let s = status_of(dir.path(), Some(&url));
+        let rows = s["processes"]["workers"].as_array()?.clone();
+        let dead = rows
+            .iter()
+            .find(|w| w["pid"].as_i64() == Some(i64::from(doomed_pid)))?;
+        (dead["state"] == "stale").then_some(s)
+    });
+    assert_eq!(after["processes"]["alive"], 1, "{after}");
+    let live = after["processes"]["workers"]
+        .as_array()
+        .expect("workers")
+        .iter()
+        .find(|w| w["pid"].as_i64() == Some(i64::from(steady_pid)))
+        .cloned()
+        .expect("the steady worker");
+    assert_eq!(live["state"], "alive", "{after}");
+    drop(steady);
+    drop(doomed);
+    testing::drop_database(&server, &name)
+        .await
+        .expect("drop the test database");
 }
