@@ -202,13 +202,16 @@ impl Store for PgStore {
             usage::UsageGroup::Day => (
                 "to_char(to_timestamp(r.created_at / 1000.0) AT TIME ZONE 'UTC', 'YYYY-MM-DD')",
                 "NULL::text",
-                "key ASC",
+                "1 ASC",
             ),
-            usage::UsageGroup::Template => ("r.template", "NULL::text", "key ASC"),
+            // Byte order, as SQLite sorts, whatever the database's collation.
+            usage::UsageGroup::Template => {
+                ("r.template", "NULL::text", "r.template COLLATE \"C\" ASC")
+            }
             usage::UsageGroup::Run => (
                 "r.id",
                 "MIN(r.template)",
-                "MIN(r.created_at) DESC, key DESC",
+                "MIN(r.created_at) DESC, r.id COLLATE \"C\" DESC",
             ),
         };
         let sql = format!(
