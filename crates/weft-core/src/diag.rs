@@ -30,7 +30,8 @@ pub enum Code {
     UnknownTool,
     /// A literal `with:` value that breaks the tool's JSON Schema.
     ToolInputSchema,
-    /// A step feature whose behaviour is not built yet.
+    /// A step feature whose behaviour is not built yet. No longer emitted (approvals,
+    /// sub-workflows and task tokens all run now); the code stays reserved.
     Unsupported,
     /// An input value given to a run that does not fit the declared input.
     InputValue,

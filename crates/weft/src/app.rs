@@ -222,10 +222,12 @@ impl App {
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
         let engine = Engine::new(self.store().await?, self.tools.clone());
-        engine.set_templates(Arc::new(crate::folders::Folders::new(
-            &self.config.templates,
-            self.tools.clone(),
-        )));
+        // `workflow:` steps and actions: a tenant's registered templates first (as under `weft
+        // serve`), then ./templates, the configured folders and the built-ins. Any process
+        // that commits a step's end may start the next step's child run.
+        let folders = crate::folders::Folders::new(&self.config.templates, self.tools.clone());
+        let registry = crate::commands::serve::server_store(self).await?;
+        engine.set_templates(Arc::new(crate::folders::Registered::new(registry, folders)));
         Ok(engine)
     }
 

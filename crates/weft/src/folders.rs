@@ -85,3 +85,39 @@ impl TemplateSource for Folders {
         self.load(name, version)
     }
 }
+
+/// For `weft worker`: a tenant's registered templates first (as `weft serve` finds them), then
+/// the folders and built-ins, so a child run or an action started in a worker's transaction
+/// finds what it would find under `weft serve`.
+pub struct Registered {
+    store: Arc<dyn weft_store::server::ServerStore>,
+    folders: Folders,
+}
+
+impl Registered {
+    pub fn new(store: Arc<dyn weft_store::server::ServerStore>, folders: Folders) -> Self {
+        Registered { store, folders }
+    }
+}
+
+#[async_trait]
+impl TemplateSource for Registered {
+    async fn find(
+        &self,
+        tenant: &str,
+        name: &str,
+        version: Option<&str>,
+    ) -> Result<(Arc<Plan>, Option<String>), String> {
+        let record =
+            weft_store::server::TemplateStore::template(self.store.as_ref(), tenant, name, version)
+                .await
+                .map_err(|e| format!("cannot read template `{name}`: {e}"))?;
+        if let Some(record) = record {
+            let plan =
+                weft_core::load::load_str(&record.source, "<api>", None, &*self.folders.tools)
+                    .map_err(|d| format!("registered template `{name}` no longer loads: {d}"))?;
+            return Ok((Arc::new(plan), None));
+        }
+        self.folders.load(name, version)
+    }
+}

@@ -82,9 +82,28 @@ async fn a_waiting_run_outlives_its_worker_and_finishes_its_child_on_another() {
     let dir = tempfile::tempdir().expect("tempdir");
     let d = dir.path();
     std::fs::create_dir_all(d.join("templates")).expect("templates");
-    std::fs::write(d.join("templates/child.yaml"), CHILD).expect("child");
     std::fs::write(d.join("templates/flow.yaml"), FLOW).expect("flow");
     weft(d, &db, &["migrate"]);
+    // The child is registered in the store (as `POST /v1/templates` does), not in a folder:
+    // the worker that starts it finds it there.
+    let store = weft_store::postgres::PgStore::open(&db)
+        .await
+        .expect("open");
+    weft_store::server::TemplateStore::put_template(
+        &store,
+        &weft_store::server::TemplateRecord {
+            tenant: "default".into(),
+            name: "child".into(),
+            version: "1".into(),
+            digest: "child-v1".into(),
+            source: CHILD.into(),
+            description: None,
+            created_at: 0,
+        },
+    )
+    .await
+    .expect("register the child");
+    store.close().await;
 
     let mut first = spawn_worker(d, &db, 1);
     let out = weft(d, &db, &["run", "flow", "--detach"]);

@@ -18,7 +18,7 @@ mod runs_follow;
 mod runs_wait;
 mod schedules;
 mod secrets;
-mod serve;
+pub(crate) mod serve;
 mod status;
 pub(crate) mod templates;
 mod tenants;
