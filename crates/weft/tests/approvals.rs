@@ -221,6 +221,21 @@ fn a_waiting_run_survives_its_process_and_each_item_is_decided_on_its_own() {
     assert_eq!(child["parent"]["run_id"], id.as_str());
     assert_eq!(child["parent"]["action"], "again");
     assert_eq!(child["inputs"]["who"], serde_json::json!(["bob", "cy"]));
+    // `-i` goes on top of the action's `with`, typed by the started template's inputs.
+    let out = run_ok(
+        d,
+        &[
+            "runs",
+            "action",
+            &id,
+            "again",
+            "--detach",
+            "-i",
+            r#"who=["dee"]"#,
+        ],
+    );
+    let other = json(d, &["runs", "show", stdout(&out).trim()]);
+    assert_eq!(other["inputs"]["who"], serde_json::json!(["dee"]));
     assert_eq!(child["version"], "2");
     let parent = stdout(&run_ok(d, &["runs", "show", &id]));
     assert!(

@@ -112,16 +112,34 @@ pub async fn approve(app: &App, args: ApproveArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn action(app: &App, args: ActionArgs) -> anyhow::Result<ExitCode> {
     let engine = app.engine().await?;
+    // The started template's declared inputs type the `-i` values, when it is found here.
+    let target = match engine.store().run(TENANT, &args.run).await? {
+        Some(parent) => engine
+            .plan_for(&parent)
+            .ok()
+            .and_then(|p| p.actions.get(&args.name).map(|a| a.template.clone()))
+            .and_then(|t| {
+                crate::folders::Folders::new(&app.config.templates, app.tools.clone())
+                    .load(&t, None)
+                    .ok()
+            })
+            .map(|(plan, _)| plan),
+        None => None,
+    };
     let mut given = Map::new();
     for raw in &args.inputs {
         let Some((key, value)) = raw.split_once('=') else {
             return Err(usage(format!("`-i {raw}`: inputs are written KEY=VALUE")));
         };
-        // Typed by the started template's declared inputs: JSON when it parses, text otherwise.
-        let value = serde_json::from_str::<Value>(value)
-            .ok()
-            .filter(|v| !v.is_string())
-            .unwrap_or_else(|| Value::String(value.to_string()));
+        let spec = target.as_ref().and_then(|p| p.inputs.get(key));
+        let value = match spec {
+            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
+            // Unknown here: JSON when it parses, text otherwise.
+            None => serde_json::from_str::<Value>(value)
+                .ok()
+                .filter(|v| !v.is_string())
+                .unwrap_or_else(|| Value::String(value.to_string())),
+        };
         given.insert(key.to_string(), value);
     }
     let run = engine
