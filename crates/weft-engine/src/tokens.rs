@@ -1,7 +1,8 @@
 //! Task tokens: minting one per claimed attempt, and what a task that holds one could read.
 //!
 //! A token is `wft_tt_` + 32 bytes from the OS RNG in base64url. The worker mints one for every
-//! attempt it claims, in the claim's transaction, and the store keeps only its SHA-256; the
+//! attempt it claims (except a pure tool's whose step has no `token:`: it cannot call back), in
+//! the claim's transaction, and the store keeps only its SHA-256; the
 //! text goes to the tool through `weft_tools::Context` and nowhere else (no log line, event or
 //! record carries it). The store revokes it in the transaction that ends the attempt. Its life
 //! and scopes come from the step's `token:` (default 3m, `progress` and `artifacts:write`).
@@ -72,8 +73,25 @@ impl Engine {
         spec.await.unwrap_or_default()
     }
 
-    /// Mints a token for each claimed attempt and records their hashes in `tx`. Returns each
-    /// task's token text by task id.
+    /// What a claimed attempt's token allows, or `None` when it gets none: a pure tool
+    /// (`transform`, `render`, ...) does no I/O and cannot call back, so unless its step asks
+    /// for a token with `token:`, minting one would only cost the queue.
+    async fn minted_spec(&self, task: &Task) -> Option<TokenSpec> {
+        let explicit = async {
+            let run = self.run_for_call(&task.tenant, &task.run_id).await.ok()??;
+            let plan = self.plan_for(&run).ok()?;
+            let idx = plan.step_index(&task.step_id)?;
+            plan.steps[idx].token.clone()
+        };
+        if let Some(spec) = explicit.await {
+            return Some(spec);
+        }
+        let pure = self.tools().get(&task.tool).is_some_and(|t| t.is_pure());
+        (!pure).then(TokenSpec::default)
+    }
+
+    /// Mints a token for each claimed attempt (but pure tools' without `token:`) and records
+    /// their hashes in `tx`. Returns each task's token text by task id.
     pub(crate) async fn mint_tokens(
         &self,
         tx: &mut dyn weft_store::Tx,
@@ -85,7 +103,9 @@ impl Engine {
         }
         let mut rows = Vec::with_capacity(claimed.len());
         for task in claimed {
-            let spec = self.token_spec(task).await;
+            let Some(spec) = self.minted_spec(task).await else {
+                continue;
+            };
             let text = new_token();
             rows.push(NewTaskToken {
                 hash: hash_token(&text),
@@ -100,7 +120,9 @@ impl Engine {
             });
             texts.insert(task.id, text);
         }
-        tx.insert_task_tokens(&rows).await?;
+        if !rows.is_empty() {
+            tx.insert_task_tokens(&rows).await?;
+        }
         Ok(texts)
     }
 

@@ -183,3 +183,49 @@ async fn a_leaky_tool_leaves_no_secret_and_its_token_dies_with_the_attempt() {
         assert!(!everything.contains(&token), "the token is never recorded");
     }
 }
+
+/// A pure tool forced through the queue gets no token unless its step asks for one.
+#[tokio::test]
+async fn pure_tools_get_a_token_only_when_their_step_asks() {
+    use weft_store::secrets::{AuditQuery, AuditStore as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(
+        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+            .await
+            .expect("open store"),
+    );
+    let engine = Engine::new(
+        store.clone(),
+        Arc::new(Registry::with_builtins(&ToolsConfig::default())),
+    );
+    for (token, minted) in [("", 0), ("\n    token: { ttl: 1m }", 3)] {
+        let yaml = format!(
+            "name: pure\nsteps:\n  - id: t\n    for_each: \"{{{{ [1, 2, 3] }}}}\"\n    strategy: queue\n    tool: transform\n    with: {{ data: \"{{{{ item }}}}\", jq: \". + 1\" }}{token}\n"
+        );
+        let plan = weft_core::load::load_str(&yaml, "pure.yaml", None, &**engine.tools())
+            .unwrap_or_else(|d| panic!("{d}"));
+        let run = engine
+            .create_run(NewRun {
+                tenant: "default".into(),
+                plan: Arc::new(plan),
+                inputs: json!({}),
+                idempotency_key: None,
+                base_dir: None,
+            })
+            .await
+            .expect("create run");
+        let run = drive(&engine, &run.id).await;
+        assert_eq!(run.status, RunStatus::Succeeded, "{run:?}");
+        let records = store
+            .audit(&AuditQuery {
+                tenant: "default".into(),
+                run: Some(run.id.clone()),
+                ..Default::default()
+            })
+            .await
+            .expect("audit");
+        let count = |action: &str| records.iter().filter(|r| r.action == action).count();
+        assert_eq!(count("token.minted"), minted, "{yaml}");
+        assert_eq!(count("token.revoked"), minted, "{yaml}");
+    }
+}
