@@ -203,7 +203,19 @@ pub async fn run(weft: &Path) -> anyhow::Result<()> {
         "PostgreSQL ({server}): W1/W2 through the shared queue, `weft worker` processes with \
          concurrency {WORKER_CONCURRENCY} each"
     );
-    for workers in [1, 2, 4] {
+    // `WEFT_BENCH_WORKERS=2,4` measures only those counts.
+    let counts: Vec<usize> = match std::env::var("WEFT_BENCH_WORKERS") {
+        Ok(list) => list
+            .split(',')
+            .map(|n| {
+                n.trim()
+                    .parse()
+                    .context("WEFT_BENCH_WORKERS: numbers, comma-separated")
+            })
+            .collect::<anyhow::Result<_>>()?,
+        Err(_) => vec![1, 2, 4],
+    };
+    for workers in counts {
         one_count(weft, &server, workers).await?;
     }
     Ok(())

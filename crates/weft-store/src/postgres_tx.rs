@@ -468,6 +468,10 @@ impl Tx for PgTx {
         // 2. One statement: each running step's free slots (within its tenant's), filled
         //    oldest run first, in item order, skipping rows another claimer holds; then each
         //    capped tenant's share cut to its free slots, and the whole to the global cap.
+        //    Items are ordered by `item` alone (unique within a step), which `tasks_by_step`
+        //    gives in index order: the scan stops after the free slots instead of reading
+        //    and sorting every queued item of a large fan-out, and `not_before` is compared
+        //    with the transaction's clock, not a clock read per row.
         let rows = sqlx::query(
             "WITH tfree AS ( \
                SELECT tn.name AS tenant, tn.max_concurrent_tasks - (SELECT count(*) FROM tasks t \
@@ -494,8 +498,8 @@ impl Tx for PgTx {
                FROM ready, LATERAL ( \
                  SELECT t.id, t.item FROM tasks t WHERE t.run_id = ready.run_id \
                    AND t.step_id = ready.step_id AND t.status = 'queued' \
-                   AND t.not_before <= weft_now_ms() \
-                 ORDER BY t.item, t.id LIMIT GREATEST(ready.free, 0) \
+                   AND t.not_before <= $5 \
+                 ORDER BY t.item LIMIT GREATEST(ready.free, 0) \
                  FOR UPDATE SKIP LOCKED) c \
              ), picked AS ( \
                SELECT c.id FROM candidates c LEFT JOIN tfree f ON f.tenant = c.tenant \
