@@ -122,7 +122,15 @@ impl Engine {
             .steps
             .iter()
             .enumerate()
-            .map(|(i, s)| StepRow::new(&run.id, &s.id, i as u32, s.tool()))
+            .map(|(i, s)| {
+                // Approval and workflow steps show (and are counted) as those pseudo-tools.
+                let tool = s.tool().or(match s.kind {
+                    StepKind::Approval(_) => Some(weft_core::orchestrator::APPROVAL_TOOL),
+                    StepKind::Workflow(_) => Some(weft_core::orchestrator::WORKFLOW_TOOL),
+                    StepKind::Tool(_) => None,
+                });
+                StepRow::new(&run.id, &s.id, i as u32, tool)
+            })
             .collect();
         tx.insert_steps(&steps).await?;
         let mut started = json!({"template": plan.name, "version": plan.version,
