@@ -556,12 +556,30 @@ impl Engine {
         tx: &mut dyn Tx,
         only_runs: Option<&[String]>,
     ) -> Result<()> {
-        let due = tx.due_waits(100).await?;
+        let mut due = tx.due_waits(100).await?;
+        due.retain(|t| t.tool == APPROVAL_TOOL && only_runs.is_none_or(|r| r.contains(&t.run_id)));
+        if due.is_empty() {
+            return Ok(());
+        }
+        // Runs locked in id order (as `apply_completions` does); then only what still waits
+        // once the lock is held, so two workers never both decide (or record) one timeout.
+        due.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        let mut still = std::collections::HashSet::new();
+        let mut locked: Option<String> = None;
+        for t in &due {
+            if locked.as_deref() != Some(t.run_id.as_str()) {
+                tx.lock_run(&t.run_id).await?;
+                for w in tx.waiting_tasks(&t.run_id, None).await? {
+                    still.insert(w.id);
+                }
+                locked = Some(t.run_id.clone());
+            }
+        }
         let mut batch = Vec::new();
         let mut events = Vec::new();
         let at = tx.now();
         for t in due {
-            if t.tool != APPROVAL_TOOL || only_runs.is_some_and(|r| !r.contains(&t.run_id)) {
+            if !still.contains(&t.id) {
                 continue;
             }
             let settings = orchestrator::approval_settings(&t.input).ok();
