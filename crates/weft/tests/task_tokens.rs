@@ -145,10 +145,16 @@ out["api_key"] = code(call("POST", "/v1/task/progress", {"done": 1}, token=sys.a
 unknown = "wft_tt_" + base64.urlsafe_b64encode(secrets.token_bytes(32)).decode().rstrip("=")
 out["unknown"] = code(call("POST", "/v1/task/progress", {"done": 1}, token=unknown))
 out["progress"] = code(call("POST", "/v1/task/progress", {"done": 1, "total": 1, "message": "half"}))
-out["wrong_scope_memory"] = code(call("GET", "/v1/task/memory/notes/k"))
 out["wrong_scope_secret"] = code(call("GET", "/v1/task/secrets/CANARY_KEY"))
 out["other_tenant_secret"] = code(call("GET", "/v1/task/secrets/ACME_ONLY"))
 out["memory_write"] = code(call("PUT", "/v1/task/memory/notes/k", {"value": {"n": 1}}))
+out["memory_read"] = call("GET", "/v1/task/memory/notes/k")
+out["memory_missing"] = code(call("GET", "/v1/task/memory/notes/none"))
+req = urllib.request.Request(API + "/v1/task/artifacts", data=b"report bytes", method="POST")
+req.add_header("Authorization", "Bearer " + TOKEN)
+req.add_header("Content-Type", "text/plain")
+with urllib.request.urlopen(req) as res:
+    out["artifact"] = [res.status, json.loads(res.read().decode())]
 out["renew"] = code(call("POST", "/v1/task/token/renew"))
 with open(sys.argv[2], "w") as f:
     f.write(TOKEN)
@@ -367,7 +373,7 @@ fn token_classes() {
         &templates,
         "probe",
         &format!(
-            "  - id: probe\n    tool: command\n    with: {{ argv: [{py:?}, {probe:?}, {key:?}, {kept:?}] }}\n    token: {{ scopes: [progress, \"memory:write\", \"secret:ACME_ONLY\"] }}\n",
+            "  - id: probe\n    tool: command\n    with: {{ argv: [{py:?}, {probe:?}, {key:?}, {kept:?}] }}\n    token: {{ scopes: [progress, \"memory:write\", \"memory:read\", \"artifacts:write\", \"secret:ACME_ONLY\"] }}\n",
             probe = probe.display().to_string(),
             key = s.key,
             kept = kept.display().to_string(),
@@ -407,11 +413,6 @@ fn token_classes() {
     assert_eq!(out["unknown"], json!([401, "WEFT-E232"]), "{out}");
     assert_eq!(out["progress"], json!([204, null]), "{out}");
     assert_eq!(
-        out["wrong_scope_memory"],
-        json!([403, "WEFT-E236"]),
-        "{out}"
-    );
-    assert_eq!(
         out["wrong_scope_secret"],
         json!([403, "WEFT-E236"]),
         "{out}"
@@ -422,6 +423,15 @@ fn token_classes() {
         "{out}"
     );
     assert_eq!(out["memory_write"], json!([204, null]), "{out}");
+    assert_eq!(
+        out["memory_read"],
+        json!([200, {"namespace": "notes", "key": "k", "value": {"n": 1}}]),
+        "{out}"
+    );
+    assert_eq!(out["memory_missing"], json!([404, "WEFT-E202"]), "{out}");
+    assert_eq!(out["artifact"][0], 201, "{out}");
+    assert_eq!(out["artifact"][1]["bytes"], 12, "{out}");
+    assert_eq!(out["artifact"][1]["content_type"], "text/plain", "{out}");
     assert_eq!(out["renew"][0], 200, "{out}");
 
     // The attempt has ended: its token is revoked.
