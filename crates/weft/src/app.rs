@@ -227,6 +227,27 @@ impl App {
         // that commits a step's end may start the next step's child run.
         let folders = crate::folders::Folders::new(&self.config.templates, self.tools.clone());
         let registry = crate::commands::serve::server_store(self).await?;
+        // Task tokens: tools call back to `api_url`, and what a task leaves behind is scrubbed
+        // of the secrets its token may read, when this deployment has a secret key (none is
+        // created here: without one there are no secrets to read).
+        if let Some(url) = &self.config.api_url {
+            engine.set_api_url(url.trim_end_matches('/'));
+        }
+        let key_file = if self.postgres_url().is_some() {
+            PathBuf::from(".weft/secret.key")
+        } else {
+            self.db_path()
+                .parent()
+                .map(|p| p.join("secret.key"))
+                .unwrap_or_else(|| PathBuf::from("secret.key"))
+        };
+        let env_key = std::env::var("WEFT_SECRET_KEY")
+            .ok()
+            .filter(|k| !k.trim().is_empty());
+        if env_key.is_some() || key_file.exists() {
+            let secret_box = weft_engine::secrets::SecretBox::load(env_key.as_deref(), &key_file)?;
+            engine.set_secret_access(registry.clone(), secret_box);
+        }
         engine.set_templates(Arc::new(crate::folders::Registered::new(registry, folders)));
         Ok(engine)
     }

@@ -637,3 +637,47 @@ fn canary() {
     }
     assert!(leaks.is_empty(), "canary found: {leaks:?}");
 }
+
+/// `weft run` (the CLI's own worker) with `api_url` pointing at a `weft serve` on the same
+/// store: the tool reads its secret through that server, and the CLI's record of the run is
+/// scrubbed just the same.
+#[test]
+fn weft_run_scrubs_what_its_tool_read_through_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let templates = dir.path().join("templates");
+    std::fs::create_dir_all(&templates).expect("mkdir");
+    let py = python();
+    set_secret(dir.path(), "CANARY_KEY", CANARY);
+    let echo = write_tool(&templates, "echo.py", ECHO);
+    template(
+        &templates,
+        "echo-secret",
+        &format!(
+            "  - id: use\n    tool: command\n    with: {{ argv: [{py:?}, {echo:?}, ok] }}\n    token: {{ scopes: [\"secret:CANARY_KEY\"] }}\n",
+            echo = echo.display().to_string(),
+        ),
+    );
+    let s = serve(dir.path(), &templates, "info");
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        format!("api_url = \"http://{}\"\n", s.addr),
+    )
+    .expect("weft.toml");
+    let out = weft(dir.path())
+        .args(["--json", "run", "templates/echo-secret.yaml"])
+        .output()
+        .expect("weft run");
+    let log = s.stop();
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("[REDACTED]"), "{stdout}");
+    let mut leaks = Vec::new();
+    find_leaks("weft run's stdout", &out.stdout, &mut leaks);
+    find_leaks("weft run's stderr", &out.stderr, &mut leaks);
+    find_leaks("the server's log", log.as_bytes(), &mut leaks);
+    assert!(leaks.is_empty(), "canary found: {leaks:?}");
+}

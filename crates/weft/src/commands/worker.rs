@@ -60,15 +60,6 @@ pub async fn worker(app: &App, args: WorkerArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let engine = app.engine().await?;
-    // Tools call back to the API at `api_url`; their outputs are scrubbed of the secrets
-    // their tokens may read (the secrets are read from the store, opened with the key).
-    if let Some(url) = &app.config.api_url {
-        engine.set_api_url(url.trim_end_matches('/'));
-    }
-    if std::env::var_os("WEFT_SECRET_KEY").is_some() || app.postgres_url().is_none() {
-        let secrets = crate::commands::audit::store(app).await?;
-        engine.set_secret_access(secrets, crate::commands::secrets::secret_box(app)?);
-    }
     let worker = engine.worker(WorkerOptions {
         concurrency: app.concurrency(args.concurrency),
         lease: args.lease,
