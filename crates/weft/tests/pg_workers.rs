@@ -150,12 +150,18 @@ steps:
 output: "{{ steps.work.output | length }}"
 "#;
 
-/// Records every call (key, attempt, item), and how many calls overlap at its start.
+/// Records every call (key, attempt, item), and how many calls overlap at its start. A call
+/// killed with its worker (the parent-death signal) leaves its marker behind, so only markers
+/// of live (not zombie) processes count.
 const RECORDING_TOOL: &str = r#"
 echo "$WEFT_IDEMPOTENCY_KEY $WEFT_ATTEMPT $WEFT_ITEM_INDEX" >> calls.log
 mkdir -p active
 touch "active/$$"
-echo "$(ls active | wc -l)" >> overlap.log
+n=0
+for p in active/*; do
+  grep -qsE '^State:[[:space:]]+[^Z[:space:]]' "/proc/${p#active/}/status" && n=$((n+1))
+done
+echo "$n" >> overlap.log
 sleep 0.05
 rm -f "active/$$"
 cat
