@@ -2,7 +2,8 @@
 //! MCP `ask` tool alike.
 //!
 //! Two matchers: the offline one (`weft-intent`, always there) and, when an `llm` provider is
-//! configured (the registry has `llm.chat`), a model that is shown every template's name,
+//! configured (an `[llm.NAME]` in `weft.toml`; the caller says so with `use_llm`, since
+//! `llm.chat` is registered even without a provider), a model that is shown every template's name,
 //! description and input schema and must answer a schema-validated `{template, inputs,
 //! confidence}` (structured output). The model's answer is never trusted as such: the template
 //! must be one of the candidates and the inputs must pass the template's own checks, or the
@@ -54,8 +55,8 @@ impl Decision {
 /// The name of the tool the LLM matcher calls.
 pub const LLM_TOOL: &str = "llm.chat";
 
-/// Matches `sentence` against `candidates`: with the model when `use_llm` and `llm.chat` is
-/// registered, else (or when the model's answer does not check out) offline.
+/// Matches `sentence` against `candidates`: with the model when `use_llm` (a provider is
+/// configured) and `llm.chat` is registered, else (or when the model's answer does not check out) offline.
 pub async fn decide(
     tools: &Registry,
     candidates: &[Candidate],
