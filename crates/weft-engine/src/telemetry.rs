@@ -34,6 +34,9 @@ pub mod names {
     pub const CACHE_MISSES: &str = "weft_cache_misses_total";
     pub const STORE_DURATION: &str = "weft_store_operation_duration_seconds";
     pub const LLM_TOKENS: &str = "weft_llm_tokens_total";
+    pub const TOKENS_MINTED: &str = "weft_task_tokens_minted_total";
+    /// Counted by the task callback API (weft-server), described here with the rest.
+    pub const TOKEN_REFUSALS: &str = "weft_task_token_refusals_total";
 }
 
 /// Describes the engine's metrics to the installed recorder (call once it is installed).
@@ -87,6 +90,14 @@ pub fn describe() {
     describe_counter!(
         names::LLM_TOKENS,
         "LLM tokens the run's tools reported, by template and kind (prompt, completion)."
+    );
+    describe_counter!(
+        names::TOKENS_MINTED,
+        "Task tokens minted (one per attempt that gets a credential)."
+    );
+    describe_counter!(
+        names::TOKEN_REFUSALS,
+        "Requests to the task callback API refused (missing, malformed, unknown, expired, revoked, superseded or out-of-scope token)."
     );
     describe_histogram!(
         names::STORE_DURATION,
@@ -226,6 +237,7 @@ struct Seen {
     events: Vec<NewEvent>,
     claimed: Vec<String>,
     reclaims: u64,
+    tokens_minted: u64,
     cache_hits: u64,
     cache_misses: u64,
     /// (run id, prompt tokens, completion tokens) recorded for tasks.
@@ -263,6 +275,9 @@ impl Seen {
         }
         if self.reclaims > 0 {
             metrics::counter!(names::LEASE_RECLAIMS).increment(self.reclaims);
+        }
+        if self.tokens_minted > 0 {
+            metrics::counter!(names::TOKENS_MINTED).increment(self.tokens_minted);
         }
         if self.cache_hits > 0 {
             metrics::counter!(names::CACHE_HITS).increment(self.cache_hits);
@@ -635,7 +650,9 @@ impl Tx for ObservedTx {
         &mut self,
         tokens: &[weft_store::tokens::NewTaskToken],
     ) -> Result<()> {
-        self.inner.insert_task_tokens(tokens).await
+        self.inner.insert_task_tokens(tokens).await?;
+        self.seen.tokens_minted += tokens.len() as u64;
+        Ok(())
     }
     async fn claim_schedule_slot(
         &mut self,

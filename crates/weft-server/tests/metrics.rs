@@ -126,8 +126,24 @@ async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
         value(&series, r#"weft_task_claims_total{tool="command"}"#),
         5.0
     );
+    // Every claimed attempt of a tool that can call back got its own credential.
+    assert_eq!(value(&series, "weft_task_tokens_minted_total"), 5.0);
     assert!(!text.contains("weft_step_failures_total{"), "{text}");
     assert_eq!(value(&series, "weft_queue_depth"), 0.0);
+
+    // A callback without a task token is refused and counted by its problem code.
+    let refused = call(&h, "GET", "/v1/task/secrets/anything", None, None).await;
+    assert_eq!(refused.status, 401, "{:?}", refused.body);
+    let text = call(&h, "GET", "/metrics", None, None).await.body;
+    let text = text.as_str().expect("text").to_string();
+    assert_eq!(
+        value(
+            &parse(&text),
+            r#"weft_task_token_refusals_total{code="WEFT-E230"}"#
+        ),
+        1.0,
+        "{text}"
+    );
     assert_eq!(value(&series, "weft_queue_oldest_task_age_seconds"), 0.0);
     assert_eq!(value(&series, "weft_tasks_in_flight"), 0.0);
     assert_eq!(

@@ -39,8 +39,12 @@ impl FromRequestParts<AppState> for TaskCaller {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Problem> {
         let caller = authenticate(parts, state).await;
-        if caller.is_err() {
-            metrics::counter!("weft_task_token_refusals_total").increment(1);
+        if let Err(problem) = &caller {
+            metrics::counter!(
+                weft_engine::telemetry::names::TOKEN_REFUSALS,
+                "code" => problem.code.clone()
+            )
+            .increment(1);
         }
         caller
     }
