@@ -192,10 +192,14 @@ impl App {
 
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
         if let Some(url) = self.postgres_url() {
-            let store = weft_store::postgres::PgStore::open(&url)
-                .await
-                .context("cannot open the PostgreSQL store")?;
-            return Ok(Arc::new(store));
+            let store = Arc::new(
+                weft_store::postgres::PgStore::open(&url)
+                    .await
+                    .context("cannot open the PostgreSQL store")?,
+            );
+            // `weft worker` and `weft run` on PostgreSQL run the memory tools too.
+            self.memory.attach(store.clone());
+            return Ok(store);
         }
         let path = self.db_path();
         let durability = match self

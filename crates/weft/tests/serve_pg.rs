@@ -2,7 +2,8 @@
 //! with its key in `.weft/admin.key`; `weft tenants create` with a task cap; a template that
 //! uses the memory tools runs through the API and remembers across runs; its events stream
 //! over SSE (with a one-use ticket) to the end; `GET /v1/tenant` shows the cap; a second
-//! server on the same database serves the same tenants and runs.
+//! server on the same database serves the same tenants and runs, and `weft run --db` the
+//! same memory.
 //!
 //! Each test uses a fresh database `weft_test_<random>`. Without a reachable server
 //! (`WEFT_TEST_PG`) it skips with a message, unless `WEFT_REQUIRE_SERVICES=1`.
@@ -248,6 +249,16 @@ fn serve_on_postgres_runs_streams_and_remembers() {
     let other = start(&addr, &admin, "Oslo");
     let view = wait_done(&addr, &admin, &other);
     assert_eq!(view["output"]["previous"], "nowhere", "{view}");
+
+    // The CLI on the same database runs the memory tools too (its runs are `default`'s).
+    let out = weft(dir.path())
+        .args(["--json", "run", "flows/remember.yaml", "-i", "city=Rome"])
+        .args(["--db", &url])
+        .output()
+        .expect("weft run");
+    assert!(out.status.success(), "{out:?}");
+    let view: Value = serde_json::from_slice(&out.stdout).expect("run JSON");
+    assert_eq!(view["output"]["previous"], "Oslo", "{view}");
 
     for child in [&mut first, &mut second] {
         child.kill().ok();
