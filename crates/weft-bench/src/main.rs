@@ -186,7 +186,7 @@ fn whole_process(weft: &Path, dir: &Path, file: &str, args: &[&str]) -> anyhow::
         .arg(file)
         .args(args)
         .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
         .spawn()?;
     let status_path = PathBuf::from(format!("/proc/{}/status", child.id()));
     let mut peak_kb = 0u64;

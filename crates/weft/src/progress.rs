@@ -1,7 +1,8 @@
 //! The CLI's live view of a run, read from the run's event log (the same events SSE serves).
 //!
 //! On a terminal: a status line with step i/n, fan-out items done/total, retries and elapsed
-//! time, and one line per finished step. Piped: plain lines, one per event worth telling.
+//! time, and one line per finished step. Piped: plain lines, one per event worth telling (a
+//! fan-out's items count at most once a second, and when it completes).
 
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
@@ -17,6 +18,8 @@ struct View {
     items: Option<(u64, u64)>,
     retries: u64,
     started: Instant,
+    /// When the last piped items line was printed: at most one a second (and the last one).
+    items_said: Option<Instant>,
     quiet: bool,
 }
 
@@ -91,7 +94,11 @@ impl View {
                 if let (Some(done), Some(total)) = (d["done"].as_u64(), d["total"].as_u64()) {
                     let failed = d["failed"].as_u64().unwrap_or(0);
                     self.items = Some((done + failed, total));
-                    if self.bar.is_none() {
+                    let due = self
+                        .items_said
+                        .is_none_or(|at| at.elapsed() >= Duration::from_secs(1));
+                    if self.bar.is_none() && (due || done + failed >= total) {
+                        self.items_said = Some(Instant::now());
                         self.say(format!(
                             "[{}] {step}: {}/{total} items",
                             self.position(&step),
@@ -219,6 +226,7 @@ pub async fn watch(
         items: None,
         retries: 0,
         started: Instant::now(),
+        items_said: None,
         quiet,
     };
     let mut after = 0;

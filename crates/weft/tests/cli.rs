@@ -345,3 +345,46 @@ output: "{{ steps.items.output | map(attribute='n') | list }}"
     let succeeded = events.iter().filter(|e| e.kind == "task.succeeded").count();
     assert_eq!(succeeded, 30, "a result was committed twice or not at all");
 }
+
+#[test]
+fn piped_progress_counts_fan_out_items_at_most_once_a_second() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("fan.yaml"),
+        r#"name: fan
+steps:
+  - id: items
+    for_each: "{{ range(3000) | list }}"
+    strategy: queue
+    concurrency: 8
+    tool: transform
+    with: { data: "{{ item }}", jq: ". * 2" }
+output: "{{ steps.items.output | length }}"
+"#,
+    )
+    .expect("write");
+    let started = Instant::now();
+    let out = weft(dir.path())
+        .args(["run", "fan.yaml"])
+        .output()
+        .expect("run");
+    let elapsed = started.elapsed().as_secs();
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert_eq!(stdout.trim(), "3000");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("/3000 items"))
+        .collect();
+    assert!(!lines.is_empty(), "{stderr}");
+    assert!(
+        stderr.contains("✓ [1/1] items succeeded") && stderr.contains("· 3000 items"),
+        "{stderr}"
+    );
+    // One line a second at most (the first comes at once).
+    assert!(
+        lines.len() as u64 <= elapsed + 2,
+        "{} item lines in {elapsed} s:\n{stderr}",
+        lines.len()
+    );
+}
