@@ -115,6 +115,18 @@ async fn decide(h: &Harness, key: &str, run: &str, step: &str, body: Value) -> R
     .await
 }
 
+/// Starts follow-up `name` on `run` with an empty body.
+async fn action(h: &Harness, key: &str, run: &str, name: &str) -> Reply {
+    call(
+        h,
+        "POST",
+        &format!("/v1/runs/{run}/actions/{name}"),
+        Some(key),
+        Some((JSON, "{}")),
+    )
+    .await
+}
+
 fn assert_problem(r: &Reply, status: u16, code: &str) {
     assert_eq!(r.status, status, "{:?}", r.body);
     assert_eq!(r.body["code"], code, "{:?}", r.body);
@@ -243,46 +255,18 @@ async fn an_action_starts_a_run_linked_to_its_parent() {
     let run = start_run(&h, &h.key_a, "gate", json!({"who": ["cy"]})).await;
     until(&h, &run, "waiting").await;
     // Not yet: actions follow a run that succeeded.
-    let r = call(
-        &h,
-        "POST",
-        &format!("/v1/runs/{run}/actions/again"),
-        Some(&h.key_a),
-        Some((JSON, "{}")),
-    )
-    .await;
+    let r = action(&h, &h.key_a, &run, "again").await;
     assert_problem(&r, 409, "WEFT-E260");
     let r = decide(&h, &h.key_a, &run, "ask", json!({"decision": "approve"})).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let body = until(&h, &run, "succeeded").await;
     assert_eq!(body["actions"][0]["name"], "again");
 
-    let r = call(
-        &h,
-        "POST",
-        &format!("/v1/runs/{run}/actions/nope"),
-        Some(&h.key_a),
-        Some((JSON, "{}")),
-    )
-    .await;
+    let r = action(&h, &h.key_a, &run, "nope").await;
     assert_problem(&r, 404, "WEFT-E202");
-    let r = call(
-        &h,
-        "POST",
-        &format!("/v1/runs/{run}/actions/again"),
-        Some(&h.key_b),
-        Some((JSON, "{}")),
-    )
-    .await;
+    let r = action(&h, &h.key_b, &run, "again").await;
     assert_problem(&r, 404, "WEFT-E202");
-    let r = call(
-        &h,
-        "POST",
-        &format!("/v1/runs/{run}/actions/again"),
-        Some(&h.key_a),
-        Some((JSON, "{}")),
-    )
-    .await;
+    let r = action(&h, &h.key_a, &run, "again").await;
     assert_eq!(r.status, 201, "{:?}", r.body);
     let child = r.body["id"].as_str().expect("id").to_string();
     assert_eq!(r.body["parent"]["run_id"], run.as_str());
