@@ -39,6 +39,18 @@ struct Browser {
 }
 
 impl Browser {
+    /// Opens the UI at `base` and submits the sign-in form with `key`.
+    async fn sign_in(&mut self, base: &str, key: &str) {
+        self.goto(&format!("{base}/")).await;
+        self.wait_for("!document.querySelector('#sign-in').hidden", 10)
+            .await;
+        self.eval(&format!(
+            "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
+            json!(key)
+        ))
+        .await;
+    }
+
     async fn launch(binary: &PathBuf) -> Browser {
         let profile = tempfile::tempdir().unwrap();
         let child = tokio::process::Command::new(binary)
@@ -221,14 +233,7 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
     let mut b = Browser::launch(&binary).await;
 
     // Sign in with the API key.
-    b.goto(&format!("{base}/")).await;
-    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
-        .await;
-    b.eval(&format!(
-        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
-        json!(key)
-    ))
-    .await;
+    b.sign_in(&base, &key).await;
     b.wait_for(
         "!document.querySelector('#nav').hidden && !!document.querySelector('#runs')",
         10,
@@ -468,14 +473,7 @@ async fn the_ask_box_and_schedules_in_headless_chromium() {
     assert_eq!(registered["name"], "greet", "{registered}");
 
     let mut b = Browser::launch(&binary).await;
-    b.goto(&format!("{base}/")).await;
-    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
-        .await;
-    b.eval(&format!(
-        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
-        json!(key)
-    ))
-    .await;
+    b.sign_in(&base, &key).await;
     b.wait_for("!!document.querySelector('#ask-form')", 10)
         .await;
 
@@ -613,14 +611,7 @@ async fn approvals_and_actions_in_headless_chromium() {
     let run_id = run["id"].as_str().unwrap().to_string();
 
     let mut b = Browser::launch(&binary).await;
-    b.goto(&format!("{base}/")).await;
-    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
-        .await;
-    b.eval(&format!(
-        "document.querySelector('#api-key').value = {}; document.querySelector('#sign-in-form').requestSubmit(); true",
-        json!(key)
-    ))
-    .await;
+    b.sign_in(&base, &key).await;
     b.wait_for("!document.querySelector('#nav').hidden", 10)
         .await;
     b.eval(&format!("location.hash = '#/runs/{run_id}'; true"))
