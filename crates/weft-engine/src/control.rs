@@ -40,16 +40,7 @@ impl Engine {
     /// is counted in the same transaction that inserts the run, so it holds across processes.
     pub async fn create_run_with(&self, mut new: NewRun, options: RunOptions) -> Result<Run> {
         self.remember_plan(new.plan.clone());
-        let request_digest = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            h.update(new.plan.digest.as_bytes());
-            h.update(new.inputs.to_string().as_bytes());
-            if let Some(budget) = &options.budget {
-                h.update(serde_json::to_string(budget).unwrap_or_default().as_bytes());
-            }
-            hex::encode(h.finalize())
-        };
+        let request_digest = request_digest(&new, options.budget.as_ref());
         if let Some(budget) = &options.budget {
             // The run's own copy of the plan carries the budget it is held to; the shared,
             // remembered plan keeps the template's.
@@ -66,6 +57,18 @@ impl Engine {
             }
             return Ok(existing);
         }
+        self.admit_and_insert(tx, &new, request_digest).await
+    }
+
+    /// The end of every run creation: the tenant's runs-per-hour quota, counted in the
+    /// transaction that inserts the run (so it holds across processes), the commit, a wake-up
+    /// for the workers, and the run as stored.
+    pub(crate) async fn admit_and_insert(
+        &self,
+        mut tx: Box<dyn weft_store::Tx>,
+        new: &NewRun,
+        request_digest: String,
+    ) -> Result<Run> {
         if let Some(refusal) = tx.admit_run(&new.tenant).await? {
             return Err(Error::QuotaExceeded {
                 max_runs_per_hour: refusal.max_runs_per_hour,
@@ -73,7 +76,7 @@ impl Engine {
             });
         }
         let run = self
-            .insert_run(&mut *tx, &new, Some(request_digest), None)
+            .insert_run(&mut *tx, new, Some(request_digest), None)
             .await?;
         tx.commit().await?;
         self.wake();
@@ -261,4 +264,17 @@ impl Engine {
             .await?
             .ok_or_else(|| Error::RunNotFound(run_id.to_string()))
     }
+}
+
+/// What makes two creation requests the same request (for idempotency keys): the template's
+/// digest, the inputs and the budget asked for.
+pub(crate) fn request_digest(new: &NewRun, budget: Option<&Budget>) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update(new.plan.digest.as_bytes());
+    h.update(new.inputs.to_string().as_bytes());
+    if let Some(budget) = budget {
+        h.update(serde_json::to_string(budget).unwrap_or_default().as_bytes());
+    }
+    hex::encode(h.finalize())
 }

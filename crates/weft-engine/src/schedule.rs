@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use weft_store::Run;
 use weft_store::schedules::{Schedule, ScheduleStore, SlotClaim, slot_key};
 
-use crate::{Engine, Error, NewRun, Result};
+use crate::{Engine, NewRun, Result};
 
 /// A parsed cron line in a time zone.
 #[derive(Debug, Clone)]
@@ -310,13 +310,7 @@ impl Engine {
         claim: &SlotClaim,
     ) -> Result<Option<Run>> {
         self.remember_plan(new.plan.clone());
-        let request_digest = {
-            use sha2::{Digest, Sha256};
-            let mut h = Sha256::new();
-            h.update(new.plan.digest.as_bytes());
-            h.update(new.inputs.to_string().as_bytes());
-            hex::encode(h.finalize())
-        };
+        let request_digest = crate::control::request_digest(&new, None);
         let mut tx = self.store().begin().await?;
         if !tx.claim_schedule_slot(claim).await? {
             return Ok(None);
@@ -329,21 +323,8 @@ impl Engine {
         }
         // The tenant's runs-per-hour quota counts scheduled runs too; a refused slot is
         // skipped (the claim rolls back with this transaction, the scheduler records why).
-        if let Some(refusal) = tx.admit_run(&new.tenant).await? {
-            return Err(Error::QuotaExceeded {
-                max_runs_per_hour: refusal.max_runs_per_hour,
-                retry_after_ms: refusal.retry_after_ms,
-            });
-        }
-        let run = self
-            .insert_run(&mut *tx, &new, Some(request_digest), None)
-            .await?;
-        tx.commit().await?;
-        self.wake();
-        self.store()
-            .run(&run.tenant, &run.id)
-            .await?
+        self.admit_and_insert(tx, &new, request_digest)
+            .await
             .map(Some)
-            .ok_or_else(|| Error::RunNotFound(run.id.clone()))
     }
 }
