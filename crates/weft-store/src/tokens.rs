@@ -144,32 +144,39 @@ where
     })
 }
 
-/// `Tx::insert_task_tokens` for SQLite: one statement per 1,000 tokens.
+/// One multi-row INSERT per 1,000 tokens; the same statement on both backends.
+macro_rules! insert_tokens {
+    ($db:ty, $conn:expr, $now:expr, $tokens:expr) => {{
+        for chunk in $tokens.chunks(1_000) {
+            let mut q = sqlx::QueryBuilder::<$db>::new(
+                "INSERT INTO task_tokens (hash, tenant, run_id, step_id, task_id, item, attempt, \
+                 scopes, issued_at, expires_at) ",
+            );
+            q.push_values(chunk, |mut row, t| {
+                row.push_bind(t.hash.clone())
+                    .push_bind(t.tenant.clone())
+                    .push_bind(t.run_id.clone())
+                    .push_bind(t.step_id.clone())
+                    .push_bind(t.task_id)
+                    .push_bind(t.item.map(i64::from))
+                    .push_bind(i64::from(t.attempt))
+                    .push_bind(scopes_text(&t.scopes))
+                    .push_bind($now)
+                    .push_bind($now + t.ttl_ms);
+            });
+            q.build().execute(&mut *$conn).await?;
+        }
+        Ok(())
+    }};
+}
+
+/// `Tx::insert_task_tokens` for SQLite.
 pub(crate) async fn insert_sqlite(
     conn: &mut sqlx::SqliteConnection,
     now: i64,
     tokens: &[NewTaskToken],
 ) -> Result<()> {
-    for chunk in tokens.chunks(1_000) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO task_tokens (hash, tenant, run_id, step_id, task_id, item, attempt, \
-             scopes, issued_at, expires_at) ",
-        );
-        q.push_values(chunk, |mut row, t| {
-            row.push_bind(t.hash.clone())
-                .push_bind(t.tenant.clone())
-                .push_bind(t.run_id.clone())
-                .push_bind(t.step_id.clone())
-                .push_bind(t.task_id)
-                .push_bind(t.item.map(i64::from))
-                .push_bind(i64::from(t.attempt))
-                .push_bind(scopes_text(&t.scopes))
-                .push_bind(now)
-                .push_bind(now + t.ttl_ms);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+    insert_tokens!(sqlx::Sqlite, conn, now, tokens)
 }
 
 /// `Tx::insert_task_tokens` for PostgreSQL: issued at the transaction's database clock.
@@ -178,26 +185,7 @@ pub(crate) async fn insert_pg(
     now: i64,
     tokens: &[NewTaskToken],
 ) -> Result<()> {
-    for chunk in tokens.chunks(1_000) {
-        let mut q = sqlx::QueryBuilder::<sqlx::Postgres>::new(
-            "INSERT INTO task_tokens (hash, tenant, run_id, step_id, task_id, item, attempt, \
-             scopes, issued_at, expires_at) ",
-        );
-        q.push_values(chunk, |mut row, t| {
-            row.push_bind(t.hash.clone())
-                .push_bind(t.tenant.clone())
-                .push_bind(t.run_id.clone())
-                .push_bind(t.step_id.clone())
-                .push_bind(t.task_id)
-                .push_bind(t.item.map(i64::from))
-                .push_bind(i64::from(t.attempt))
-                .push_bind(scopes_text(&t.scopes))
-                .push_bind(now)
-                .push_bind(now + t.ttl_ms);
-        });
-        q.build().execute(&mut *conn).await?;
-    }
-    Ok(())
+    insert_tokens!(sqlx::Postgres, conn, now, tokens)
 }
 
 const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
