@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod diag;
 pub mod duration;
 pub mod expr;
+pub mod geo;
 pub mod inputs;
 pub mod load;
 pub mod orchestrator;

@@ -134,6 +134,9 @@ pub struct InputSpec {
     /// Allowed values; `enum: us_states` expands to the 50 states and DC.
     pub allowed: Option<Vec<Value>>,
     pub description: Option<String>,
+    /// `phrases:` of a boolean input: what a sentence says to switch it on ("online booking"),
+    /// for the intent matcher.
+    pub phrases: Vec<String>,
 }
 
 /// What a step does.

@@ -15,7 +15,7 @@ inputs:
   state: { type: string, enum: us_states }
   count: { type: integer, default: 3 }
   ratio: { type: number, required: false }
-  loud:  { type: boolean, default: false }
+  loud:  { type: boolean, default: false, phrases: [shout, in capitals] }
   tags:  { type: array, required: false }
   extra: { type: object, required: false }
   color: { type: string, enum: [red, green], default: red }
@@ -141,4 +141,11 @@ fn cli_text_becomes_the_declared_type() {
         parse("extra", "[1]"),
         Err("input `extra` wants a JSON object like {\"key\": \"value\"}, got `[1]`".to_owned())
     );
+}
+
+#[test]
+fn a_boolean_input_lists_the_phrases_that_switch_it_on() {
+    let plan = plan();
+    assert_eq!(plan.inputs["loud"].phrases, ["shout", "in capitals"]);
+    assert!(plan.inputs["count"].phrases.is_empty());
 }

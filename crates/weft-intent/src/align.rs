@@ -21,6 +21,8 @@ pub enum SlotType {
     Number,
     Url,
     UrlList,
+    /// A repository, `owner/name`: one token, never the word after it.
+    Repo,
     /// Free text: a run of words.
     Text,
 }
@@ -40,7 +42,15 @@ pub struct Alignment {
     /// Content (non-stop) literals of the example matched in the sentence, and their total.
     pub matched_literals: usize,
     pub content_literals: usize,
+    /// Slots of a typed input (a state, a number, a URL...) in the example, and how many took
+    /// a value: a value of the right type is evidence like a matched word.
+    pub typed_slots: usize,
+    pub typed_filled: usize,
+    /// Each filled slot: its input, value, and the sentence span it took.
     pub values: Vec<(String, Value)>,
+    pub spans: Vec<(String, std::ops::Range<usize>)>,
+    /// Sentence tokens the example had no place for.
+    pub extras: Vec<usize>,
 }
 
 const FUZZY: f64 = 0.3;
@@ -50,7 +60,11 @@ fn literal_miss(norm: &str) -> f64 {
     if is_stopword(norm) { 0.3 } else { 1.0 }
 }
 
-fn extra_word(token: &Token) -> f64 {
+/// What a sentence word costs when the example has no place for it.
+pub fn extra_word(token: &Token) -> f64 {
+    if token.claimed {
+        return 0.0;
+    }
     match token.kind {
         Kind::Word if is_stopword(&token.norm) => 0.2,
         Kind::Word => 0.6,
@@ -82,8 +96,17 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
     match ty {
         SlotType::State => match &one()?.kind {
             Kind::State(name) => Some((0.0, Value::String((*name).to_string()))),
+            // Cities stand where their state would ("roofers in Austin and Dallas").
+            Kind::Cities(states) => states
+                .first()
+                .map(|s| (0.05, Value::String((*s).to_string()))),
             _ => None,
         },
+        SlotType::Repo => {
+            let token = one()?;
+            (token.kind == Kind::Word && crate::text::is_repo(&token.surface))
+                .then(|| (0.0, Value::String(token.surface.clone())))
+        }
         SlotType::Integer => match one()?.kind {
             Kind::Number(n) if n.fract() == 0.0 && n.abs() < 1e12 => {
                 Some((0.0, Value::from(n as i64)))
@@ -108,7 +131,10 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
             for token in span {
                 match &token.kind {
                     Kind::Url(url) => urls.push(Value::String(url.clone())),
-                    Kind::Word if matches!(token.norm.as_str(), "and" | "compare" | "&") => {}
+                    Kind::Word
+                        if token.norm == "compare"
+                            || token.norm == "&"
+                            || is_stopword(&token.norm) => {}
                     _ => return None,
                 }
             }
@@ -125,7 +151,11 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
                 .map(|(sim, a)| ((1.0 - sim) * 2.0, Value::String(a.clone())))
         }
         SlotType::Text => {
-            if span.len() > MAX_TEXT || span.iter().any(|t| matches!(t.kind, Kind::Url(_))) {
+            if span.len() > MAX_TEXT
+                || span
+                    .iter()
+                    .any(|t| t.claimed || matches!(t.kind, Kind::Url(_) | Kind::Cities(_)))
+            {
                 return None;
             }
             if let [token] = span
@@ -151,7 +181,9 @@ fn text_cost(span: &[Token]) -> f64 {
         .enumerate()
         .map(|(idx, token)| match token.kind {
             Kind::Word if token.keyword => 0.8,
-            Kind::Word if is_stopword(&token.norm) && (idx == 0 || idx == last) => 0.3,
+            // A value does not start with "for", "me" or "how".
+            Kind::Word if is_stopword(&token.norm) && idx == 0 => 1.0,
+            Kind::Word if is_stopword(&token.norm) && idx == last => 0.45,
             Kind::Word | Kind::Quoted => 0.05,
             _ => 0.5,
         })
@@ -163,6 +195,14 @@ fn join(span: &[Token]) -> String {
         .map(|t| t.surface.as_str())
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// A free-text value read from `span`, as a `{slot}` would take it.
+pub fn text_value(span: &[Token]) -> Option<String> {
+    match fill(&SlotType::Text, span) {
+        Some((_, Value::String(s))) => Some(s),
+        _ => None,
+    }
 }
 
 /// Free text without leading articles or trailing stopwords ("the history of Rome" is
@@ -271,13 +311,24 @@ pub fn align(
         .iter()
         .filter(|t| t.kind == Kind::Word && !is_stopword(&t.norm))
         .count();
+    let typed = |name: &str| slot(name).is_some_and(|s| !matches!(s.ty, SlotType::Text));
+    let typed_slots = example
+        .iter()
+        .filter(|t| matches!(&t.kind, Kind::Slot(name) if typed(name)))
+        .count();
+    let mut typed_filled = 0;
     let mut values = Vec::new();
+    let mut spans = Vec::new();
+    let mut extras = Vec::new();
     let mut matched_literals = 0;
     let (mut i, mut j) = (m, n);
     while i > 0 || j > 0 {
         match back[i][j] {
             Step::Start => break,
-            Step::Extra => j -= 1,
+            Step::Extra => {
+                j -= 1;
+                extras.push(j);
+            }
             Step::MissLiteral | Step::SkipSlot => i -= 1,
             Step::Match(content) => {
                 matched_literals += usize::from(content);
@@ -288,7 +339,9 @@ pub fn align(
                 if let Kind::Slot(name) = &example[i - 1].kind {
                     let spec = slot(name).map(|s| s.ty).unwrap_or(SlotType::Text);
                     if let Some((_, value)) = fill(&spec, &sentence[from..j]) {
+                        typed_filled += usize::from(typed(name));
                         values.push((name.clone(), value));
+                        spans.push((name.clone(), from..j));
                     }
                 }
                 i -= 1;
@@ -297,10 +350,16 @@ pub fn align(
         }
     }
     values.reverse();
+    spans.reverse();
+    extras.reverse();
     Alignment {
         cost: cost[m][n],
         matched_literals,
         content_literals,
+        typed_slots,
+        typed_filled,
         values,
+        spans,
+        extras,
     }
 }

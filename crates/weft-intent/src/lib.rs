@@ -22,7 +22,7 @@ pub mod eval;
 pub mod text;
 
 use align::{SlotSpec, SlotType, align};
-use text::{Token, tokenize};
+use text::{CityRun, Token, city_runs, tokenize};
 
 /// Below this confidence the matcher asks rather than guesses.
 pub const MIN_CONFIDENCE: f64 = 0.45;
@@ -60,11 +60,38 @@ pub struct Alternative {
     pub description: Option<String>,
 }
 
+/// What kind of value an input takes, read from its declaration (type, enum, name,
+/// description, `phrases`), so a template the matcher has never seen is filled by type.
+#[derive(Debug, Clone, PartialEq)]
+enum InputKind {
+    State,
+    Choice(Vec<String>),
+    Integer,
+    Number,
+    Url,
+    UrlList,
+    Repo,
+    /// A list of US cities (an array input about cities).
+    CityList,
+    /// A boolean: the phrases (tokenized, stopwords left out) that switch it on.
+    Switch(Vec<Vec<String>>),
+    /// A deployment environment: production, staging...
+    Environment,
+    Text,
+    /// Objects and other arrays: never read from a sentence.
+    Other,
+}
+
 struct Entry {
     name: String,
     description: Option<String>,
     examples: Vec<Vec<Token>>,
     inputs: IndexMap<String, InputSpec>,
+    kinds: IndexMap<String, InputKind>,
+    /// Each numeric input's words (name and description), for "3 largest cities".
+    counts: IndexMap<String, Vec<String>>,
+    /// The city-list input and the state input, when the template has both.
+    cities_and_state: Option<(String, String)>,
 }
 
 /// The templates a sentence may mean, prepared for matching.
@@ -76,42 +103,25 @@ impl Matcher {
     /// Prepares every plan's examples; a template without examples is matched on its name
     /// and description.
     pub fn new<'a>(plans: impl IntoIterator<Item = &'a Plan>) -> Matcher {
-        let entries = plans
-            .into_iter()
-            .map(|plan| {
-                let mut examples: Vec<Vec<Token>> =
-                    plan.intent_examples.iter().map(|e| tokenize(e)).collect();
-                if examples.is_empty() {
-                    examples.push(tokenize(&plan.name.replace(['-', '_'], " ")));
-                    if let Some(d) = &plan.description {
-                        examples.push(tokenize(d));
-                    }
-                }
-                Entry {
-                    name: plan.name.clone(),
-                    description: plan.description.clone(),
-                    examples,
-                    inputs: plan.inputs.clone(),
-                }
-            })
-            .collect();
+        let entries = plans.into_iter().map(entry).collect();
         Matcher { entries }
     }
 
     /// The template the sentence most likely means, its inputs, and the others.
     pub fn ask(&self, sentence: &str) -> Answer {
         let tokens = tokenize(sentence);
-        let mut scored: Vec<(f64, usize, Map<String, Value>)> = self
+        let mut scored: Vec<(Reading, usize)> = self
             .entries
             .iter()
             .enumerate()
-            .map(|(idx, entry)| {
-                let (confidence, inputs) = best_example(entry, &tokens);
-                (confidence, idx, inputs)
-            })
+            .map(|(idx, entry)| (best_reading(entry, &tokens), idx))
             .collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        let Some((confidence, idx, inputs)) = scored.first().cloned() else {
+        scored.sort_by(|a, b| {
+            b.0.confidence
+                .total_cmp(&a.0.confidence)
+                .then(a.1.cmp(&b.1))
+        });
+        let Some((best, idx)) = scored.first().cloned() else {
             return Answer {
                 template: None,
                 inputs: Map::new(),
@@ -122,16 +132,19 @@ impl Matcher {
             };
         };
         let entry = &self.entries[idx];
+        let runner_up = scored.get(1).map(|(r, _)| r.confidence).unwrap_or(0.0);
+        let confidence = calibrate(best.confidence, runner_up);
         let alternatives: Vec<Alternative> = scored[1..]
             .iter()
-            .filter(|(c, _, _)| *c > 0.05)
+            .filter(|(r, _)| r.confidence > 0.05)
             .take(3)
-            .map(|(c, i, _)| Alternative {
+            .map(|(r, i)| Alternative {
                 template: self.entries[*i].name.clone(),
-                confidence: round(*c),
+                confidence: round(calibrate(r.confidence, best.confidence)),
                 description: self.entries[*i].description.clone(),
             })
             .collect();
+        let inputs = best.inputs;
         let missing: Vec<String> = entry
             .inputs
             .iter()
@@ -147,13 +160,15 @@ impl Matcher {
                 "I am not sure what you mean. Did you want one of these: {}? Try rephrasing, or name the template.",
                 names.join(", ")
             ))
+        } else if let Some(q) = best.question {
+            Some(q)
         } else if !missing.is_empty() {
             Some(ask_for(&entry.name, &missing, &entry.inputs))
         } else {
             None
         };
         Answer {
-            template: (confidence > 0.0).then(|| entry.name.clone()),
+            template: (best.confidence > 0.0).then(|| entry.name.clone()),
             inputs,
             confidence: round(confidence),
             alternatives,
@@ -161,6 +176,734 @@ impl Matcher {
             question,
         }
     }
+}
+
+/// How sure the matcher is of a template that read `best` when the next best read
+/// `runner_up`: its own fit, less when another template reads the sentence almost as well.
+fn calibrate(best: f64, runner_up: f64) -> f64 {
+    let margin = (best - runner_up).max(0.0);
+    let closeness = if margin >= 0.15 {
+        1.0
+    } else {
+        0.7 + 2.0 * margin
+    };
+    (best * closeness).clamp(0.0, 1.0)
+}
+
+fn entry(plan: &Plan) -> Entry {
+    let mut examples: Vec<Vec<Token>> = plan.intent_examples.iter().map(|e| tokenize(e)).collect();
+    if examples.is_empty() {
+        examples.push(tokenize(&plan.name.replace(['-', '_'], " ")));
+        if let Some(d) = &plan.description {
+            examples.push(tokenize(d));
+        }
+    }
+    let kinds: IndexMap<String, InputKind> = plan
+        .inputs
+        .iter()
+        .map(|(name, spec)| (name.clone(), input_kind(name, spec)))
+        .collect();
+    let counts = plan
+        .inputs
+        .iter()
+        .filter(|(_, spec)| matches!(spec.ty, InputType::Integer | InputType::Number))
+        .map(|(name, spec)| {
+            let about = format!(
+                "{} {}",
+                name.replace('_', " "),
+                spec.description.as_deref().unwrap_or("")
+            );
+            let words = tokenize(&about)
+                .into_iter()
+                .filter(|t| t.kind == text::Kind::Word && !text::is_stopword(&t.norm))
+                .map(|t| t.norm)
+                .collect();
+            (name.clone(), words)
+        })
+        .collect();
+    let city_input = kinds
+        .iter()
+        .find(|(_, k)| **k == InputKind::CityList)
+        .map(|(n, _)| n.clone());
+    let state_input = kinds
+        .iter()
+        .find(|(_, k)| **k == InputKind::State)
+        .map(|(n, _)| n.clone());
+    Entry {
+        name: plan.name.clone(),
+        description: plan.description.clone(),
+        examples,
+        inputs: plan.inputs.clone(),
+        kinds,
+        counts,
+        cities_and_state: city_input.zip(state_input),
+    }
+}
+
+fn input_kind(name: &str, spec: &InputSpec) -> InputKind {
+    let about = format!(
+        "{} {}",
+        name.to_lowercase(),
+        spec.description.as_deref().unwrap_or("").to_lowercase()
+    );
+    let has = |words: &[&str]| words.iter().any(|w| about.contains(w));
+    let url_like = ["url", "link", "page", "site", "address"]
+        .iter()
+        .any(|w| name.contains(w));
+    if name == "api" || has(&["api base url", "base url"]) {
+        return InputKind::Other;
+    }
+    match spec.ty {
+        InputType::Integer => InputKind::Integer,
+        InputType::Number => InputKind::Number,
+        InputType::Boolean => {
+            let mut phrases: Vec<Vec<String>> =
+                spec.phrases.iter().map(|p| content_norms(p)).collect();
+            phrases.push(content_norms(&name.replace('_', " ")));
+            phrases.retain(|p| !p.is_empty());
+            InputKind::Switch(phrases)
+        }
+        InputType::Array if url_like || has(&["urls", "pages to"]) => InputKind::UrlList,
+        InputType::Array if has(&["city", "cities"]) => InputKind::CityList,
+        InputType::String => match &spec.allowed {
+            Some(allowed) if is_us_states(allowed) => InputKind::State,
+            Some(allowed) => InputKind::Choice(
+                allowed
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            ),
+            None if url_like || has(&[" url", "web page", "the page"]) => InputKind::Url,
+            None if name.contains("repo") || has(&["owner/name", "repository"]) => InputKind::Repo,
+            None if matches!(name, "environment" | "env" | "stage") => InputKind::Environment,
+            None => InputKind::Text,
+        },
+        _ => InputKind::Other,
+    }
+}
+
+/// A phrase's words as the matcher compares them: normalized, stopwords left out.
+fn content_norms(phrase: &str) -> Vec<String> {
+    tokenize(phrase)
+        .into_iter()
+        .filter(|t| !text::is_stopword(&t.norm))
+        .map(|t| t.norm)
+        .collect()
+}
+
+/// One template's best reading of the sentence.
+#[derive(Debug, Clone)]
+struct Reading {
+    confidence: f64,
+    inputs: Map<String, Value>,
+    /// Set when the reading itself needs a question ("Springfield" is in several states).
+    question: Option<String>,
+}
+
+/// The sentence as a template may read it: as written, with a relative clause moved
+/// ("companies in Ohio that do roofing" -> "roofing companies in Ohio"), and with its named
+/// cities standing where a state would.
+struct Variant {
+    tokens: Vec<Token>,
+    /// Inputs read before aligning (feature phrases, counted numbers, sizes).
+    claimed: Map<String, Value>,
+    /// The cities each `Cities` token stands for, by token index.
+    cities: Vec<(usize, CityRun)>,
+    /// What reading the sentence this way costs.
+    penalty: f64,
+}
+
+fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
+    let mut shapes = vec![(sentence.to_vec(), 0.0)];
+    if let Some(moved) = reorder_relative(sentence) {
+        shapes.push((moved, 0.1));
+    }
+    let mut out = Vec::new();
+    for (mut tokens, penalty) in shapes {
+        let claimed = claim(entry, &mut tokens);
+        if entry.cities_and_state.is_some() {
+            let runs = city_runs(&tokens);
+            if !runs.is_empty() {
+                let mut with_cities = Vec::new();
+                let mut cities = Vec::new();
+                let mut at = 0;
+                for run in runs {
+                    with_cities.extend_from_slice(&tokens[at..run.range.start]);
+                    let surface = tokens[run.range.clone()]
+                        .iter()
+                        .map(|t| t.surface.as_str())
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    cities.push((with_cities.len(), run.clone()));
+                    with_cities.push(Token {
+                        norm: surface.to_lowercase(),
+                        surface,
+                        kind: text::Kind::Cities(run.states.clone()),
+                        keyword: false,
+                        claimed: false,
+                    });
+                    at = run.range.end;
+                }
+                with_cities.extend_from_slice(&tokens[at..]);
+                out.push(Variant {
+                    tokens: with_cities,
+                    claimed: claimed.clone(),
+                    cities,
+                    penalty,
+                });
+            }
+        }
+        out.push(Variant {
+            tokens,
+            claimed,
+            cities: Vec::new(),
+            penalty,
+        });
+    }
+    out
+}
+
+/// "companies in Ohio that do roofing" -> "roofing companies in Ohio": a clause saying what
+/// the businesses do moves before the noun it describes, where examples put the category.
+fn reorder_relative(tokens: &[Token]) -> Option<Vec<Token>> {
+    const VERBS: &[&str] = &[
+        "do",
+        "does",
+        "doing",
+        "offer",
+        "offers",
+        "offering",
+        "provide",
+        "provides",
+        "providing",
+        "specialize",
+        "specializes",
+        "specializing",
+        "sell",
+        "sells",
+        "selling",
+        "install",
+        "installs",
+        "installing",
+        "handle",
+        "handles",
+        "focus",
+        "focusing",
+        "work",
+        "working",
+        "are",
+        "is",
+    ];
+    const PRONOUNS: &[&str] = &["that", "who", "which"];
+    let lower = |i: usize| tokens[i].surface.to_lowercase();
+    let (clause, mut x0) = (1..tokens.len()).find_map(|k| {
+        let word = lower(k);
+        if PRONOUNS.contains(&word.as_str()) && k + 1 < tokens.len() {
+            VERBS.contains(&lower(k + 1).as_str()).then_some((k, k + 2))
+        } else if word.ends_with("ing")
+            && VERBS.contains(&word.as_str())
+            && tokens[k - 1].norm == "business"
+        {
+            Some((k, k + 1))
+        } else {
+            None
+        }
+    })?;
+    while x0 < tokens.len() && matches!(lower(x0).as_str(), "in" | "on" | "with" | "the") {
+        x0 += 1;
+    }
+    let boundary = |i: usize| {
+        !matches!(tokens[i].kind, text::Kind::Word | text::Kind::Quoted)
+            || (matches!(
+                lower(i).as_str(),
+                "in" | "across" | "near" | "around" | "throughout"
+            ) && tokens.get(i + 1).is_some_and(|t| {
+                t.kind != text::Kind::Word
+                    || t.surface.chars().next().is_some_and(char::is_uppercase)
+            }))
+    };
+    let x1 = (x0..tokens.len())
+        .find(|&i| boundary(i))
+        .unwrap_or(tokens.len());
+    if x1 <= x0 {
+        return None;
+    }
+    let noun = (0..clause).rev().find(|&i| tokens[i].norm == "business")?;
+    let mut out = tokens[..noun].to_vec();
+    out.extend_from_slice(&tokens[x0..x1]);
+    out.extend_from_slice(&tokens[noun..clause]);
+    out.extend_from_slice(&tokens[x1..]);
+    Some(out)
+}
+
+/// Words before a phrase that turn it off ("without booking checks").
+const NEGATIONS: &[&str] = &[
+    "no", "not", "without", "skip", "don't", "dont", "never", "except",
+];
+
+/// Reads, before aligning, what belongs to an input wherever the sentence says it: phrases
+/// that switch a boolean on ("and tell me which ones have online booking"), counted numbers
+/// ("in the 3 largest cities", "top 5 results", "800 pixels wide") and sizes ("1920x1080").
+/// The words used are marked `claimed`: free as extra words, never inside a free-text value.
+fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
+    let mut inputs = Map::new();
+    // Phrases that switch a boolean on; "without booking" leaves it off.
+    for (name, kind) in &entry.kinds {
+        let InputKind::Switch(phrases) = kind else {
+            continue;
+        };
+        for phrase in phrases {
+            let Some(span) = find_phrase(tokens, phrase) else {
+                continue;
+            };
+            let negation = (span.start.saturating_sub(2)..span.start)
+                .find(|&i| NEGATIONS.contains(&tokens[i].surface.to_lowercase().as_str()));
+            let from = negation.unwrap_or(span.start);
+            for token in &mut tokens[from..span.end] {
+                token.claimed = true;
+            }
+            if negation.is_none() {
+                inputs.insert(name.clone(), Value::Bool(true));
+            }
+            break;
+        }
+    }
+    // "1920x1080": width and height.
+    let width = entry
+        .counts
+        .iter()
+        .find(|(_, words)| words.iter().any(|w| w == "width"));
+    let height = entry
+        .counts
+        .iter()
+        .find(|(_, words)| words.iter().any(|w| w == "height"));
+    if let (Some((wn, _)), Some((hn, _))) = (width, height) {
+        for i in 0..tokens.len().saturating_sub(2) {
+            if let (text::Kind::Number(w), "x", text::Kind::Number(h)) = (
+                &tokens[i].kind,
+                tokens[i + 1].norm.as_str(),
+                &tokens[i + 2].kind,
+            ) {
+                inputs.insert(wn.clone(), number_value(&entry.inputs[wn], *w));
+                inputs.insert(hn.clone(), number_value(&entry.inputs[hn], *h));
+                for token in &mut tokens[i..i + 3] {
+                    token.claimed = true;
+                }
+            }
+        }
+    }
+    // Counted numbers: the words after (or the word before) the number say what it counts.
+    for i in 0..tokens.len() {
+        let text::Kind::Number(n) = tokens[i].kind else {
+            continue;
+        };
+        if tokens[i].claimed {
+            continue;
+        }
+        let content =
+            |k: &usize| tokens[*k].kind == text::Kind::Word && !text::is_stopword(&tokens[*k].norm);
+        // Up to two words on, not past another number or value.
+        let after: Vec<usize> = (i + 1..tokens.len())
+            .take_while(|&k| tokens[k].kind == text::Kind::Word)
+            .filter(content)
+            .take(2)
+            .collect();
+        let before: Vec<usize> = (0..i)
+            .rev()
+            .take_while(|&k| tokens[k].kind == text::Kind::Word)
+            .filter(content)
+            .take(1)
+            .collect();
+        let mut scores: Vec<(usize, &String, Vec<usize>)> = entry
+            .counts
+            .iter()
+            .filter(|(name, _)| !inputs.contains_key(*name))
+            .map(|(name, words)| {
+                let hits: Vec<usize> = after
+                    .iter()
+                    .chain(before.iter())
+                    .copied()
+                    .filter(|&k| words.contains(&tokens[k].norm))
+                    .collect();
+                (hits.len(), name, hits)
+            })
+            .filter(|(score, _, _)| *score > 0)
+            .collect();
+        scores.sort_by_key(|s| std::cmp::Reverse(s.0));
+        let clear = match scores.as_slice() {
+            [one] => Some(one.clone()),
+            [a, b, ..] if a.0 > b.0 => Some(a.clone()),
+            _ => None,
+        };
+        if let Some((_, name, hits)) = clear {
+            let value = number_value(&entry.inputs[name], n);
+            if value.is_null() {
+                continue;
+            }
+            inputs.insert(name.clone(), value);
+            let from = hits.iter().copied().chain([i]).min().unwrap_or(i);
+            let to = hits.iter().copied().chain([i]).max().unwrap_or(i);
+            for token in &mut tokens[from..=to] {
+                token.claimed = true;
+            }
+        }
+    }
+    inputs
+}
+
+/// The best reading of a template: every example against every variant of the sentence.
+fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
+    let slot = |name: &str| {
+        entry
+            .kinds
+            .get(name)
+            .map(|kind| slot_spec(kind, &entry.inputs[name]))
+    };
+    let mut best = Reading {
+        confidence: 0.0,
+        inputs: Map::new(),
+        question: None,
+    };
+    for variant in variants(entry, sentence) {
+        let tokens = &variant.tokens;
+        for example in &entry.examples {
+            let alignment = align(example, tokens, &slot);
+            if !alignment.cost.is_finite() {
+                continue;
+            }
+            let mut inputs = variant.claimed.clone();
+            for (name, value) in &alignment.values {
+                if entry.inputs.contains_key(name) {
+                    inputs.insert(name.clone(), value.clone());
+                }
+            }
+            let mut free: Vec<bool> = vec![false; tokens.len()];
+            for &j in &alignment.extras {
+                free[j] = !tokens[j].claimed;
+            }
+            let mut refund = 0.0;
+            let question = fill_leftovers(
+                entry,
+                &variant,
+                &alignment,
+                &mut free,
+                &mut inputs,
+                &mut refund,
+            );
+            // A value the template found no input for (a URL for a template that takes
+            // none) says the template is the wrong one.
+            let stray = (0..tokens.len())
+                .filter(|&i| {
+                    free[i]
+                        && !matches!(
+                            tokens[i].kind,
+                            text::Kind::Word | text::Kind::Quoted | text::Kind::Number(_)
+                        )
+                })
+                .count() as f64;
+            let cost = (alignment.cost - refund).max(0.0) + variant.penalty + 0.7 * stray;
+            let length = sentence.len().max(example.len()).max(1) as f64;
+            let fit = (1.0 - cost / length).max(0.0);
+            let evidence = alignment.content_literals + alignment.typed_slots;
+            let literals = if evidence == 0 {
+                0.5
+            } else {
+                (alignment.matched_literals + alignment.typed_filled) as f64 / evidence as f64
+            };
+            // A reading that leaves a required input out is a weaker one (unless the
+            // question about it is already asked).
+            let missing = entry
+                .inputs
+                .iter()
+                .filter(|(name, spec)| {
+                    spec.required && spec.default.is_none() && !inputs.contains_key(*name)
+                })
+                .count();
+            let missing = if question.is_some() { 0 } else { missing };
+            let confidence = fit * (0.4 + 0.6 * literals) * 0.75f64.powi(missing as i32);
+            if confidence > best.confidence {
+                best = Reading {
+                    confidence,
+                    inputs,
+                    question,
+                };
+            }
+        }
+    }
+    best
+}
+
+/// Words that name a deployment environment.
+const ENVIRONMENTS: &[&str] = &[
+    "production",
+    "prod",
+    "staging",
+    "stage",
+    "dev",
+    "development",
+    "preview",
+    "qa",
+    "uat",
+    "canary",
+    "sandbox",
+];
+
+/// Fills what the example had no slot for from the words it left over (`free`): named cities
+/// and their state, enum values (also from the edge of a free-text value: "senior data
+/// engineer"), repositories, URLs, states and environments. Each word used is refunded what
+/// it cost as an extra word. Returns a question when the cities leave the state open.
+fn fill_leftovers(
+    entry: &Entry,
+    variant: &Variant,
+    alignment: &align::Alignment,
+    free: &mut [bool],
+    inputs: &mut Map<String, Value>,
+    refund: &mut f64,
+) -> Option<String> {
+    let tokens = &variant.tokens;
+    let take = |free: &mut [bool], idx: usize, refund: &mut f64| {
+        if free[idx] {
+            free[idx] = false;
+            *refund += align::extra_word(&tokens[idx]);
+        }
+    };
+    let mut question = None;
+    // Cities: the list fills the city input, its state the state input (or a question).
+    if let Some((city_input, state_input)) = &entry.cities_and_state {
+        let state_span = alignment
+            .spans
+            .iter()
+            .find(|(name, _)| name == state_input)
+            .map(|(_, span)| span.clone());
+        for (idx, run) in &variant.cities {
+            let in_state_slot = state_span.as_ref().is_some_and(|s| s.contains(idx));
+            if !in_state_slot && !free[*idx] {
+                continue;
+            }
+            if !in_state_slot && inputs.contains_key(state_input) {
+                // A state was named as well: the cities must be in it.
+                let named = inputs.get(state_input).and_then(Value::as_str);
+                if !run.states.iter().any(|s| Some(*s) == named) {
+                    continue;
+                }
+            }
+            take(free, *idx, refund);
+            inputs.insert(
+                city_input.clone(),
+                Value::Array(
+                    run.names
+                        .iter()
+                        .map(|n| Value::String((*n).into()))
+                        .collect(),
+                ),
+            );
+            if !in_state_slot && inputs.contains_key(state_input) {
+                break;
+            }
+            match run.states.as_slice() {
+                [state] => {
+                    inputs.insert(state_input.clone(), Value::String((*state).into()));
+                }
+                [] => {
+                    inputs.remove(state_input);
+                    let each: Vec<String> = run
+                        .apart
+                        .iter()
+                        .map(|(city, states)| format!("{city} ({})", states.join(", ")))
+                        .collect();
+                    question = Some(format!(
+                        "{} are not in one state, and `{}` searches one state at a time. Which state ({state_input})?",
+                        each.join(", "),
+                        entry.name
+                    ));
+                }
+                states => {
+                    inputs.remove(state_input);
+                    question = Some(format!(
+                        "{} is in several states: {}. Which state ({state_input}) do you mean?",
+                        run.names.join(" and "),
+                        states.join(", ")
+                    ));
+                }
+            }
+            break;
+        }
+    }
+    // Free-text values as the example read them, whose edge words may belong to an enum.
+    let mut texts: Vec<(String, std::ops::Range<usize>)> = alignment
+        .spans
+        .iter()
+        .filter(|(name, _)| entry.kinds.get(name) == Some(&InputKind::Text))
+        .cloned()
+        .collect();
+    for (name, kind) in &entry.kinds {
+        let InputKind::Choice(allowed) = kind else {
+            continue;
+        };
+        if inputs.contains_key(name) {
+            continue;
+        }
+        let hit = (0..tokens.len()).find_map(|i| {
+            let token = &tokens[i];
+            let lower = token.surface.to_lowercase();
+            if token.kind != text::Kind::Word || lower.len() < 3 {
+                return None;
+            }
+            let value = allowed.iter().find(|a| a.to_lowercase() == lower)?;
+            if free[i] {
+                return Some((i, value.clone(), None));
+            }
+            // The first or last word of a longer free-text value.
+            texts.iter().enumerate().find_map(|(t, (_, r))| {
+                if r.len() < 2 {
+                    None
+                } else if r.start == i {
+                    Some((i, value.clone(), Some((t, true))))
+                } else if r.end == i + 1 {
+                    Some((i, value.clone(), Some((t, false))))
+                } else {
+                    None
+                }
+            })
+        });
+        let Some((i, value, edge)) = hit else {
+            continue;
+        };
+        if let Some((t, front)) = edge {
+            let (text_name, range) = &mut texts[t];
+            if front {
+                range.start += 1;
+            } else {
+                range.end -= 1;
+            }
+            match align::text_value(&tokens[range.clone()]) {
+                Some(v) => inputs.insert(text_name.clone(), Value::String(v)),
+                None => inputs.remove(text_name.as_str()),
+            };
+        }
+        take(free, i, refund);
+        // "firm tone": the input's own name next to its value.
+        let name_norm = text::normalize(name);
+        for k in [i.wrapping_sub(1), i + 1] {
+            if k < tokens.len() && tokens[k].norm == name_norm {
+                take(free, k, refund);
+            }
+        }
+        inputs.insert(name.clone(), Value::String(value));
+    }
+    // Typed values left over, for inputs of their type the example did not fill. Inputs with
+    // a default (an API base URL) are only filled where an example puts them.
+    for (name, kind) in &entry.kinds {
+        if inputs.contains_key(name) {
+            continue;
+        }
+        let optional_url = matches!(kind, InputKind::Url | InputKind::UrlList)
+            && entry.inputs[name].default.is_some();
+        if optional_url {
+            continue;
+        }
+        let found: Vec<(usize, Value)> = (0..tokens.len())
+            .filter(|&i| free[i])
+            .filter_map(|i| {
+                let token = &tokens[i];
+                let lower = token.surface.to_lowercase();
+                let value = match (kind, &token.kind) {
+                    (InputKind::State, text::Kind::State(s)) => Value::String((*s).into()),
+                    (InputKind::Url | InputKind::UrlList, text::Kind::Url(u)) => {
+                        Value::String(u.clone())
+                    }
+                    (InputKind::Repo, text::Kind::Word) if text::is_repo(&token.surface) => {
+                        Value::String(token.surface.clone())
+                    }
+                    (InputKind::Environment, text::Kind::Word)
+                        if ENVIRONMENTS.contains(&lower.as_str()) =>
+                    {
+                        Value::String(lower)
+                    }
+                    _ => return None,
+                };
+                Some((i, value))
+            })
+            .collect();
+        if found.is_empty() {
+            continue;
+        }
+        if *kind == InputKind::UrlList {
+            let urls = found.iter().map(|(_, v)| v.clone()).collect();
+            for (i, _) in &found {
+                take(free, *i, refund);
+            }
+            inputs.insert(name.clone(), Value::Array(urls));
+        } else {
+            take(free, found[0].0, refund);
+            inputs.insert(name.clone(), found[0].1.clone());
+        }
+    }
+    // More URLs for a list the example filled ("compare A with B and C").
+    for (name, kind) in &entry.kinds {
+        if *kind != InputKind::UrlList {
+            continue;
+        }
+        let Some(Value::Array(urls)) = inputs.get_mut(name) else {
+            continue;
+        };
+        for i in 0..tokens.len() {
+            if let (true, text::Kind::Url(u)) = (free[i], &tokens[i].kind) {
+                urls.push(Value::String(u.clone()));
+                take(free, i, refund);
+            }
+        }
+    }
+    question
+}
+
+fn number_value(spec: &InputSpec, n: f64) -> Value {
+    match spec.ty {
+        InputType::Integer if n.fract() == 0.0 && n.abs() < 1e12 => Value::from(n as i64),
+        InputType::Number => serde_json::Number::from_f64(n)
+            .map(Value::Number)
+            .unwrap_or(Value::Null),
+        _ => Value::Null,
+    }
+}
+
+/// Where a phrase's words occur in order, stopwords between them allowed; a long word may be
+/// misspelt.
+fn find_phrase(tokens: &[Token], phrase: &[String]) -> Option<std::ops::Range<usize>> {
+    let same = |t: &Token, w: &str| {
+        t.kind == text::Kind::Word
+            && (t.norm == w
+                || (w.len() >= 5
+                    && t.norm.chars().next() == w.chars().next()
+                    && strsim::damerau_levenshtein(&t.norm, w) <= 1))
+    };
+    let first = phrase.first()?;
+    for start in 0..tokens.len() {
+        if !same(&tokens[start], first) {
+            continue;
+        }
+        let mut at = start;
+        let mut ok = true;
+        for word in &phrase[1..] {
+            let mut next = at + 1;
+            while next < tokens.len()
+                && text::is_stopword(&tokens[next].norm)
+                && !same(&tokens[next], word)
+            {
+                next += 1;
+            }
+            if next < tokens.len() && same(&tokens[next], word) {
+                at = next;
+            } else {
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            return Some(start..at + 1);
+        }
+    }
+    None
 }
 
 fn round(x: f64) -> f64 {
@@ -185,92 +928,16 @@ fn ask_for(template: &str, missing: &[String], inputs: &IndexMap<String, InputSp
     )
 }
 
-/// The best example of a template for the sentence: its confidence and the inputs it read.
-fn best_example(entry: &Entry, sentence: &[Token]) -> (f64, Map<String, Value>) {
-    let slot = |name: &str| entry.inputs.get(name).map(|spec| slot_spec(name, spec));
-    let mut best = (0.0, Map::new());
-    for example in &entry.examples {
-        let alignment = align(example, sentence, &slot);
-        if !alignment.cost.is_finite() {
-            continue;
-        }
-        let length = sentence.len().max(example.len()).max(1) as f64;
-        let fit = (1.0 - alignment.cost / length).max(0.0);
-        let literals = if alignment.content_literals == 0 {
-            0.5
-        } else {
-            alignment.matched_literals as f64 / alignment.content_literals as f64
-        };
-        let confidence = fit * (0.4 + 0.6 * literals);
-        if confidence > best.0 {
-            let mut inputs: Map<String, Value> = alignment
-                .values
-                .into_iter()
-                .filter(|(name, _)| entry.inputs.contains_key(name))
-                .collect();
-            counted_number(entry, sentence, &mut inputs);
-            best = (confidence, inputs);
-        }
-    }
-    best
-}
-
-/// "in 5 cities": a number the example had no slot for, followed by a word that names what an
-/// unfilled numeric input counts (its name or description says "cities"), fills that input.
-fn counted_number(entry: &Entry, sentence: &[Token], inputs: &mut Map<String, Value>) {
-    for (idx, token) in sentence.iter().enumerate() {
-        let text::Kind::Number(n) = token.kind else {
-            continue;
-        };
-        let Some(next) = sentence.get(idx + 1) else {
-            continue;
-        };
-        if inputs.values().any(|v| v.as_f64() == Some(n)) {
-            continue;
-        }
-        let wanted = entry.inputs.iter().find(|(name, spec)| {
-            matches!(spec.ty, InputType::Integer | InputType::Number)
-                && !inputs.contains_key(*name)
-                && {
-                    let about = format!("{} {}", name, spec.description.as_deref().unwrap_or(""));
-                    tokenize(&about).iter().any(|t| t.norm == next.norm)
-                }
-        });
-        if let Some((name, spec)) = wanted {
-            let value = match spec.ty {
-                InputType::Integer if n.fract() == 0.0 => Value::from(n as i64),
-                InputType::Number => serde_json::Number::from_f64(n)
-                    .map(Value::Number)
-                    .unwrap_or(Value::Null),
-                _ => continue,
-            };
-            if !value.is_null() {
-                inputs.insert(name.clone(), value);
-            }
-        }
-    }
-}
-
 /// How an input's value is read from a sentence.
-fn slot_spec(name: &str, spec: &InputSpec) -> SlotSpec {
-    let url_like = ["url", "link", "page", "site", "address"]
-        .iter()
-        .any(|w| name.contains(w));
-    let ty = match spec.ty {
-        InputType::Integer => SlotType::Integer,
-        InputType::Number => SlotType::Number,
-        InputType::Array if url_like => SlotType::UrlList,
-        InputType::String if url_like => SlotType::Url,
-        InputType::String => match &spec.allowed {
-            Some(allowed) if is_us_states(allowed) => SlotType::State,
-            Some(allowed) => SlotType::Choice(
-                allowed
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-            ),
-            None => SlotType::Text,
-        },
+fn slot_spec(kind: &InputKind, spec: &InputSpec) -> SlotSpec {
+    let ty = match kind {
+        InputKind::State => SlotType::State,
+        InputKind::Choice(allowed) => SlotType::Choice(allowed.clone()),
+        InputKind::Integer => SlotType::Integer,
+        InputKind::Number => SlotType::Number,
+        InputKind::Url => SlotType::Url,
+        InputKind::UrlList => SlotType::UrlList,
+        InputKind::Repo => SlotType::Repo,
         _ => SlotType::Text,
     };
     SlotSpec {

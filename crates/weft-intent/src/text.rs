@@ -5,6 +5,9 @@
 //! Intent examples go through the same tokenizer, so "companies" in a sentence meets
 //! "businesses" in an example as the same word.
 
+use std::ops::Range;
+
+use weft_core::geo;
 use weft_core::inputs::US_STATE_CODES;
 
 /// One unit of a sentence.
@@ -17,6 +20,9 @@ pub struct Token {
     pub kind: Kind,
     /// Whether the word says what the job is ([`is_keyword`]), worked out once.
     pub keyword: bool,
+    /// Read already as another input's value ("3 largest cities", "online booking"): free as
+    /// an extra word, never part of a free-text value.
+    pub claimed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -30,6 +36,9 @@ pub enum Kind {
     /// An address, with a scheme added when it had none.
     Url(String),
     Quoted,
+    /// Named cities standing where a state would: the states they may all be in, the likeliest
+    /// first (made by [`city_runs`] users, never by [`tokenize`]).
+    Cities(Vec<&'static str>),
 }
 
 /// Words that carry little meaning: cheap to add to or leave out of a sentence.
@@ -38,6 +47,9 @@ const STOPWORDS: &[&str] = &[
     "all", "some", "our", "us", "up", "out", "and", "with", "on", "in", "at", "want", "need", "do",
     "let", "give", "that", "this", "these", "those", "what", "is", "are", "be", "there", "it",
     "its", "go", "across", "how", "will", "we", "from", "about", "by", "just", "quick", "quickly",
+    "many", "much", "which", "who", "where", "ones", "have", "has", "had", "tell", "know",
+    "whether", "if", "also", "them", "they", "their", "then", "so", "as", "into", "really",
+    "looking", "i'm", "im", "wanna", "trying", "help", "see",
 ];
 
 /// Words dropped before matching: politeness says nothing about the job.
@@ -54,7 +66,6 @@ const SYNONYMS: &[&[&str]] = &[
         "provider",
         "store",
         "outfit",
-        "operator",
         "vendor",
         "place",
         "agency",
@@ -103,6 +114,16 @@ const SYNONYMS: &[&[&str]] = &[
     &["page", "site", "website", "webpage", "url", "link"],
     &["latest", "last", "recent", "newest", "current"],
     &["web", "internet", "online"],
+    &["width", "wide"],
+    &["height", "tall", "high"],
+    &["pixel", "px"],
+    &["largest", "biggest", "top", "major", "populous"],
+    &["source", "article", "result"],
+    &["remind", "reminder", "chase", "nudge", "notice"],
+    &[
+        "job", "posting", "opening", "position", "vacancy", "listing",
+    ],
+    &["monitor", "watch", "track", "alert"],
 ];
 
 /// Small numbers people write as words.
@@ -196,11 +217,30 @@ pub fn tokenize(text: &str) -> Vec<Token> {
                     surface: chunk,
                     kind: Kind::Quoted,
                     keyword: false,
+                    claimed: false,
                 });
             }
             continue;
         }
         push_chunk(&chunk, &mut tokens);
+    }
+    // "look up" is one word ("lookup").
+    let mut i = 0;
+    while i + 1 < tokens.len() {
+        if tokens[i].norm == "look" && tokens[i + 1].norm == "up" {
+            let surface = format!("{} {}", tokens[i].surface, tokens[i + 1].surface);
+            tokens.splice(
+                i..i + 2,
+                [Token {
+                    surface,
+                    norm: normalize("lookup"),
+                    kind: Kind::Word,
+                    keyword: false,
+                    claimed: false,
+                }],
+            );
+        }
+        i += 1;
     }
     mark_states(&mut tokens);
     for token in &mut tokens {
@@ -221,6 +261,7 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
                 norm: String::new(),
                 kind: Kind::Slot(name.to_string()),
                 keyword: false,
+                claimed: false,
             });
             return;
         }
@@ -240,11 +281,38 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             norm: trimmed.to_lowercase(),
             kind: Kind::Url(url),
             keyword: false,
+            claimed: false,
         });
         return;
     }
     // "HVAC," or "roofers/plumbers" stay words; "3" and "three" are numbers.
     let lower = trimmed.to_lowercase();
+    // "800px" is a number and its unit; "1920x1080" two numbers.
+    if let Some(n) = lower.strip_suffix("px").and_then(|n| n.parse::<f64>().ok()) {
+        tokens.push(number(trimmed, n));
+        tokens.push(Token {
+            surface: "px".into(),
+            norm: "pixel".into(),
+            kind: Kind::Word,
+            keyword: false,
+            claimed: false,
+        });
+        return;
+    }
+    if let Some((w, h)) = lower.split_once('x')
+        && let (Ok(w), Ok(h)) = (w.parse::<u32>(), h.parse::<u32>())
+    {
+        tokens.push(number(trimmed, f64::from(w)));
+        tokens.push(Token {
+            surface: "x".into(),
+            norm: "x".into(),
+            kind: Kind::Word,
+            keyword: false,
+            claimed: false,
+        });
+        tokens.push(number(trimmed, f64::from(h)));
+        return;
+    }
     if let Ok(n) = lower.replace(',', "").parse::<f64>()
         && n.is_finite()
     {
@@ -253,6 +321,7 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             norm: lower,
             kind: Kind::Number(n),
             keyword: false,
+            claimed: false,
         });
         return;
     }
@@ -262,6 +331,7 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             norm: lower,
             kind: Kind::Number(*n),
             keyword: false,
+            claimed: false,
         });
         return;
     }
@@ -278,7 +348,312 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
         norm: normalize(base),
         kind: Kind::Word,
         keyword: false,
+        claimed: false,
     });
+}
+
+fn number(surface: &str, n: f64) -> Token {
+    Token {
+        surface: surface.to_string(),
+        norm: n.to_string(),
+        kind: Kind::Number(n),
+        keyword: false,
+        claimed: false,
+    }
+}
+
+/// Whether a word is a repository name, `owner/name` (letters in both, no scheme).
+pub fn is_repo(text: &str) -> bool {
+    let Some((owner, name)) = text.split_once('/') else {
+        return false;
+    };
+    let part = |p: &str| {
+        !p.is_empty()
+            && p.chars().any(|c| c.is_ascii_alphabetic())
+            && p.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    part(owner) && part(name) && !owner.contains('.')
+}
+
+/// A list of named cities in a sentence ("Austin and Dallas", "Springfield", "Reno, NV").
+#[derive(Debug, Clone, PartialEq)]
+pub struct CityRun {
+    /// The tokens it covers (a state written right after it included).
+    pub range: Range<usize>,
+    /// The cities as the gazetteer spells them.
+    pub names: Vec<&'static str>,
+    /// The states they may all be in, likeliest first: one when it is clear.
+    pub states: Vec<&'static str>,
+    /// The cities are in no single state (each city's states, for the question).
+    pub apart: Vec<(&'static str, Vec<&'static str>)>,
+}
+
+/// Lower-case words that are also places of the gazetteer; in lower case they are words.
+const COMMON_PLACE_WORDS: &[&str] = &[
+    "mobile",
+    "bear",
+    "bath",
+    "bend",
+    "brick",
+    "central",
+    "college",
+    "crystal",
+    "eagle",
+    "enterprise",
+    "fountain",
+    "gateway",
+    "golden",
+    "hope",
+    "independence",
+    "liberty",
+    "liberal",
+    "mission",
+    "normal",
+    "opportunity",
+    "orange",
+    "paradise",
+    "pearl",
+    "plum",
+    "plantation",
+    "reading",
+    "airport",
+    "anthem",
+    "badger",
+    "magnolia",
+    "hurricane",
+    "laurel",
+    "mentor",
+    "mustang",
+    "nitro",
+    "lakes",
+    "highland",
+    "homestead",
+    "surprise",
+    "commerce",
+    "alliance",
+    "aloha",
+    "beverly",
+    "chase",
+    "dover",
+    "encanto",
+    "florence",
+    "gary",
+    "logan",
+    "marion",
+    "mason",
+    "murray",
+    "national",
+    "parker",
+    "sterling",
+    "warren",
+    "wayne",
+    "union",
+    "justice",
+    "essex",
+    "pomona",
+    "salem",
+    "moore",
+    "perry",
+    "powell",
+    "harvey",
+    "hudson",
+    "gilbert",
+    "allen",
+    "jackson",
+    "franklin",
+    "lincoln",
+    "madison",
+    "monroe",
+    "clinton",
+    "fairfield",
+    "riverside",
+    "columbia",
+    "ontario",
+    "cypress",
+    "hollywood",
+    "kent",
+    "lawrence",
+    "newton",
+];
+
+/// Words after which a lower-case place name is a place ("roofers in austin and dallas").
+const PLACE_CONTEXT: &[&str] = &[
+    "in",
+    "across",
+    "near",
+    "around",
+    "throughout",
+    "between",
+    "and",
+    "or",
+    "&",
+    "plus",
+    "within",
+];
+
+/// The place (its width in tokens and the gazetteer's entries) starting at token `i`.
+fn place_at(
+    tokens: &[Token],
+    i: usize,
+    after_context: bool,
+) -> Option<(usize, &'static [geo::Place])> {
+    for width in (1..=geo::longest_name()).rev() {
+        let Some(span) = tokens.get(i..i + width) else {
+            continue;
+        };
+        let ok = span.iter().enumerate().all(|(k, t)| match t.kind {
+            Kind::Word => true,
+            // "Kansas City", "New York City".
+            Kind::State(_) => width > 1 && k == 0,
+            _ => false,
+        });
+        if !ok {
+            continue;
+        }
+        let text = span
+            .iter()
+            .map(|t| t.surface.trim_end_matches(',').to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let places = geo::places_named(&text);
+        if places.is_empty() {
+            continue;
+        }
+        let capitalized = span
+            .iter()
+            .all(|t| t.surface.chars().next().is_some_and(char::is_uppercase));
+        let accepted =
+            after_context && (capitalized || !COMMON_PLACE_WORDS.contains(&text.as_str()));
+        if accepted {
+            return Some((width, places));
+        }
+    }
+    None
+}
+
+/// Every list of named cities in the sentence, with the state they share.
+///
+/// A city is a gazetteer place named after "in", "across", "near", "and"...: with capitals, or
+/// in lower case unless it is also a common word ("mobile").
+/// The state is the one all of them are in, or the one written after them; a name several
+/// states have ("Springfield") leaves every candidate, unless one place is at least ten times
+/// the next in population ("Austin" is Austin, Texas).
+pub fn city_runs(tokens: &[Token]) -> Vec<CityRun> {
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < tokens.len() {
+        let context = |p: usize| {
+            p.checked_sub(1)
+                .is_some_and(|q| PLACE_CONTEXT.contains(&tokens[q].surface.to_lowercase().as_str()))
+        };
+        let Some((width, first)) = place_at(tokens, i, context(i)) else {
+            i += 1;
+            continue;
+        };
+        let start = i;
+        let mut found = vec![first];
+        let mut p = i + width;
+        loop {
+            let connector = tokens.get(p).is_some_and(|t| {
+                matches!(
+                    t.surface.to_lowercase().as_str(),
+                    "and" | "or" | "&" | "plus"
+                )
+            });
+            let next = if connector { p + 1 } else { p };
+            match place_at(tokens, next, true) {
+                Some((w, places)) if next < tokens.len() => {
+                    found.push(places);
+                    p = next + w;
+                }
+                _ => break,
+            }
+        }
+        let explicit = match tokens.get(p).map(|t| &t.kind) {
+            Some(Kind::State(name)) => {
+                p += 1;
+                Some(*name)
+            }
+            _ => None,
+        };
+        runs.push(city_run(start..p, &found, explicit));
+        i = p;
+    }
+    runs
+}
+
+fn city_run(
+    range: Range<usize>,
+    found: &[&'static [geo::Place]],
+    explicit: Option<&'static str>,
+) -> CityRun {
+    let names: Vec<&'static str> = found
+        .iter()
+        .filter_map(|places| places.first().map(|p| p.name))
+        .collect();
+    let state_of = |code: &str| geo::state_name(code).unwrap_or_default();
+    if let Some(state) = explicit {
+        // "Springfield, IL": the place of that name in that state.
+        let names = found
+            .iter()
+            .filter_map(|places| {
+                places
+                    .iter()
+                    .find(|p| state_of(p.state) == state)
+                    .or(places.first())
+                    .map(|p| p.name)
+            })
+            .collect();
+        return CityRun {
+            range,
+            names,
+            states: vec![state],
+            apart: Vec::new(),
+        };
+    }
+    // States every city is in, with the people the named places have there.
+    let mut shared: Vec<(&'static str, u64)> = found
+        .first()
+        .map(|places| places.iter().map(|p| (p.state, 0)).collect())
+        .unwrap_or_default();
+    for places in found {
+        shared.retain_mut(
+            |(state, people)| match places.iter().find(|p| p.state == *state) {
+                Some(p) => {
+                    *people += p.population;
+                    true
+                }
+                None => false,
+            },
+        );
+    }
+    shared.sort_by_key(|s| std::cmp::Reverse(s.1));
+    if let [(top, a), (_, b), ..] = shared.as_slice()
+        && *a >= 10 * *b
+    {
+        shared = vec![(top, *a)];
+    }
+    let apart = if shared.is_empty() {
+        found
+            .iter()
+            .filter_map(|places| {
+                let first = places.first()?;
+                Some((
+                    first.name,
+                    places.iter().map(|p| state_of(p.state)).collect(),
+                ))
+            })
+            .collect()
+    } else {
+        Vec::new()
+    };
+    CityRun {
+        range,
+        names,
+        states: shared.iter().map(|(code, _)| state_of(code)).collect(),
+        apart,
+    }
 }
 
 /// An address as written: with a scheme, `www.`, or a dotted host name with a known-looking
@@ -395,6 +770,7 @@ fn mark_states(tokens: &mut Vec<Token>) {
                     norm: name.to_lowercase(),
                     kind: Kind::State(name),
                     keyword: false,
+                    claimed: false,
                 }],
             );
         }

@@ -33,6 +33,7 @@ const INPUT_KEYS: &[&str] = &[
     "enum",
     "description",
     "items",
+    "phrases",
 ];
 const ACTION_KEYS: &[&str] = &["template", "with", "description"];
 
@@ -324,13 +325,49 @@ fn read_input(report: &mut Report, name: &str, node: &Node) -> Option<InputSpec>
         None => get(entries, "default").is_none(),
     };
     let description = get(entries, "description").and_then(|d| report.string(d, "`description`"));
+    let phrases = get(entries, "phrases")
+        .map(|p| read_phrases(report, &what, ty, p))
+        .unwrap_or_default();
     Some(InputSpec {
         ty,
         required,
         default,
         allowed,
         description,
+        phrases,
     })
+}
+
+/// `phrases: ["online booking", "run ads"]` on a boolean input: what a sentence says to switch
+/// it on, for the intent matcher. Only booleans take them; each is a non-empty string.
+fn read_phrases(report: &mut Report, what: &str, ty: InputType, node: &Node) -> Vec<String> {
+    if ty != InputType::Boolean {
+        report.at(
+            node.pos,
+            Code::InvalidValue,
+            format!(
+                "`phrases` of {what} switch a boolean input on; {what} is of type {}",
+                type_name(ty)
+            ),
+        );
+        return Vec::new();
+    }
+    let Some(list) = report.string_list(node, &format!("`phrases` of {what}")) else {
+        return Vec::new();
+    };
+    let mut phrases = Vec::new();
+    for (phrase, pos) in list {
+        if phrase.split_whitespace().next().is_none() {
+            report.at(
+                pos,
+                Code::InvalidValue,
+                format!("each of the `phrases` of {what} must have at least one word"),
+            );
+        } else {
+            phrases.push(phrase);
+        }
+    }
+    phrases
 }
 
 fn input_type(text: &str) -> Option<InputType> {

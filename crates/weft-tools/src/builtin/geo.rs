@@ -1,11 +1,9 @@
 //! `geo.cities`: the most populous places of a US state, from a gazetteer compiled into the
 //! binary, so templates that fan out over cities run offline.
 //!
-//! The data is `data/us_cities.tsv`, built from GeoNames (CC BY 4.0) by
-//! `data/build_us_cities.py`; `data/README.md` says how to regenerate it.
-
-use std::collections::HashMap;
-use std::sync::LazyLock;
+//! The data lives in weft-core (`weft_core::geo`, `crates/weft-core/data/us_cities.tsv`, built
+//! from GeoNames, CC BY 4.0), which the intent matcher reads too; its `data/README.md` says how
+//! to regenerate it.
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -14,7 +12,6 @@ use serde_json::{Value, json};
 use super::parse_input;
 use crate::{Context, Error, Result, Tool};
 
-const GAZETTEER: &str = include_str!("../../data/us_cities.tsv");
 const DEFAULT_LIMIT: usize = 15;
 
 /// The 50 states and the District of Columbia: USPS code and name (one table, kept in
@@ -29,40 +26,17 @@ pub fn us_states() -> &'static [(&'static str, &'static str)] {
 
 /// Finds a state by its code or name, ignoring case and surrounding spaces.
 pub fn state_code(state: &str) -> Option<&'static str> {
-    let wanted = state.trim();
-    US_STATES
-        .iter()
-        .find(|(code, name)| code.eq_ignore_ascii_case(wanted) || name.eq_ignore_ascii_case(wanted))
-        .map(|(code, _)| *code)
+    weft_core::geo::state_code(state)
 }
-
-/// City names per state code, most populous first (the file's order).
-static CITIES: LazyLock<HashMap<&'static str, Vec<&'static str>>> = LazyLock::new(|| {
-    let mut cities: HashMap<&str, Vec<&str>> = HashMap::new();
-    for line in GAZETTEER.lines() {
-        if line.starts_with('#') || line.trim().is_empty() {
-            continue;
-        }
-        let mut fields = line.split('\t');
-        if let (Some(code), Some(city)) = (fields.next(), fields.next()) {
-            cities.entry(code).or_default().push(city);
-        }
-    }
-    cities
-});
 
 /// The `limit` most populous places of a state, most populous first.
 pub fn cities(state: &str, limit: usize) -> Result<Vec<&'static str>> {
-    let code = state_code(state).ok_or_else(|| {
+    weft_core::geo::largest(state, limit).ok_or_else(|| {
         Error::Input(format!(
             "geo.cities: {state:?} is not a US state; give its name (\"Colorado\") or its \
              two-letter code (\"CO\")"
         ))
-    })?;
-    Ok(CITIES
-        .get(code)
-        .map(|names| names.iter().take(limit).copied().collect())
-        .unwrap_or_default())
+    })
 }
 
 #[derive(Deserialize)]
