@@ -24,6 +24,13 @@ pub trait ToolCatalog: Send + Sync {
         false
     }
 
+    /// The tool's own checks of a step's literal `with:` fields (those without `{{ }}`), beyond
+    /// its schema: a program that does not compile, say. Each problem as (JSON pointer into
+    /// `with`, message). None by default.
+    fn check_input(&self, _name: &str, _literal: &Value) -> Vec<(String, String)> {
+        Vec::new()
+    }
+
     /// Every tool name, for "did you mean" suggestions on an unknown tool. None by default.
     fn names(&self) -> Vec<String> {
         Vec::new()

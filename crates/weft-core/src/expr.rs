@@ -164,6 +164,45 @@ pub fn eval(expr: &str, scope: &Scope) -> Result<Value, Error> {
     to_json(&value).map_err(|e| error(expr, e))
 }
 
+/// The top-level names a value's expressions read (`input`, `steps`, a `for_each` item's
+/// name...), through lists and objects; `None` when an expression does not parse.
+pub fn names_read(value: &Value) -> Option<std::collections::HashSet<String>> {
+    let mut names = std::collections::HashSet::new();
+    fn walk(value: &Value, names: &mut std::collections::HashSet<String>) -> Option<()> {
+        match value {
+            Value::String(text) if is_template(text) => {
+                let found = match single_expression(text) {
+                    Some(expr) => ENV
+                        .compile_expression(expr)
+                        .ok()?
+                        .undeclared_variables(false),
+                    None => ENV
+                        .template_from_str(text)
+                        .ok()?
+                        .undeclared_variables(false),
+                };
+                names.extend(found);
+            }
+            Value::Array(items) => items.iter().try_for_each(|v| walk(v, names))?,
+            Value::Object(map) => map.values().try_for_each(|v| walk(v, names))?,
+            _ => {}
+        }
+        Some(())
+    }
+    walk(value, &mut names)?;
+    Some(names)
+}
+
+/// The names an `if:` condition (with or without `{{ }}`) reads; `None` when it does not parse.
+pub fn condition_names(text: &str) -> Option<std::collections::HashSet<String>> {
+    let expr = single_expression(text).unwrap_or(text.trim());
+    Some(
+        ENV.compile_expression(expr)
+            .ok()?
+            .undeclared_variables(false),
+    )
+}
+
 /// Evaluates an `if:` condition, written with or without `{{ }}`.
 pub fn eval_condition(text: &str, scope: &Scope) -> Result<bool, Error> {
     let expr = single_expression(text).unwrap_or(text.trim());

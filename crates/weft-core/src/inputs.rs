@@ -196,6 +196,14 @@ fn check(spec: &InputSpec, name: &str, value: &Value) -> Result<Value, String> {
             short(&value)
         ));
     }
+    // `CO`, `colorado`, `Colorodo`: the state they mean, as `weft ask` reads them.
+    let value = match &value {
+        Value::String(text) if spec.is_us_states() => us_state(text)
+            .map(|s| Value::String(s.to_owned()))
+            .unwrap_or(value),
+        _ => value,
+    };
+    within_bounds(spec, name, &value)?;
     if let Some(allowed) = &spec.allowed
         && !allowed.contains(&value)
     {
@@ -217,6 +225,111 @@ fn check(spec: &InputSpec, name: &str, value: &Value) -> Result<Value, String> {
         ));
     }
     Ok(value)
+}
+
+/// The `minimum:` and `maximum:` of a number input.
+pub(crate) fn within_bounds(spec: &InputSpec, name: &str, value: &Value) -> Result<(), String> {
+    let Some(n) = value.as_f64() else {
+        return Ok(());
+    };
+    let show = |b: f64| {
+        serde_json::Number::from_f64(b).map_or(b.to_string(), |n| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map_or(n.to_string(), |f| (f as i64).to_string())
+        })
+    };
+    match (spec.minimum, spec.maximum) {
+        (Some(lo), Some(hi)) if n < lo || n > hi => Err(format!(
+            "input `{name}` is {value}, which is not between {} and {}",
+            show(lo),
+            show(hi)
+        )),
+        (Some(lo), _) if n < lo => Err(format!(
+            "input `{name}` is {value}, below its minimum {}",
+            show(lo)
+        )),
+        (_, Some(hi)) if n > hi => Err(format!(
+            "input `{name}` is {value}, above its maximum {}",
+            show(hi)
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The state a person means by `text`: a USPS code (`CO`, `co`), a name in any case, or a near
+/// miss of a name long enough that a typo cannot make one of an ordinary word (`Colorodo`).
+pub fn us_state(text: &str) -> Option<&'static str> {
+    let text = text.trim();
+    if text.len() == 2 {
+        let upper = text.to_ascii_uppercase();
+        return US_STATE_CODES
+            .iter()
+            .find(|(code, _)| *code == upper)
+            .map(|(_, name)| *name);
+    }
+    let lower = text.to_lowercase();
+    if let Some(name) = US_STATES.iter().find(|s| s.to_lowercase() == lower) {
+        return Some(name);
+    }
+    if lower.chars().count() < 6 {
+        return None;
+    }
+    let words = lower.split_whitespace().count();
+    US_STATES
+        .iter()
+        .filter(|s| s.len() >= 6 && s.split(' ').count() == words)
+        .filter(|s| s.to_lowercase().chars().next() == lower.chars().next())
+        .map(|s| {
+            (
+                crate::load::suggest::distance(&s.to_lowercase(), &lower),
+                *s,
+            )
+        })
+        .filter(|(d, s)| (*d as f64) <= 0.2 * s.chars().count().max(lower.chars().count()) as f64)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, s)| s)
+}
+
+/// `-i KEY=VALUE` texts as values of the inputs' declared types, over `given` (an input file's).
+/// A value that does not convert stays text, so that [`resolve_inputs`] reports it with every
+/// other problem; an entry without `=` is a problem of its own. All problems, or the values.
+pub fn parse_cli_inputs(
+    plan: &Plan,
+    mut given: Map<String, Value>,
+    raws: &[String],
+) -> (Map<String, Value>, Vec<String>) {
+    let mut problems = Vec::new();
+    for raw in raws {
+        let Some((key, text)) = raw.split_once('=') else {
+            problems.push(format!("`-i {raw}`: inputs are written KEY=VALUE"));
+            continue;
+        };
+        let value = plan
+            .inputs
+            .get(key)
+            .and_then(|spec| parse_cli_value(spec, key, text).ok())
+            .unwrap_or_else(|| Value::String(text.to_owned()));
+        given.insert(key.to_owned(), value);
+    }
+    (given, problems)
+}
+
+/// [`parse_cli_inputs`] then [`resolve_inputs`]: the run's `input` object, or every problem.
+pub fn resolve_cli_inputs(
+    plan: &Plan,
+    given: Map<String, Value>,
+    raws: &[String],
+) -> Result<Value, Vec<String>> {
+    let (given, mut problems) = parse_cli_inputs(plan, given, raws);
+    match resolve_inputs(plan, &given) {
+        Ok(v) if problems.is_empty() => Ok(v),
+        Ok(_) => Err(problems),
+        Err(more) => {
+            problems.extend(more);
+            Err(problems)
+        }
+    }
 }
 
 /// Converts `-i name=raw` text to the input's declared type.

@@ -236,6 +236,7 @@ fn check_tools(report: &mut Report, steps: &[step::Draft<'_>], catalog: &dyn Too
         if let Some(schema) = catalog.input_schema(tool) {
             schema::check(report, step, tool, &schema);
         }
+        schema::tool_checks(report, step, tool, catalog);
     }
 }
 

@@ -459,6 +459,10 @@ pub struct StepPreview {
     pub needs: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub condition: Option<String>,
+    /// The `if:` evaluated, when it depends only on inputs: `false` means the step will be
+    /// skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub runs: Option<bool>,
     /// The `for_each` list, resolved when it depends only on inputs.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub for_each: Option<Value>,
@@ -477,18 +481,27 @@ pub fn preview(plan: &Plan, inputs: &Value) -> Vec<StepPreview> {
             JValue::from_pairs([("id", "(not started)"), ("tenant", "default")]),
         ),
     ]));
-    fn resolve(v: &Value, scope: &Scope) -> Value {
+    // Only what reads nothing but `input` and `run` is known now; anything else (a step's
+    // output, a `for_each` item, `item_index`) stays as written rather than rendering as null.
+    let known = |names: Option<std::collections::HashSet<String>>| {
+        names.is_some_and(|n| n.iter().all(|n| n == "input" || n == "run"))
+    };
+    fn resolve(v: &Value, scope: &Scope, known: &dyn Fn(&Value) -> bool) -> Value {
         match v {
+            Value::String(_) if !known(v) => v.clone(),
             Value::String(_) => expr::render(v, scope).unwrap_or_else(|_| v.clone()),
-            Value::Array(items) => Value::Array(items.iter().map(|i| resolve(i, scope)).collect()),
+            Value::Array(items) => {
+                Value::Array(items.iter().map(|i| resolve(i, scope, known)).collect())
+            }
             Value::Object(map) => Value::Object(
                 map.iter()
-                    .map(|(k, v)| (k.clone(), resolve(v, scope)))
+                    .map(|(k, v)| (k.clone(), resolve(v, scope, known)))
                     .collect(),
             ),
             other => other.clone(),
         }
     }
+    let known_value = |v: &Value| known(expr::names_read(v));
     plan.steps
         .iter()
         .map(|step| {
@@ -512,8 +525,16 @@ pub fn preview(plan: &Plan, inputs: &Value) -> Vec<StepPreview> {
                     .map(|&n| plan.steps[n].id.clone())
                     .collect(),
                 condition: step.condition.clone(),
-                for_each: step.for_each.as_ref().map(|f| resolve(&f.items, &scope)),
-                with: resolve(&with, &scope),
+                runs: step
+                    .condition
+                    .as_ref()
+                    .filter(|c| known(expr::condition_names(c)))
+                    .and_then(|c| expr::eval_condition(c, &scope).ok()),
+                for_each: step
+                    .for_each
+                    .as_ref()
+                    .map(|f| resolve(&f.items, &scope, &known_value)),
+                with: resolve(&with, &scope, &known_value),
             }
         })
         .collect()

@@ -133,10 +133,26 @@ pub struct InputSpec {
     pub default: Option<Value>,
     /// Allowed values; `enum: us_states` expands to the 50 states and DC.
     pub allowed: Option<Vec<Value>>,
+    /// `minimum:` / `maximum:` of an integer or number input (inclusive).
+    pub minimum: Option<f64>,
+    pub maximum: Option<f64>,
     pub description: Option<String>,
     /// `phrases:` of a boolean input: what a sentence says to switch it on ("online booking"),
     /// for the intent matcher.
     pub phrases: Vec<String>,
+}
+
+impl InputSpec {
+    /// Whether this is an `enum: us_states` input.
+    pub fn is_us_states(&self) -> bool {
+        self.allowed.as_deref().is_some_and(|allowed| {
+            allowed.len() == crate::inputs::US_STATES.len()
+                && allowed
+                    .iter()
+                    .zip(crate::inputs::US_STATES)
+                    .all(|(a, s)| a.as_str() == Some(s))
+        })
+    }
 }
 
 /// What a step does.

@@ -149,3 +149,82 @@ fn a_boolean_input_lists_the_phrases_that_switch_it_on() {
     assert_eq!(plan.inputs["loud"].phrases, ["shout", "in capitals"]);
     assert!(plan.inputs["count"].phrases.is_empty());
 }
+
+#[test]
+fn state_inputs_take_codes_any_case_and_near_misses() {
+    for (text, want) in [
+        ("CO", "Colorado"),
+        ("co", "Colorado"),
+        ("new york", "New York"),
+        ("Colorodo", "Colorado"),
+        ("Pensylvania", "Pennsylvania"),
+    ] {
+        let input =
+            resolve_inputs(&plan(), &given_map(text)).unwrap_or_else(|p| panic!("{text}: {p:?}"));
+        assert_eq!(input["state"], want, "{text}");
+    }
+    // Too far, or too short to guess: still refused, with the suggestion.
+    for text in ["XX", "Texsa", "Atlantis"] {
+        assert!(
+            resolve_inputs(&plan(), &given_map(text)).is_err(),
+            "{text} was accepted"
+        );
+    }
+}
+
+fn given_map(state: &str) -> Map<String, Value> {
+    given(json!({"niche": "x", "state": state}))
+}
+
+#[test]
+fn minimum_and_maximum_bound_number_inputs() {
+    let source = r#"
+name: bounds
+inputs:
+  limit: { type: integer, default: 15, minimum: 1, maximum: 100 }
+  ratio: { type: number, required: false, minimum: 0.5 }
+steps:
+  - id: a
+    tool: transform
+    with: { data: "{{ input }}", jq: . }
+"#;
+    let plan =
+        load_str(source, "b.yaml", None, &NameList(vec!["transform".into()])).expect("loads");
+    let problems =
+        resolve_inputs(&plan, &given(json!({"limit": -3, "ratio": 0.25}))).expect_err("refused");
+    assert_eq!(
+        problems,
+        [
+            "input `limit` is -3, which is not between 1 and 100",
+            "input `ratio` is 0.25, below its minimum 0.5",
+        ]
+    );
+    assert!(resolve_inputs(&plan, &given(json!({"limit": 100}))).is_ok());
+
+    let bad = r#"
+name: bad
+inputs:
+  a: { type: integer, default: 0, minimum: 1 }
+  b: { type: string, maximum: 3 }
+  c: { type: integer, minimum: 5, maximum: 2 }
+steps:
+  - id: a
+    tool: transform
+    with: { data: 1, jq: . }
+"#;
+    let diags = load_str(bad, "bad.yaml", None, &NameList(vec!["transform".into()]))
+        .expect_err("invalid")
+        .to_string();
+    assert!(
+        diags.contains("the default: input `a` is 0, below its minimum 1"),
+        "{diags}"
+    );
+    assert!(
+        diags.contains("`maximum` of input `b` must be absent"),
+        "{diags}"
+    );
+    assert!(
+        diags.contains("`minimum` of input `c` is above its `maximum`"),
+        "{diags}"
+    );
+}

@@ -216,6 +216,11 @@ pub trait Tool: Send + Sync {
     fn call_pure(&self, _input: &Value) -> Option<Result<Value>> {
         None
     }
+    /// Checks of a step's literal `with:` fields beyond the schema, at validation: each
+    /// problem as (JSON pointer, message). See `weft_core::catalog::ToolCatalog::check_input`.
+    fn check_input(&self, _literal: &Value) -> Vec<(String, String)> {
+        Vec::new()
+    }
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value>;
 }
 
@@ -273,6 +278,9 @@ impl Tool for Hooked {
     }
     fn call_pure(&self, input: &Value) -> Option<Result<Value>> {
         self.tool.call_pure(input)
+    }
+    fn check_input(&self, literal: &Value) -> Vec<(String, String)> {
+        self.tool.check_input(literal)
     }
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value> {
         let mut output = self.tool.call(input, ctx).await?;
@@ -480,6 +488,11 @@ impl weft_core::catalog::ToolCatalog for Registry {
     }
     fn wants_scope(&self, name: &str) -> bool {
         self.get(name).is_some_and(|t| t.wants_scope())
+    }
+    fn check_input(&self, name: &str, literal: &Value) -> Vec<(String, String)> {
+        self.get(name)
+            .map(|t| t.check_input(literal))
+            .unwrap_or_default()
     }
     fn names(&self) -> Vec<String> {
         self.all().iter().map(|t| t.name().to_string()).collect()

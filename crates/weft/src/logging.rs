@@ -7,6 +7,8 @@
 //! The engine logs ids, names, attempts, durations and errors — never a run's inputs or a
 //! step's output — so a secret passed as an input stays out of the logs.
 
+use std::io::IsTerminal;
+
 use crate::commands::{Cli, Command};
 
 /// `--log-format`.
@@ -21,7 +23,9 @@ pub fn init(cli: &Cli) {
     let long_running = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
     let default = match (cli.global.verbose, long_running) {
         (0, true) => "info",
-        (0, false) => "warn",
+        // The progress view and the final message already tell of a failed step or run: the
+        // engine's `[WORKFLOW]` warnings would say it twice more.
+        (0, false) => "warn,weft_engine::telemetry=error",
         (1, _) => "debug",
         _ => "trace",
     };
@@ -29,7 +33,9 @@ pub fn init(cli: &Cli) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal (and never with NO_COLOR set).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none());
     let _ = match cli.global.log_format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder

@@ -4,6 +4,21 @@
 //! Exit codes: 0 the run (or command) succeeded, 1 the run failed or was cancelled, 2 a usage
 //! or template error.
 
+// The standard printing macros, shadowed for every module below: a closed pipe ends the
+// process quietly instead of panicking (see `stdio.rs`). Declared before the modules, so their
+// textual scope covers them all.
+macro_rules! println {
+    () => { $crate::stdio::out(format_args!(""), true) };
+    ($($arg:tt)*) => { $crate::stdio::out(format_args!($($arg)*), true) };
+}
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::stdio::out(format_args!($($arg)*), false) };
+}
+macro_rules! eprintln {
+    () => { $crate::stdio::err(format_args!("")) };
+    ($($arg:tt)*) => { $crate::stdio::err(format_args!($($arg)*)) };
+}
+
 mod app;
 mod commands;
 mod folders;
@@ -11,6 +26,7 @@ mod logging;
 mod memory;
 mod otel;
 mod progress;
+mod stdio;
 
 use std::process::ExitCode;
 

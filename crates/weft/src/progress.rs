@@ -21,6 +21,8 @@ struct View {
     /// When the last piped items line was printed: at most one a second (and the last one).
     items_said: Option<Instant>,
     quiet: bool,
+    /// Step errors already printed, so the run's end does not print them again.
+    told: Vec<String>,
 }
 
 impl View {
@@ -180,8 +182,9 @@ impl View {
                 if let Some(a) = d["attempts"].as_u64().filter(|a| *a > 1) {
                     line.push_str(&format!(" · {a} attempts"));
                 }
-                if let Some(err) = d["error"].as_str() {
+                if let Some(err) = d["error"].as_str().filter(|e| !e.is_empty()) {
                     line.push_str(&format!(": {err}"));
+                    self.told.push(err.to_string());
                 }
                 self.say(line);
                 if self.current.as_deref() == Some(step.as_str()) {
@@ -190,10 +193,19 @@ impl View {
             }
             "run.succeeded" | "run.failed" | "run.cancelled" => {
                 let word = e.kind.trim_start_matches("run.");
-                self.say(format!(
-                    "run {word} in {:.2}s",
-                    self.started.elapsed().as_secs_f64()
-                ));
+                let mut line =
+                    format!("run {word} in {:.2}s", self.started.elapsed().as_secs_f64());
+                // The one message about why: a step's error is on its line above already.
+                if let Some(error) = d["error"].as_str().filter(|e| !e.is_empty()) {
+                    let short = self
+                        .told
+                        .iter()
+                        .find_map(|t| error.strip_suffix(t.as_str()))
+                        .map(|head| head.trim_end().trim_end_matches(':'))
+                        .unwrap_or(error);
+                    line.push_str(&format!(": {short}"));
+                }
+                self.say(line);
                 return true;
             }
             _ => {}
@@ -228,6 +240,7 @@ pub async fn watch(
         started: Instant::now(),
         items_said: None,
         quiet,
+        told: Vec::new(),
     };
     let mut after = 0;
     let mut delay = Duration::from_millis(2);

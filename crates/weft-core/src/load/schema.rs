@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::read::{Report, is_dynamic};
 use super::step::Draft;
+use crate::catalog::ToolCatalog;
 use crate::diag::Code;
 
 pub(crate) fn check(report: &mut Report, step: &Draft<'_>, tool: &str, schema: &Value) {
@@ -54,10 +55,60 @@ pub(crate) fn check(report: &mut Report, step: &Draft<'_>, tool: &str, schema: &
         } else {
             format!(" at `{pointer}`")
         };
+        let message = match &error.kind {
+            // A pattern is for machines: say what the field wants in the tool's own words.
+            jsonschema::error::ValidationErrorKind::Pattern { .. } => {
+                let field = error.schema_path.as_str();
+                let wants = schema
+                    .pointer(field.strip_suffix("/pattern").unwrap_or(field))
+                    .and_then(|f| f.get("description"))
+                    .and_then(Value::as_str)
+                    .map(|d| format!(": {d}"))
+                    .unwrap_or_default();
+                format!(
+                    "{} is not in the form this field takes{wants}",
+                    error.instance
+                )
+            }
+            _ => error.to_string(),
+        };
         report.at(
             pos,
             Code::ToolInputSchema,
-            format!("`with` of {label} does not fit tool `{tool}`{place}: {error}"),
+            format!("`with` of {label} does not fit tool `{tool}`{place}: {message}"),
+        );
+    }
+}
+
+/// The tool's own checks of the literal fields (`ToolCatalog::check_input`): a jq program
+/// that does not compile is a `WEFT-E010` now, not a failed run later.
+pub(crate) fn tool_checks(
+    report: &mut Report,
+    step: &Draft<'_>,
+    tool: &str,
+    tools: &dyn ToolCatalog,
+) {
+    let mut instance = step.with.clone();
+    if json_dynamic(&instance) && !instance.is_object() {
+        return;
+    }
+    if let Value::Object(fields) = &mut instance {
+        fields.retain(|_, v| !json_dynamic(v));
+    }
+    let label = step
+        .id
+        .as_ref()
+        .map(|(id, _)| format!("step `{id}`"))
+        .unwrap_or_else(|| "a step".to_owned());
+    for (pointer, problem) in tools.check_input(tool, &instance) {
+        let pos = match step.with_node {
+            Some(node) => node.at_pointer(&pointer).pos,
+            None => step.node.pos,
+        };
+        report.at(
+            pos,
+            Code::ExpressionSyntax,
+            format!("`with` of {label} at `{pointer}`: {problem}"),
         );
     }
 }

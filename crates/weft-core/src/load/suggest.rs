@@ -34,7 +34,7 @@ where
 
 /// Edit distance over characters where swapping two neighbours counts as one edit
 /// (optimal string alignment), so `wiht` is one edit from `with`.
-fn distance(a: &str, b: &str) -> usize {
+pub(crate) fn distance(a: &str, b: &str) -> usize {
     let a: Vec<char> = a.chars().collect();
     let b: Vec<char> = b.chars().collect();
     let mut d = vec![vec![0usize; b.len() + 1]; a.len() + 1];

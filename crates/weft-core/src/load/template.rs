@@ -34,6 +34,8 @@ const INPUT_KEYS: &[&str] = &[
     "description",
     "items",
     "phrases",
+    "minimum",
+    "maximum",
 ];
 const ACTION_KEYS: &[&str] = &["template", "with", "description"];
 
@@ -328,14 +330,58 @@ fn read_input(report: &mut Report, name: &str, node: &Node) -> Option<InputSpec>
     let phrases = get(entries, "phrases")
         .map(|p| read_phrases(report, &what, ty, p))
         .unwrap_or_default();
-    Some(InputSpec {
+    let mut bound = |key: &str| {
+        let node = get(entries, key)?;
+        let value = match (&node.kind, ty) {
+            (Kind::Int(i), InputType::Integer | InputType::Number) => *i as f64,
+            (Kind::Float(f), InputType::Number) => *f,
+            _ => {
+                report.at(
+                    node.pos,
+                    Code::InvalidValue,
+                    format!(
+                        "`{key}` of {what} must be {}, not {}",
+                        match ty {
+                            InputType::Integer => "an integer",
+                            InputType::Number => "a number",
+                            _ => "absent: only integer and number inputs have bounds",
+                        },
+                        describe(node)
+                    ),
+                );
+                return None;
+            }
+        };
+        Some(value)
+    };
+    let minimum = bound("minimum");
+    let maximum = bound("maximum");
+    if let (Some(lo), Some(hi)) = (minimum, maximum)
+        && lo > hi
+        && let Some(node) = get(entries, "minimum")
+    {
+        report.at(
+            node.pos,
+            Code::InvalidValue,
+            format!("the `minimum` of {what} is above its `maximum`"),
+        );
+    }
+    let spec = InputSpec {
         ty,
         required,
         default,
         allowed,
+        minimum,
+        maximum,
         description,
         phrases,
-    })
+    };
+    if let (Some(d), Some(v)) = (get(entries, "default"), &spec.default)
+        && let Err(e) = crate::inputs::within_bounds(&spec, name, v)
+    {
+        report.at(d.pos, Code::InvalidValue, format!("the default: {e}"));
+    }
+    Some(spec)
 }
 
 /// `phrases: ["online booking", "run ads"]` on a boolean input: what a sentence says to switch

@@ -35,6 +35,7 @@ const STDERR_IN_ERROR: usize = 2 * 1024;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Input {
+    #[serde(deserialize_with = "texts")]
     argv: Vec<String>,
     #[serde(default)]
     stdin: Option<Value>,
@@ -42,6 +43,23 @@ struct Input {
     env: BTreeMap<String, Value>,
     #[serde(default)]
     cwd: Option<String>,
+}
+
+/// `argv` as text: `"{{ i }}"` renders the number `3` when `i` is one, and a program's argument
+/// is its text `3`, as a shell would pass it. Strings, numbers and booleans; nothing else.
+fn texts<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<String>, D::Error> {
+    let values = Vec::<Value>::deserialize(d)?;
+    values
+        .into_iter()
+        .enumerate()
+        .map(|(i, v)| match v {
+            Value::String(s) => Ok(s),
+            Value::Number(_) | Value::Bool(_) => Ok(v.to_string()),
+            other => Err(serde::de::Error::custom(format!(
+                "argv[{i}] is {other}, where a string, number or boolean was expected"
+            ))),
+        })
+        .collect()
 }
 
 /// The `command` tool.
@@ -72,7 +90,7 @@ impl Tool for Command {
             "type": "object",
             "required": ["argv"],
             "properties": {
-                "argv": {"type": "array", "items": {"type": "string"}, "minItems": 1, "description": "The program and its arguments, e.g. [\"python3\", \"skill.py\"]."},
+                "argv": {"type": "array", "items": {"type": ["string", "number", "boolean"]}, "minItems": 1, "description": "The program and its arguments, e.g. [\"python3\", \"skill.py\"]."},
                 "stdin": {"description": "Written to the program's stdin as JSON."},
                 "env": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}, "description": "Extra environment variables."},
                 "cwd": {"type": "string", "description": "Working directory; relative to the template's folder, which is also the default."}

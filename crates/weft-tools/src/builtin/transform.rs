@@ -145,6 +145,17 @@ impl Tool for Transform {
     async fn call(&self, input: Value, _ctx: &Context) -> Result<Value> {
         self.call_pure(&input).unwrap_or(Ok(Value::Null))
     }
+
+    /// A literal program is compiled at validation, so a syntax error is found before a run.
+    fn check_input(&self, literal: &Value) -> Vec<(String, String)> {
+        match literal.get("jq").and_then(Value::as_str) {
+            Some(program) => match self.compiled(program) {
+                Ok(_) => Vec::new(),
+                Err(e) => vec![("/jq".to_owned(), e.to_string())],
+            },
+            None => Vec::new(),
+        }
+    }
 }
 
 /// Parses and compiles a jq program with the standard library, reporting every problem with

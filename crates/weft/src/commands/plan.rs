@@ -20,16 +20,9 @@ pub struct PlanArgs {
 
 pub async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<ExitCode> {
     let (plan, _) = crate::commands::run::resolve_template(app, &args.template)?;
-    let mut given = Map::new();
-    for raw in &args.inputs {
-        let Some((key, value)) = raw.split_once('=') else {
-            return Err(usage(format!("`-i {raw}`: inputs are written KEY=VALUE")));
-        };
-        let value = match plan.inputs.get(key) {
-            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
-            None => Value::String(value.to_string()),
-        };
-        given.insert(key.to_string(), value);
+    let (given, malformed) = weft_core::inputs::parse_cli_inputs(&plan, Map::new(), &args.inputs);
+    if !malformed.is_empty() {
+        return Err(usage(malformed.join("\n")));
     }
     // Missing inputs are not an error here: what depends on them stays as written.
     let (inputs, missing) = match weft_core::inputs::resolve_inputs(&plan, &given) {
@@ -88,7 +81,11 @@ pub async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
         println!("{line}");
         if let Some(c) = &s.condition {
-            println!("      if: {c}");
+            match s.runs {
+                Some(true) => println!("      if: {c}   (true: runs)"),
+                Some(false) => println!("      if: {c}   (false: skipped)"),
+                None => println!("      if: {c}"),
+            }
         }
         if let Some(items) = &s.for_each {
             let n = items
@@ -98,7 +95,7 @@ pub async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<ExitCode> {
             println!("      for_each{n}: {items}");
         }
         if !s.with.is_null() {
-            println!("      with: {}", s.with);
+            print_with(&s.with);
         }
     }
     if !plan.actions.is_empty() {
@@ -115,4 +112,28 @@ pub async fn plan(app: &App, args: PlanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A step's input, one field a line; a program or template (anything multi-line, and every
+/// `jq` or `template` field) as an indented block to read, not a JSON string full of `\n`.
+fn print_with(with: &Value) {
+    let Value::Object(fields) = with else {
+        println!("      with: {with}");
+        return;
+    };
+    println!("      with:");
+    for (key, value) in fields {
+        match value {
+            Value::String(text) if text.contains('\n') || key == "jq" || key == "template" => {
+                println!("        {key}: |");
+                for line in text.trim_end().lines() {
+                    match line.trim_end() {
+                        "" => println!(),
+                        line => println!("          {line}"),
+                    }
+                }
+            }
+            other => println!("        {key}: {other}"),
+        }
+    }
 }

@@ -69,9 +69,17 @@ impl RunArgs {
     }
 }
 
-/// Finds and loads a template: a path, then `NAME(.yaml|.yml)` in ./templates and the
-/// configured folders, then the built-ins.
-pub fn resolve_template(app: &App, name: &str) -> anyhow::Result<(Arc<Plan>, Option<PathBuf>)> {
+/// Where a template named on the command line is.
+pub enum Located {
+    File(PathBuf),
+    /// A built-in: (file label, source).
+    Builtin(&'static str, &'static str),
+}
+
+/// Finds a template: a path, then `NAME(.yaml|.yml)` in ./templates and the configured
+/// folders, then the built-ins by name, then a built-in by its path in weft's repository
+/// (`examples/hello.yaml` from a folder that has no such file: the quickstart works anywhere).
+pub fn locate(app: &App, name: &str) -> anyhow::Result<Located> {
     let path = Path::new(name);
     let mut candidates = vec![path.to_path_buf()];
     if !name.ends_with(".yaml") && !name.ends_with(".yml") {
@@ -82,25 +90,53 @@ pub fn resolve_template(app: &App, name: &str) -> anyhow::Result<(Arc<Plan>, Opt
             candidates.push(dir.join(format!("{name}.yml")));
         }
     }
-    for candidate in candidates {
-        if candidate.is_file() {
-            let plan = weft_core::load::load_file(&candidate, &*app.tools)
-                .map_err(|d| usage(d.to_string()))?;
-            let dir = candidate
-                .canonicalize()
-                .ok()
-                .and_then(|p| p.parent().map(Path::to_path_buf));
-            return Ok((Arc::new(plan), dir));
-        }
+    if let Some(found) = candidates.into_iter().find(|c| c.is_file()) {
+        return Ok(Located::File(found));
     }
     if let Some((file, source)) = crate::commands::templates::builtin(name) {
-        let plan = weft_core::load::load_str(source, file, None, &*app.tools)
-            .map_err(|d| usage(d.to_string()))?;
-        return Ok((Arc::new(plan), None));
+        return Ok(Located::Builtin(file, source));
+    }
+    if let Some((builtin, file, source)) = crate::commands::templates::builtin_at_path(path) {
+        // Said once, though `weft run` finds its template twice (before and after starting
+        // the MCP servers it uses).
+        static NOTED: std::sync::Once = std::sync::Once::new();
+        NOTED.call_once(|| {
+            eprintln!(
+                "note: no file {name} here; using the built-in `{builtin}` (the same template; \
+                 `weft templates show {builtin} --yaml` prints it)"
+            );
+        });
+        return Ok(Located::Builtin(file, source));
     }
     Err(usage(format!(
         "no template `{name}`: not a file, not in ./templates, not a built-in (see `weft templates list`)"
     )))
+}
+
+/// Finds and loads a template (see [`locate`]); the folder it is in, for a file.
+pub fn resolve_template(app: &App, name: &str) -> anyhow::Result<(Arc<Plan>, Option<PathBuf>)> {
+    let located = locate(app, name)?;
+    let plan = located.load(app).map_err(|d| usage(d.to_string()))?;
+    let dir = match located {
+        Located::File(candidate) => candidate
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(Path::to_path_buf)),
+        Located::Builtin(..) => None,
+    };
+    Ok((Arc::new(plan), dir))
+}
+
+impl Located {
+    /// Loads and checks the template against the tools `app` knows.
+    pub fn load(&self, app: &App) -> Result<Plan, weft_core::diag::Diagnostics> {
+        match self {
+            Located::File(path) => weft_core::load::load_file(path, &*app.tools),
+            Located::Builtin(file, source) => {
+                weft_core::load::load_str(source, file, None, &*app.tools)
+            }
+        }
+    }
 }
 
 fn collect_inputs(plan: &Plan, args: &RunArgs) -> anyhow::Result<Value> {
@@ -119,18 +155,8 @@ fn collect_inputs(plan: &Plan, args: &RunArgs) -> anyhow::Result<Value> {
             Err(e) => return Err(usage(format!("{}: {e}", file.display()))),
         }
     }
-    for raw in &args.inputs {
-        let Some((key, value)) = raw.split_once('=') else {
-            return Err(usage(format!("`-i {raw}`: inputs are written KEY=VALUE")));
-        };
-        let value = match plan.inputs.get(key) {
-            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
-            // Unknown names are reported with suggestions by resolve_inputs.
-            None => Value::String(value.to_string()),
-        };
-        given.insert(key.to_string(), value);
-    }
-    weft_core::inputs::resolve_inputs(plan, &given).map_err(|errors| usage(errors.join("\n")))
+    weft_core::inputs::resolve_cli_inputs(plan, given, &args.inputs)
+        .map_err(|errors| usage(errors.join("\n")))
 }
 
 pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -229,9 +255,7 @@ pub async fn report(
             Some(Value::Null) | None => {}
             Some(other) => println!("{}", serde_json::to_string_pretty(other)?),
         }
-        if let Some(error) = &run.error {
-            eprintln!("run {} {}: {error}", run.id, run.status);
-        }
+        // Why it failed was the progress view's last line (it replays the run's events).
     }
     Ok(match run.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,

@@ -59,18 +59,8 @@ fn when(ms: Option<i64>) -> String {
 }
 
 fn parse_inputs(plan: &weft_core::Plan, raw: &[String]) -> anyhow::Result<Value> {
-    let mut given = Map::new();
-    for item in raw {
-        let Some((key, value)) = item.split_once('=') else {
-            return Err(usage(format!("`-i {item}`: inputs are written KEY=VALUE")));
-        };
-        let value = match plan.inputs.get(key) {
-            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
-            None => Value::String(value.to_string()),
-        };
-        given.insert(key.to_string(), value);
-    }
-    weft_core::inputs::resolve_inputs(plan, &given).map_err(|errors| usage(errors.join("\n")))
+    weft_core::inputs::resolve_cli_inputs(plan, Map::new(), raw)
+        .map_err(|errors| usage(errors.join("\n")))
 }
 
 /// A schedule as `list --json` shows it.

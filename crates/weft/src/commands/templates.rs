@@ -49,6 +49,31 @@ pub fn builtin(name: &str) -> Option<(&'static str, &'static str)> {
         .map(|(_, file, source)| (*file, *source))
 }
 
+/// A built-in by the path its file has in weft's repository (`examples/hello.yaml`,
+/// `./templates/state-discovery.yaml`): (name, file label, source).
+pub fn builtin_at_path(
+    path: &std::path::Path,
+) -> Option<(&'static str, &'static str, &'static str)> {
+    let parts: Vec<_> = path
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .filter_map(|c| c.as_os_str().to_str())
+        .collect();
+    let [folder, file] = parts.as_slice() else {
+        return None;
+    };
+    let name = file.strip_suffix(".yaml")?;
+    let expected = if name == "hello" {
+        "examples"
+    } else {
+        "templates"
+    };
+    (*folder == expected)
+        .then(|| BUILTINS.iter().find(|(n, _, _)| *n == name))
+        .flatten()
+        .map(|(n, f, s)| (*n, *f, *s))
+}
+
 #[derive(Debug, clap::Subcommand)]
 pub enum TemplatesCommand {
     /// Every template weft can find, with its version and where it comes from.
