@@ -16,33 +16,8 @@ use weft_store::{
     NewEvent, NewTask, Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskFinish, TaskStatus, Tx,
 };
 
+use crate::completion::Completion;
 use crate::{Engine, Result};
-
-/// The end of one attempt, as a worker reports it.
-#[derive(Debug, Clone)]
-pub(crate) struct Completion {
-    pub task_id: i64,
-    pub run_id: String,
-    pub step_id: String,
-    pub item: Option<u32>,
-    pub attempt: u32,
-    pub max_attempts: u32,
-    pub owner: String,
-    pub cache_key: Option<String>,
-    pub tenant: String,
-    pub duration_ms: i64,
-    /// What the attempt reported spending (LLM tokens, cost), recorded even when it failed.
-    pub usage: weft_tools::Usage,
-    pub result: std::result::Result<Value, Failure>,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Failure {
-    pub message: String,
-    pub transient: bool,
-    /// The reason recorded with a retry (`error`, `timeout`, `lease_expired`).
-    pub reason: &'static str,
-}
 
 pub(crate) fn event(run_id: &str, kind: &str, step: Option<&str>, data: Value) -> NewEvent {
     NewEvent {
@@ -127,6 +102,9 @@ impl Engine {
         }
         let mut ended = Vec::new();
         for (run_id, completions) in by_run {
+            if let Some(c) = completions.first() {
+                self.lock_ancestors(tx, &c.tenant, &run_id).await?;
+            }
             let Some(run) = tx.lock_run(&run_id).await? else {
                 continue;
             };
@@ -159,7 +137,7 @@ impl Engine {
                 };
                 let run_live = matches!(run.status, RunStatus::Running | RunStatus::Waiting);
                 match &c.result {
-                    Err(f) if f.transient && c.attempt < c.max_attempts && run_live => {
+                    Err(f) if f.transient && c.may_retry() && run_live => {
                         let policy = &plan.steps[sidx].retry;
                         let delay = policy.delay(c.attempt, random01());
                         let at = tx.now() + crate::millis(delay);
@@ -296,6 +274,32 @@ impl Engine {
             }
         }
         Ok(ended)
+    }
+
+    /// Locks the runs above `run_id` (its parent, the parent's parent...), the top one first.
+    /// Every path that locks a parent and its child does it in this order (cancelling a run
+    /// locks it, then cancels its children; a child's end tells its parent), so a child ending
+    /// while its parent is being cancelled never waits in a cycle. Parent links never change,
+    /// so they are read from the engine's run cache.
+    pub(crate) async fn lock_ancestors(
+        &self,
+        tx: &mut dyn Tx,
+        tenant: &str,
+        run_id: &str,
+    ) -> Result<()> {
+        let mut above = Vec::new();
+        let mut at = run_id.to_string();
+        while let Some(run) = self.run_for_call(tenant, &at).await?
+            && let Some(parent) = &run.parent
+            && above.len() < 64
+        {
+            above.push(parent.run_id.clone());
+            at = parent.run_id.clone();
+        }
+        for id in above.iter().rev() {
+            tx.lock_run(id).await?;
+        }
+        Ok(())
     }
 
     /// Asks the orchestrator what comes next until it has nothing more to say, applying each
@@ -621,7 +625,7 @@ async fn finish_leading(
         }
         let (status, output, error) = match &c.result {
             // Retried in the loop, not ended.
-            Err(f) if f.transient && c.attempt < c.max_attempts && run_live => continue,
+            Err(f) if f.transient && c.may_retry() && run_live => continue,
             Ok(v) => (TaskStatus::Succeeded, Some(v), None),
             Err(f) => (TaskStatus::Failed, None, Some(f.message.as_str())),
         };

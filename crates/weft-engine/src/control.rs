@@ -152,6 +152,8 @@ impl Engine {
     /// run ends `cancelled`. Cancelling an ended run changes nothing.
     pub async fn cancel_run(&self, tenant: &str, run_id: &str) -> Result<Run> {
         let mut tx = self.store().begin().await?;
+        // Parents before children, as everywhere (see `lock_ancestors`).
+        self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx
             .lock_run(run_id)
             .await?
@@ -177,6 +179,8 @@ impl Engine {
         dead_owners: &[String],
     ) -> Result<Run> {
         let mut tx = self.store().begin().await?;
+        // Parents before children, as everywhere (see `lock_ancestors`).
+        self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx
             .lock_run(run_id)
             .await?
@@ -190,22 +194,8 @@ impl Engine {
         let plan = self.plan_for(&run)?;
         let mut events = Vec::new();
         // Tasks held by a worker that is gone come back as their next attempt.
-        let stale = tx.stale_tasks(dead_owners, u32::MAX).await?;
-        for t in stale.iter().filter(|t| t.run_id == run_id) {
-            if tx.reclaim_task(t.id, t.attempt).await? {
-                events.push(weft_store::NewEvent {
-                    item: t.item,
-                    attempt: Some(t.attempt + 1),
-                    ..event(
-                        run_id,
-                        "task.retrying",
-                        Some(&t.step_id),
-                        json!({"reason": "lease_expired", "next_attempt": t.attempt + 1,
-                               "error": "the worker holding this task stopped", "delay_ms": 0}),
-                    )
-                });
-            }
-        }
+        self.reclaim_lost(&mut *tx, dead_owners, Some(&[run_id.to_string()]))
+            .await?;
         let mut steps = tx.load_steps(run_id).await?;
         let mut rewaited = Vec::new();
         if !matches!(run.status, RunStatus::Running | RunStatus::Waiting) {

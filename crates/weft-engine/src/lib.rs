@@ -19,8 +19,10 @@ use weft_store::{Run, Store};
 use weft_tools::Registry;
 
 mod apply;
+mod completion;
 mod control;
 pub mod intent;
+mod leases;
 pub mod schedule;
 pub mod scrub;
 pub mod secrets;
@@ -31,8 +33,9 @@ mod waits;
 mod worker;
 
 pub use control::{NewRun, RunOptions};
+pub use leases::{MAX_LEASE_LOSSES, dead_local_owners, worker_id};
 pub use waits::{ApprovalDecision, Decide, TemplateSource};
-pub use worker::{Worker, WorkerOptions, dead_local_owners, worker_id};
+pub use worker::{Worker, WorkerOptions};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -178,13 +178,13 @@ impl Engine {
     pub(crate) async fn scrub_result(
         &self,
         task: &Task,
-        result: &mut std::result::Result<serde_json::Value, crate::apply::Failure>,
+        result: &mut std::result::Result<serde_json::Value, crate::completion::Failure>,
     ) {
         let spec = self.token_spec(task).await;
         let scrubber = match self.scrubber_for(&task.tenant, &spec.scopes).await {
             Ok(s) => s,
             Err(message) => {
-                *result = Err(crate::apply::Failure {
+                *result = Err(crate::completion::Failure {
                     message,
                     transient: true,
                     reason: "error",

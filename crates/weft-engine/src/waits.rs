@@ -24,7 +24,8 @@ use weft_store::{
     NewEvent, Run, RunParent, RunStatus, RunUpdate, StepRow, StepStatus, Task, TaskStatus, Tx,
 };
 
-use crate::apply::{Completion, Failure, cancel_rest, event, state_of};
+use crate::apply::{cancel_rest, event, state_of};
+use crate::completion::{Completion, Failure};
 use crate::{Engine, Error, NewRun, Result};
 
 /// The "owner" a completion of a waiting task carries: no worker leases it.
@@ -104,22 +105,13 @@ pub struct ApprovalDecision {
 
 fn waiting_completion(t: &Task, result: std::result::Result<Value, String>) -> Completion {
     Completion {
-        task_id: t.id,
-        run_id: t.run_id.clone(),
-        step_id: t.step_id.clone(),
-        item: t.item,
-        attempt: t.attempt,
-        max_attempts: t.max_attempts,
-        owner: NO_LEASE.to_string(),
         cache_key: None,
-        tenant: t.tenant.clone(),
-        duration_ms: 0,
-        usage: weft_tools::Usage::default(),
         result: result.map_err(|message| Failure {
             message,
             transient: false,
             reason: "error",
         }),
+        ..Completion::of(t, NO_LEASE.to_string())
     }
 }
 
@@ -473,6 +465,8 @@ impl Engine {
         decide: Decide,
     ) -> Result<ApprovalDecision> {
         let mut tx = self.store().begin().await?;
+        // Parents before children, as everywhere (see `lock_ancestors`).
+        self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx
             .lock_run(run_id)
             .await?
@@ -568,6 +562,7 @@ impl Engine {
         let mut locked: Option<String> = None;
         for t in &due {
             if locked.as_deref() != Some(t.run_id.as_str()) {
+                self.lock_ancestors(tx, &t.tenant, &t.run_id).await?;
                 tx.lock_run(&t.run_id).await?;
                 for w in tx.waiting_tasks(&t.run_id, None).await? {
                     still.insert(w.id);

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use weft_store::Task;
 
-use crate::apply::{Completion, Failure};
+use crate::completion::{Completion, Failure};
 use crate::{Engine, Result};
 
 /// Settings of one worker.
@@ -66,33 +66,6 @@ impl Default for WorkerOptions {
     }
 }
 
-/// A unique name for this process's worker: host, pid and a random part.
-pub fn worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_else(|_| "localhost".into());
-    format!("{host}:{}:{}", std::process::id(), rand::random::<u32>())
-}
-
-/// Owners in `owners` that were workers on this host whose process no longer exists.
-pub fn dead_local_owners(owners: impl IntoIterator<Item = String>) -> Vec<String> {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default();
-    owners
-        .into_iter()
-        .filter(|o| {
-            let mut parts = o.split(':');
-            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
-                return false;
-            };
-            h == host
-                && pid.parse::<u32>().is_ok()
-                && !std::path::Path::new(&format!("/proc/{pid}")).exists()
-        })
-        .collect()
-}
-
 /// How long a turn waits for more results before committing the ones it has.
 const LINGER: Duration = Duration::from_micros(500);
 
@@ -119,7 +92,7 @@ impl Engine {
         Worker {
             engine: self.clone(),
             options,
-            id: worker_id(),
+            id: crate::leases::worker_id(),
         }
     }
 }
@@ -475,25 +448,12 @@ async fn release(engine: &Engine, in_flight: &HashMap<i64, InFlight>) {
     }
     let released = async {
         let mut tx = engine.store().begin().await?;
-        let mut events = Vec::new();
-        for f in in_flight.values() {
-            let t = &f.task;
-            if tx.reclaim_task(t.id, t.attempt).await? {
-                events.push(weft_store::NewEvent {
-                    run_id: t.run_id.clone(),
-                    kind: "task.retrying".into(),
-                    step_id: Some(t.step_id.clone()),
-                    item: t.item,
-                    attempt: Some(t.attempt),
-                    data: serde_json::json!({"reason": "shutdown", "delay_ms": 0,
-                        "error": "the worker stopped before the call finished",
-                        "next_attempt": t.attempt + 1}),
-                });
-            }
-        }
-        tx.append_events(&events).await?;
+        let tasks: Vec<Task> = in_flight.values().map(|f| f.task.clone()).collect();
+        let n = engine
+            .take_back(&mut *tx, &tasks, crate::leases::Loss::Shutdown)
+            .await?;
         tx.commit().await?;
-        Ok::<_, crate::Error>(events.len())
+        Ok::<_, crate::Error>(n)
     };
     match released.await {
         Ok(n) => tracing::info!(tasks = n, "Released unfinished tasks at shutdown."),
@@ -530,6 +490,13 @@ async fn turn(
     plan: TurnPlan<'_>,
     random01: &mut (dyn FnMut() -> f64 + Send),
 ) -> Result<TurnOutcome> {
+    // Workers of this host whose process died: what they held comes back now, not after a
+    // whole lease (a restarted `weft serve` takes back its predecessor's tasks at once).
+    let dead_owners = if plan.reclaim {
+        engine.dead_local_workers().await
+    } else {
+        Vec::new()
+    };
     let mut tx = engine.store().begin().await?;
     if !plan.progress.is_empty() {
         tx.append_events(&plan.progress).await?;
@@ -543,7 +510,9 @@ async fn turn(
         None
     };
     if plan.reclaim {
-        engine.reclaim_expired(&mut *tx, plan.only_runs).await?;
+        engine
+            .reclaim_lost(&mut *tx, &dead_owners, plan.only_runs)
+            .await?;
     }
     if plan.reclaim || plan.claim > 0 {
         engine.expire_waits(&mut *tx, plan.only_runs).await?;
@@ -582,50 +551,6 @@ async fn turn(
         heartbeat_done: plan.heartbeat,
         reclaim_done: plan.reclaim,
     })
-}
-
-impl Engine {
-    /// Takes back tasks whose lease lapsed: the next attempt, or a failure on the last one.
-    async fn reclaim_expired(
-        &self,
-        tx: &mut dyn weft_store::Tx,
-        only_runs: Option<&[String]>,
-    ) -> Result<()> {
-        let stale = tx.stale_tasks(&[], 1000).await?;
-        let mut batch = Vec::new();
-        for t in stale {
-            if let Some(runs) = only_runs
-                && !runs.contains(&t.run_id)
-            {
-                continue;
-            }
-            // Recorded as a transient failure of the lost attempt, so the usual retry rules
-            // (attempt + 1, or failure on the last attempt) apply.
-            batch.push(Completion {
-                task_id: t.id,
-                run_id: t.run_id.clone(),
-                step_id: t.step_id.clone(),
-                item: t.item,
-                attempt: t.attempt,
-                max_attempts: t.max_attempts,
-                owner: t.lease_owner.clone().unwrap_or_default(),
-                cache_key: t.cache_key.clone(),
-                tenant: t.tenant.clone(),
-                duration_ms: 0,
-                usage: weft_tools::Usage::default(),
-                result: Err(Failure {
-                    message: "lease expired: the worker holding this task stopped answering".into(),
-                    transient: true,
-                    reason: "lease_expired",
-                }),
-            });
-        }
-        if !batch.is_empty() {
-            let mut no_jitter = || 0.0;
-            self.apply_completions(tx, batch, &mut no_jitter).await?;
-        }
-        Ok(())
-    }
 }
 
 /// Keeps only the latest progress of each task attempt: a busy tool reporting every item
@@ -683,20 +608,7 @@ async fn call_tool(
     token: Option<String>,
 ) -> Completion {
     let started = Instant::now();
-    let mut completion = Completion {
-        task_id: task.id,
-        run_id: task.run_id.clone(),
-        step_id: task.step_id.clone(),
-        item: task.item,
-        attempt: task.attempt,
-        max_attempts: task.max_attempts,
-        owner,
-        cache_key: task.cache_key.clone(),
-        tenant: task.tenant.clone(),
-        duration_ms: 0,
-        usage: weft_tools::Usage::default(),
-        result: Ok(serde_json::Value::Null),
-    };
+    let mut completion = Completion::of(&task, owner);
     let usage = weft_tools::UsageMeter::default();
     // Progress text is scrubbed too, before it becomes an event.
     let progress = engine.scrubbed_progress(&task, progress).await;
@@ -836,7 +748,7 @@ fn record_attempt_spans(
             error: c.result.as_ref().err().map(|f| f.message.clone()),
             status: match &c.result {
                 Ok(_) => "succeeded".into(),
-                Err(f) if f.transient && c.attempt < c.max_attempts => "retrying".into(),
+                Err(f) if f.transient && c.may_retry() => "retrying".into(),
                 Err(_) => "failed".into(),
             },
         });

@@ -235,7 +235,9 @@ fn parse_after(text: &str, field: &str) -> ApiResult<i64> {
 /// The run's events as Server-Sent Events, from the start or after `Last-Event-ID`.
 ///
 /// Each event's `id:` is its `seq` and its `data:` the JSON of the event. Comments without an
-/// `id:` are heartbeats. The stream ends after the run's terminal event. A client that falls
+/// `id:` are heartbeats. The stream ends at the run's current end: after the replay when the
+/// run has ended, else after the terminal event that follows (an end before a `run.resumed`
+/// does not end it). A client that falls
 /// too far behind is disconnected and reconnects with `Last-Event-ID`.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     security(("bearer" = []), ()),
@@ -367,12 +369,11 @@ async fn forward(
                 }
             }
         }
+        // An end in the replay is not the run's end when a `run.resumed` follows it: the
+        // stream ends only at the run's current end (checked above once the replay is done).
         for event in &page {
             last = event.seq;
             if tx.send(sse_event(event)).await.is_err() {
-                return;
-            }
-            if is_terminal(&event.kind) {
                 return;
             }
         }

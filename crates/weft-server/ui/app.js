@@ -307,7 +307,10 @@
             var node = document.querySelector('.node[data-step="' + CSS.escape(e.step_id) + '"]');
             if (node) { node.className = "node running"; node.dataset.status = "running"; }
           }
-          if (/^run\.(succeeded|failed|cancelled)$/.test(e.kind)) { ended = true; source.close(); }
+          // An end followed by run.resumed is not the end: the server closes the stream at
+          // the run's current end, and then the page stops following.
+          if (/^run\.(succeeded|failed|cancelled)$/.test(e.kind)) ended = true;
+          if (e.kind === "run.resumed") ended = false;
           schedule();
         };
         source.onerror = function () {

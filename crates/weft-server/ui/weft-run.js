@@ -70,9 +70,14 @@
         self.last = e.seq;
         self.apply(e);
       };
+      // The server closes the stream at the run's current end (an end that a `run.resumed`
+      // follows is not one), so the end is known when the stream closes after it.
       source.onerror = function () {
         source.close();
-        if (self.ended()) return;
+        if (self.ended()) {
+          self.dispatchEvent(new CustomEvent("weft-run:end", { detail: { status: self.runStatus }, bubbles: true }));
+          return;
+        }
         var url = self.getAttribute("ticket-url");
         if (!url) { self.fail("the progress stream was interrupted"); return; }
         setTimeout(function () {
@@ -111,10 +116,6 @@
         case "task.retrying": if (s) s.retrying = d.next_attempt; break;
       }
       this.render();
-      if (this.ended() && this.source) {
-        this.source.close();
-        this.dispatchEvent(new CustomEvent("weft-run:end", { detail: { status: this.runStatus }, bubbles: true }));
-      }
     }
     render() {
       var root = this.shadowRoot, self = this;

@@ -473,6 +473,7 @@ pub(crate) fn task_from_row(r: &PgRow) -> Result<Task> {
         status: task_status(r)?,
         attempt: u32_of(r, "attempt")?,
         max_attempts: u32_of(r, "max_attempts")?,
+        lease_losses: u32_of(r, "lease_losses")?,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires: r.try_get("lease_expires")?,
         output: parse_json(r.try_get("output")?, "task output")?,

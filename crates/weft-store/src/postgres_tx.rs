@@ -671,8 +671,9 @@ impl Tx for PgTx {
 
     async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', attempt = attempt + 1, not_before = $1, \
-             error = 'lease expired', lease_owner = NULL, lease_expires = NULL \
+            "UPDATE tasks SET status = 'queued', attempt = attempt + 1, \
+             lease_losses = lease_losses + 1, not_before = $1, error = 'lease expired', \
+             lease_owner = NULL, lease_expires = NULL \
              WHERE id = $2 AND attempt = $3 AND status = 'running'",
         )
         .bind(self.now)
@@ -687,7 +688,8 @@ impl Tx for PgTx {
 
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', attempt = 1, not_before = $1, error = NULL, \
+            "UPDATE tasks SET status = 'queued', attempt = 1, lease_losses = 0, not_before = $1, \
+             error = NULL, \
              finished_at = NULL, lease_owner = NULL, lease_expires = NULL \
              WHERE run_id = $2 AND step_id = $3 AND status IN ('failed', 'cancelled')",
         )

@@ -200,6 +200,9 @@ pub struct Task {
     pub status: TaskStatus,
     pub attempt: u32,
     pub max_attempts: u32,
+    /// Attempts cut short by a lost worker (its lease lapsed): they do not count against
+    /// `max_attempts`.
+    pub lease_losses: u32,
     pub lease_owner: Option<String>,
     pub lease_expires: Option<i64>,
     pub output: Option<Value>,

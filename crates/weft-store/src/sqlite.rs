@@ -45,6 +45,42 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// The versions of the migrations applied, in order (empty for a new file).
+async fn applied_versions(writer: &SqlitePool) -> Vec<i64> {
+    sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success = 1 ORDER BY version")
+        .fetch_all(writer)
+        .await
+        .unwrap_or_default()
+}
+
+/// The versions of this build's migrations, in order.
+fn expected_versions() -> Vec<i64> {
+    let mut versions: Vec<i64> = MIGRATOR.iter().map(|m| m.version).collect();
+    versions.sort_unstable();
+    versions.dedup();
+    versions
+}
+
+/// An exclusive lock on `DB-migrate.lock` beside the database file, held until dropped (the
+/// kernel releases it if the process dies).
+async fn migration_lock(path: &Path) -> Result<std::fs::File> {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-migrate.lock");
+    let lock_path = std::path::PathBuf::from(name);
+    tokio::task::spawn_blocking(move || {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)?;
+        file.lock()?;
+        Ok::<_, std::io::Error>(file)
+    })
+    .await
+    .map_err(|e| Error::Invalid(format!("migration lock: {e}")))?
+    .map_err(|e| Error::Invalid(format!("cannot lock the database for migrations: {e}")))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path, durability: Durability) -> Result<Self> {
@@ -72,17 +108,17 @@ impl SqliteStore {
             .max_lifetime(None)
             .connect_with(options.clone())
             .await?;
-        // Most starts find the schema current: one indexed read instead of the migrator's
-        // table checks and checksums (which still run whenever the versions differ).
-        let latest = MIGRATOR.iter().map(|m| m.version).max();
-        let current: Option<i64> =
-            sqlx::query_scalar("SELECT MAX(version) FROM _sqlx_migrations WHERE success = 1")
-                .fetch_one(&writer)
-                .await
-                .ok()
-                .flatten();
-        if current != latest {
-            MIGRATOR.run(&writer).await?;
+        // Most starts find the schema current: one indexed read of every applied version
+        // instead of the migrator's table checks and checksums.
+        if applied_versions(&writer).await != expected_versions() {
+            // Processes opening a brand-new file at once would each apply the first
+            // migration: the holder of this lock migrates, the others wait and find the
+            // schema current (the migrator skips what is applied).
+            let lock = migration_lock(path).await?;
+            if applied_versions(&writer).await != expected_versions() {
+                MIGRATOR.run(&writer).await?;
+            }
+            drop(lock);
         }
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
@@ -432,6 +468,7 @@ fn task_from_row(r: &SqliteRow) -> Result<Task> {
             .ok_or_else(|| Error::Corrupt(format!("task status `{status}`")))?,
         attempt: r.try_get::<i64, _>("attempt")? as u32,
         max_attempts: r.try_get::<i64, _>("max_attempts")? as u32,
+        lease_losses: r.try_get::<i64, _>("lease_losses")?.max(0) as u32,
         lease_owner: r.try_get("lease_owner")?,
         lease_expires: r.try_get("lease_expires")?,
         output: parse_json(r.try_get("output")?, "task output")?,
@@ -937,8 +974,9 @@ impl Tx for SqliteTx {
 
     async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', attempt = attempt + 1, not_before = ?, \
-             error = 'lease expired', lease_owner = NULL, lease_expires = NULL \
+            "UPDATE tasks SET status = 'queued', attempt = attempt + 1, \
+             lease_losses = lease_losses + 1, not_before = ?, error = 'lease expired', \
+             lease_owner = NULL, lease_expires = NULL \
              WHERE id = ? AND attempt = ? AND status = 'running'",
         )
         .bind(self.now)
@@ -951,7 +989,8 @@ impl Tx for SqliteTx {
 
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64> {
         let done = sqlx::query(
-            "UPDATE tasks SET status = 'queued', attempt = 1, not_before = ?, error = NULL, \
+            "UPDATE tasks SET status = 'queued', attempt = 1, lease_losses = 0, not_before = ?, \
+             error = NULL, \
              finished_at = NULL, lease_owner = NULL, lease_expires = NULL \
              WHERE run_id = ? AND step_id = ? AND status IN ('failed', 'cancelled')",
         )

@@ -23,6 +23,11 @@ struct View {
     quiet: bool,
     /// Step errors already printed, so the run's end does not print them again.
     told: Vec<String>,
+    /// When the run started (its first `run.started`, store clock, ms).
+    run_started: Option<i64>,
+    /// The run's latest end read so far (`succeeded`, its time, its error): the current end only once no
+    /// `run.resumed` follows it.
+    ended: Option<(String, i64, Option<String>)>,
 }
 
 impl View {
@@ -59,12 +64,13 @@ impl View {
         bar.set_message(msg);
     }
 
-    /// Returns true when the event ends the run.
-    fn apply(&mut self, e: &Event) -> bool {
+    /// Takes one event into the view.
+    fn apply(&mut self, e: &Event) {
         let step = e.step_id.clone().unwrap_or_default();
         let d = &e.data;
         match e.kind.as_str() {
             "run.started" => {
+                self.run_started.get_or_insert(e.ts);
                 self.steps = d["steps"]
                     .as_array()
                     .map(|a| {
@@ -108,6 +114,20 @@ impl View {
                         ));
                     }
                 }
+            }
+            "task.retrying"
+                if matches!(d["reason"].as_str(), Some("lease_expired" | "shutdown")) =>
+            {
+                // Not a failure of the step: its worker was lost, and the try is not spent.
+                let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
+                let why = match d["reason"].as_str() {
+                    Some("shutdown") => "its worker stopped",
+                    _ => "its worker stopped answering",
+                };
+                self.say(format!(
+                    "  ↻ {step}{item} attempt {} was cut off ({why}); running it again",
+                    e.attempt.unwrap_or(0),
+                ));
             }
             "task.retrying" => {
                 self.retries += 1;
@@ -192,25 +212,38 @@ impl View {
                 }
             }
             "run.succeeded" | "run.failed" | "run.cancelled" => {
-                let word = e.kind.trim_start_matches("run.");
-                let mut line =
-                    format!("run {word} in {:.2}s", self.started.elapsed().as_secs_f64());
-                // The one message about why: a step's error is on its line above already.
-                if let Some(error) = d["error"].as_str().filter(|e| !e.is_empty()) {
-                    let short = self
-                        .told
-                        .iter()
-                        .find_map(|t| error.strip_suffix(t.as_str()))
-                        .map(|head| head.trim_end().trim_end_matches(':'))
-                        .unwrap_or(error);
-                    line.push_str(&format!(": {short}"));
-                }
-                self.say(line);
-                return true;
+                self.ended = Some((
+                    e.kind.trim_start_matches("run.").to_string(),
+                    e.ts,
+                    d["error"].as_str().map(String::from),
+                ));
+            }
+            "run.resumed" if self.ended.take().is_some() => {
+                self.say(format!("run {} resumed", e.run_id));
             }
             _ => {}
         }
-        false
+    }
+
+    /// Says how the run ended, and how long it ran by the store's clock (not how long this
+    /// view watched it).
+    fn say_end(&self) {
+        let Some((word, at, error)) = &self.ended else {
+            return;
+        };
+        let ms = self.run_started.map_or(0, |s| (at - s).max(0));
+        let mut line = format!("run {word} in {:.2}s", ms as f64 / 1000.0);
+        // The one message about why: a step's error is on its line above already.
+        if let Some(error) = error.as_deref().filter(|e| !e.is_empty()) {
+            let short = self
+                .told
+                .iter()
+                .find_map(|t| error.strip_suffix(t.as_str()))
+                .map(|head| head.trim_end().trim_end_matches(':'))
+                .unwrap_or(error);
+            line.push_str(&format!(": {short}"));
+        }
+        self.say(line);
     }
 }
 
@@ -241,18 +274,23 @@ pub async fn watch(
         items_said: None,
         quiet,
         told: Vec::new(),
+        run_started: None,
+        ended: None,
     };
+    const PAGE: u32 = 2000;
     let mut after = 0;
     let mut delay = Duration::from_millis(2);
     loop {
-        let events = store.events(run_id, after, 2000).await?;
-        let mut ended = false;
+        let events = store.events(run_id, after, PAGE).await?;
         for e in &events {
             after = e.seq;
-            ended |= view.apply(e);
+            view.apply(e);
         }
         view.refresh();
-        if ended {
+        // The run's current end: the last page read everything committed, and no
+        // `run.resumed` came after the end (a resumed run's old end is not its end).
+        if events.len() < PAGE as usize && view.ended.is_some() {
+            view.say_end();
             break;
         }
         if events.is_empty() {

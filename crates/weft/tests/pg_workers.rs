@@ -43,9 +43,15 @@ impl Db {
 
 /// A worker process whose stderr goes to a log file in `dir` (read it when a test fails).
 fn spawn_worker(db: &str, dir: &Path, n: usize, lease: &str) -> Child {
+    spawn_worker_with(db, dir, n, &["--lease", lease, "--poll", "200ms"])
+}
+
+/// `weft worker --concurrency 4` with `extra` arguments (none: the defaults a user has).
+fn spawn_worker_with(db: &str, dir: &Path, n: usize, extra: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join(format!("worker-{n}.log"))).expect("worker log");
     Command::new(WEFT)
-        .args(["worker", "--db", db, "--lease", lease, "--poll", "200ms"])
+        .args(["worker", "--db", db])
+        .args(extra)
         .args(["--concurrency", "4", "-v"])
         .current_dir(dir)
         .stdin(Stdio::null())
@@ -308,6 +314,78 @@ async fn killed_workers_lose_nothing_and_commit_nothing_twice() {
     eprintln!(
         "{ITEMS} items, {kills} kills, {lease_expired} lease_expired retries, {duplicates} \
          duplicate calls, at most {most} calls at once (cap {CAP})"
+    );
+    db.drop_it().await;
+}
+
+/// The fan-out a new user writes: no `retry:`, no cap.
+const PLAIN_FAN_OUT: &str = r#"
+name: plain
+version: 1
+inputs:
+  items: { type: array }
+steps:
+  - id: work
+    for_each: "{{ input.items }}"
+    tool: command
+    with:
+      argv: [sh, tool.sh]
+      stdin: "{{ item }}"
+output: "{{ steps.work.output | length }}"
+"#;
+
+/// Issue 13: with default settings a worker killed mid-run used to spend the only attempt of
+/// each task it held, and the run failed with a third of its items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_with_default_settings_fail_no_item() {
+    const ITEMS: u64 = 300;
+    let Some(db) = Db::fresh().await else { return };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let d = dir.path();
+    std::fs::write(d.join("plain.yaml"), PLAIN_FAN_OUT).expect("write template");
+    std::fs::write(d.join("tool.sh"), RECORDING_TOOL).expect("write tool");
+    let items: Vec<u64> = (0..ITEMS).collect();
+    std::fs::write(
+        d.join("inputs.json"),
+        serde_json::json!({ "items": items }).to_string(),
+    )
+    .expect("write inputs");
+    let mut workers: Vec<Child> = (0..3)
+        .map(|n| spawn_worker_with(&db.url, d, n, &[]))
+        .collect();
+    let run_id = detach(&db.url, d, "plain.yaml", &["--input-file", "inputs.json"]);
+    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url).await.expect("open store"));
+
+    // Two workers killed with SIGKILL while they hold tasks, then started again.
+    let mut kills = 0;
+    for victim in [0, 1] {
+        let seen = (victim as usize + 1) * 40;
+        while std::fs::read_to_string(d.join("calls.log")).map_or(0, |c| c.lines().count()) < seen {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        workers[victim].kill().expect("kill -9 a worker");
+        let _ = workers[victim].wait();
+        kills += 1;
+        workers[victim] = spawn_worker_with(&db.url, d, 3 + victim, &[]);
+    }
+    let (code, view) = wait_json(&db.url, d, &run_id).await;
+    stop_workers(&mut workers);
+    assert_eq!(kills, 2);
+    assert_eq!(code, Some(0), "the run succeeded: {view}");
+    assert_eq!(view["output"], ITEMS, "{ITEMS}/{ITEMS} items");
+    let events = all_events(store.as_ref(), &run_id).await;
+    let mut successes: BTreeMap<u32, u32> = BTreeMap::new();
+    for e in events.iter().filter(|e| e.kind == "task.succeeded") {
+        *successes.entry(e.item.unwrap_or(u32::MAX)).or_default() += 1;
+    }
+    assert_eq!(successes.len() as u64, ITEMS, "every item committed");
+    assert!(
+        successes.values().all(|n| *n == 1),
+        "no item committed twice"
+    );
+    assert!(
+        events.iter().all(|e| e.kind != "task.failed"),
+        "no task failed"
     );
     db.drop_it().await;
 }
