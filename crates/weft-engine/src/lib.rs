@@ -21,6 +21,7 @@ use weft_tools::Registry;
 mod apply;
 mod completion;
 mod control;
+pub mod faults;
 pub mod intent;
 mod leases;
 pub mod schedule;
@@ -109,9 +110,17 @@ impl Engine {
     /// The store is wrapped so that what the engine commits is counted and logged
     /// (`telemetry`); pass the plain store, never another engine's `store()`.
     pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
+        Engine::build(store, tools, None)
+    }
+
+    fn build(
+        store: Arc<dyn Store>,
+        tools: Arc<Registry>,
+        faults: Option<Arc<faults::Crash>>,
+    ) -> Self {
         Engine {
             inner: Arc::new(Inner {
-                store: telemetry::Observed::wrap(store),
+                store: telemetry::Observed::wrap(store, faults),
                 tools,
                 plans: Mutex::new(HashMap::new()),
                 runs: Mutex::new(HashMap::new()),

@@ -129,23 +129,32 @@ fn timed(operation: &'static str, started: Instant) {
 /// A store whose transactions report what they committed.
 pub(crate) struct Observed {
     inner: Arc<dyn Store>,
+    /// Crash tests only (`faults.rs`).
+    faults: Option<Arc<crate::faults::Crash>>,
 }
 
 impl Observed {
-    pub(crate) fn wrap(inner: Arc<dyn Store>) -> Arc<dyn Store> {
-        Arc::new(Observed { inner })
+    pub(crate) fn wrap(
+        inner: Arc<dyn Store>,
+        faults: Option<Arc<crate::faults::Crash>>,
+    ) -> Arc<dyn Store> {
+        Arc::new(Observed { inner, faults })
     }
 }
 
 #[async_trait]
 impl Store for Observed {
     async fn begin(&self) -> Result<Box<dyn Tx>> {
+        if let Some(f) = &self.faults {
+            f.begin()?;
+        }
         let started = Instant::now();
         let tx = self.inner.begin().await;
         timed("begin", started);
         Ok(Box::new(ObservedTx {
             inner: tx?,
             seen: Seen::default(),
+            faults: self.faults.clone(),
         }))
     }
     async fn run(&self, tenant: &str, id: &str) -> Result<Option<Run>> {
@@ -448,6 +457,7 @@ impl Seen {
 struct ObservedTx {
     inner: Box<dyn Tx>,
     seen: Seen,
+    faults: Option<Arc<crate::faults::Crash>>,
 }
 
 #[async_trait]
@@ -661,11 +671,21 @@ impl Tx for ObservedTx {
         self.inner.claim_schedule_slot(claim).await
     }
     async fn commit(self: Box<Self>) -> Result<()> {
-        let ObservedTx { inner, seen } = *self;
+        let ObservedTx {
+            inner,
+            seen,
+            faults,
+        } = *self;
+        if let Some(f) = &faults {
+            f.before_commit()?;
+        }
         let now = inner.now();
         let started = Instant::now();
         inner.commit().await?;
         timed("commit", started);
+        if let Some(f) = &faults {
+            f.after_commit()?;
+        }
         seen.emit(now);
         Ok(())
     }

@@ -266,3 +266,32 @@ output: "{{ steps.first.output.n + steps.gate.output.n }}"
         .count();
     assert_eq!(ends, 2, "cancelled, then succeeded: {kinds:?}");
 }
+
+/// Issue 13: three processes opening a brand-new SQLite file at once raced in its migrations
+/// (`table ... already exists`) in most trials.
+#[test]
+fn three_processes_opening_a_new_database_at_once_all_succeed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    for trial in 0..8 {
+        let db = dir.path().join(format!("new-{trial}.db"));
+        let db = db.to_string_lossy().to_string();
+        let children: Vec<Child> = (0..3)
+            .map(|_| {
+                weft(dir.path())
+                    .args(["migrate", "--db", &db])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .expect("weft migrate")
+            })
+            .collect();
+        for child in children {
+            let out = child.wait_with_output().expect("wait");
+            assert!(
+                out.status.success(),
+                "trial {trial}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}

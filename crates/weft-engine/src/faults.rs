@@ -1,0 +1,120 @@
+//! Fault injection for the crash tests: the engine "dies" at a chosen commit.
+//!
+//! A [`Crash`] installed with [`Engine::with_faults`] counts the engine's commits. At the
+//! chosen one it either refuses to commit (the transaction rolls back, as when the process
+//! dies before `COMMIT`) or lets the commit through and then reports failure (the process
+//! dies right after it); from then on every transaction this engine begins fails, so nothing
+//! more it does reaches the store. The test aborts the dead engine's tasks and starts a new
+//! engine on the same store, as a restarted process would. Not used outside tests: an engine
+//! without faults pays one `Option` check per commit.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::Notify;
+
+/// Where in its commit the engine dies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashPoint {
+    /// Before `COMMIT`: the transaction's work is lost (e.g. a tool's result between the call
+    /// and its commit).
+    BeforeCommit,
+    /// After `COMMIT`: the work is stored, but nothing after it happens in this process.
+    AfterCommit,
+}
+
+/// Crashes the engine at its `at`-th commit (counting from 1).
+#[derive(Debug)]
+pub struct Crash {
+    at: u64,
+    point: CrashPoint,
+    commits: AtomicU64,
+    dead: AtomicBool,
+    died: Notify,
+}
+
+impl Crash {
+    pub fn new(at: u64, point: CrashPoint) -> Arc<Crash> {
+        Arc::new(Crash {
+            at,
+            point,
+            commits: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            died: Notify::new(),
+        })
+    }
+
+    /// Never crashes; only counts commits.
+    pub fn never() -> Arc<Crash> {
+        Crash::new(u64::MAX, CrashPoint::BeforeCommit)
+    }
+
+    /// Commits attempted so far.
+    pub fn commits(&self) -> u64 {
+        self.commits.load(Ordering::SeqCst)
+    }
+
+    pub fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the engine has died.
+    pub async fn died(&self) {
+        loop {
+            let notified = self.died.notified();
+            if self.is_dead() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn die(&self) -> weft_store::Error {
+        self.dead.store(true, Ordering::SeqCst);
+        self.died.notify_waiters();
+        dead()
+    }
+
+    /// Called before each commit: `Err` means the engine died (or is dead) before it.
+    pub(crate) fn before_commit(&self) -> Result<(), weft_store::Error> {
+        if self.is_dead() {
+            return Err(dead());
+        }
+        let n = self.commits.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.at && self.point == CrashPoint::BeforeCommit {
+            return Err(self.die());
+        }
+        Ok(())
+    }
+
+    /// Called after each successful commit: `Err` means the engine died right after it.
+    pub(crate) fn after_commit(&self) -> Result<(), weft_store::Error> {
+        if self.commits() == self.at && self.point == CrashPoint::AfterCommit {
+            return Err(self.die());
+        }
+        Ok(())
+    }
+
+    /// Called when a transaction begins.
+    pub(crate) fn begin(&self) -> Result<(), weft_store::Error> {
+        if self.is_dead() {
+            return Err(dead());
+        }
+        Ok(())
+    }
+}
+
+fn dead() -> weft_store::Error {
+    weft_store::Error::Invalid("fault injection: this engine has crashed".into())
+}
+
+impl crate::Engine {
+    /// An engine whose commits go through `crash` (see the module). For tests only.
+    pub fn with_faults(
+        store: Arc<dyn weft_store::Store>,
+        tools: Arc<weft_tools::Registry>,
+        crash: Arc<Crash>,
+    ) -> crate::Engine {
+        crate::Engine::build(store, tools, Some(crash))
+    }
+}
