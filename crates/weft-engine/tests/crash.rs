@@ -268,7 +268,7 @@ impl Case<'_> {
                         if run.is_some_and(|r| !r.status.is_terminal()) {
                             let _ = process
                                 .engine
-                                .resume_run(&self.tenant, &r, &[owner.clone()])
+                                .resume_run(&self.tenant, &r, std::slice::from_ref(&owner))
                                 .await;
                         }
                     }

@@ -359,7 +359,7 @@ async fn workers_killed_with_default_settings_fail_no_item() {
     // Two workers killed with SIGKILL while they hold tasks, then started again.
     let mut kills = 0;
     for victim in [0, 1] {
-        let seen = (victim as usize + 1) * 40;
+        let seen = (victim + 1) * 40;
         while std::fs::read_to_string(d.join("calls.log")).map_or(0, |c| c.lines().count()) < seen {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
