@@ -453,6 +453,12 @@ impl Registry {
         self.start(wanted).await
     }
 
+    /// Whether any of `names` comes from a source (an MCP server): a template using one must
+    /// be checked again once the source has started and its real tools are known.
+    pub fn uses_sources<'a>(&self, names: impl IntoIterator<Item = &'a str>) -> bool {
+        names.into_iter().any(|n| self.source_for(n).is_some())
+    }
+
     /// Starts every source (for `weft tools list`).
     pub async fn prepare_all(&self) -> Vec<(String, Error)> {
         self.start(self.sources.iter().collect()).await

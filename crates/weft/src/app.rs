@@ -158,12 +158,16 @@ impl App {
     }
 
     /// Starts the MCP servers that `plan` uses, so its `mcp.*` tools are checked against their
-    /// real names and schemas. Fails when one does not start.
-    pub async fn prepare_tools(&self, plan: &weft_core::Plan) -> anyhow::Result<()> {
+    /// real names and schemas. Fails when one does not start. Returns whether the plan uses
+    /// any (then the template must be loaded again to check it against their real tools).
+    pub async fn prepare_tools(&self, plan: &weft_core::Plan) -> anyhow::Result<bool> {
         let names: Vec<&str> = plan.steps.iter().filter_map(|s| s.tool()).collect();
+        if !self.tools.uses_sources(names.iter().copied()) {
+            return Ok(false);
+        }
         let failed = self.tools.prepare(names).await;
         if failed.is_empty() {
-            return Ok(());
+            return Ok(true);
         }
         let lines: Vec<String> = failed
             .into_iter()

@@ -93,7 +93,9 @@ pub struct Place {
 
 pub struct Places {
     config: PlacesConfig,
-    client: reqwest::Client,
+    /// Built on first use: a client loads the TLS root certificates, which a process that
+    /// never searches for places should not pay for.
+    client: std::sync::OnceLock<std::result::Result<reqwest::Client, String>>,
     timeout: Duration,
 }
 
@@ -101,16 +103,24 @@ impl Places {
     pub fn new(config: PlacesConfig) -> Result<Places, String> {
         let timeout =
             parse_duration("[places] timeout", &config.timeout).map_err(|e| e.to_string())?;
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| format!("[places]: cannot build an HTTP client: {e}"))?;
         Ok(Places {
             config,
-            client,
+            client: std::sync::OnceLock::new(),
             timeout,
         })
+    }
+
+    fn client(&self) -> Result<&reqwest::Client> {
+        self.client
+            .get_or_init(|| {
+                reqwest::Client::builder()
+                    .timeout(self.timeout)
+                    .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| format!("places.search: cannot build an HTTP client: {e}"))
+            })
+            .as_ref()
+            .map_err(|e| Error::Permanent(e.clone()))
     }
 
     async fn google(&self, input: &Input, limit: u64, ctx: &Context) -> Result<Vec<Place>> {
@@ -140,7 +150,7 @@ impl Places {
                 body["pageToken"] = Value::String(token.clone());
             }
             let request = self
-                .client
+                .client()?
                 .post(&url)
                 .header("X-Goog-Api-Key", &key)
                 .header(
@@ -180,7 +190,7 @@ impl Places {
     async fn overpass(&self, input: &Input, limit: u64, ctx: &Context) -> Result<Vec<Place>> {
         let query = overpass_query(input, limit, self.timeout);
         let request = self
-            .client
+            .client()?
             .post(&self.config.overpass_url)
             .header("content-type", "application/x-www-form-urlencoded")
             .body(format!(

@@ -121,12 +121,9 @@ pub fn register(
     if !problems.is_empty() {
         return Err(problems);
     }
-    let client = reqwest::Client::builder()
-        .build()
-        .map_err(|e| vec![format!("[llm]: cannot build an HTTP client: {e}")])?;
     registry.insert(Arc::new(Chat {
         providers: providers.clone(),
-        client,
+        client: std::sync::OnceLock::new(),
     }));
     Ok(())
 }
@@ -154,7 +151,8 @@ struct Input {
 
 struct Chat {
     providers: BTreeMap<String, ProviderConfig>,
-    client: reqwest::Client,
+    /// Built on first call: loading TLS roots is not free, and most runs never chat.
+    client: std::sync::OnceLock<std::result::Result<reqwest::Client, String>>,
 }
 
 impl Chat {
@@ -217,7 +215,12 @@ impl Chat {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut builder = self.client.post(&url).timeout(timeout).json(&body);
+            let client = self
+                .client
+                .get_or_init(|| reqwest::Client::builder().build().map_err(|e| e.to_string()))
+                .as_ref()
+                .map_err(|e| Error::Permanent(format!("llm.chat: cannot build an HTTP client: {e}")))?;
+            let mut builder = client.post(&url).timeout(timeout).json(&body);
             builder = match (provider.kind, &key) {
                 (ProviderKind::Openai, Some(key)) => builder.bearer_auth(key),
                 (ProviderKind::Anthropic, Some(key)) => builder.header("x-api-key", key),

@@ -160,10 +160,14 @@ fn collect_inputs(plan: &Plan, args: &RunArgs) -> anyhow::Result<Value> {
 }
 
 pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let (plan, _) = resolve_template(app, &args.template)?;
-    // Start only the MCP servers this template uses, then check it against their real tools.
-    app.prepare_tools(&plan).await?;
     let (plan, dir) = resolve_template(app, &args.template)?;
+    // Start only the MCP servers this template uses, then check it against their real tools
+    // (a template without any is loaded once).
+    let (plan, dir) = if app.prepare_tools(&plan).await? {
+        resolve_template(app, &args.template)?
+    } else {
+        (plan, dir)
+    };
     let inputs = collect_inputs(&plan, &args)?;
     let engine = app.engine().await?;
     let run = engine
@@ -191,6 +195,18 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
             println!("{}", run.id);
         }
         return Ok(ExitCode::SUCCESS);
+    }
+    if run.status.is_terminal() {
+        // Every step ran inline in the creating transaction: no worker (no worker row, no
+        // further commit); the progress view reads the finished run's events once.
+        progress::watch(
+            engine.store().as_ref(),
+            &run.id,
+            app.global.json,
+            &CancellationToken::new(),
+        )
+        .await?;
+        return report(app, engine.store().as_ref(), &run.id).await;
     }
     drive(app, &engine, &run.id, args.concurrency).await
 }

@@ -91,9 +91,12 @@ pub async fn schedules(app: &App, cmd: SchedulesCommand) -> anyhow::Result<ExitC
             name,
         } => {
             let spec = CronSpec::parse(&cron, tz.as_deref()).map_err(usage)?;
-            let (plan, _) = crate::commands::run::resolve_template(app, &template)?;
-            app.prepare_tools(&plan).await?;
             let (plan, dir) = crate::commands::run::resolve_template(app, &template)?;
+            let (plan, dir) = if app.prepare_tools(&plan).await? {
+                crate::commands::run::resolve_template(app, &template)?
+            } else {
+                (plan, dir)
+            };
             let inputs = parse_inputs(&plan, &inputs)?;
             let store = store(app).await?;
             let now = chrono::Utc::now().timestamp_millis();
