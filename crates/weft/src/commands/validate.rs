@@ -25,23 +25,23 @@ pub async fn validate(app: &App, args: ValidateArgs) -> anyhow::Result<ExitCode>
             Err(e) => missing.push(e.to_string()),
         }
     }
-    // Start the MCP servers the templates use, so their tool names and schemas are checked.
-    let mut used = Vec::new();
-    for located in &found {
-        if let Ok(plan) = located.load(app) {
-            used.extend(
-                plan.steps
-                    .iter()
-                    .filter_map(|s| s.tool().map(str::to_string)),
-            );
+    // Each template is loaded once; when templates use MCP servers, those servers are started
+    // and the templates loaded again, so their tool names and schemas are checked too.
+    let mut loaded: Vec<_> = found.iter().map(|located| located.load(app)).collect();
+    let used: Vec<String> = loaded
+        .iter()
+        .flatten()
+        .flat_map(|plan| plan.steps.iter().filter_map(|s| s.tool().map(str::to_string)))
+        .collect();
+    if app.tools.uses_sources(used.iter().map(String::as_str)) {
+        for (prefix, error) in app.tools.prepare(used.iter().map(String::as_str)).await {
+            eprintln!("warning: {prefix}* not checked: {error}");
         }
-    }
-    for (prefix, error) in app.tools.prepare(used.iter().map(String::as_str)).await {
-        eprintln!("warning: {prefix}* not checked: {error}");
+        loaded = found.iter().map(|located| located.load(app)).collect();
     }
     let mut ok = 0;
-    for located in &found {
-        match located.load(app) {
+    for result in loaded {
+        match result {
             Ok(_) => ok += 1,
             Err(diags) => all.extend(diags.0),
         }
