@@ -217,9 +217,15 @@ impl Chat {
             attempt += 1;
             let client = self
                 .client
-                .get_or_init(|| reqwest::Client::builder().build().map_err(|e| e.to_string()))
+                .get_or_init(|| {
+                    reqwest::Client::builder()
+                        .build()
+                        .map_err(|e| e.to_string())
+                })
                 .as_ref()
-                .map_err(|e| Error::Permanent(format!("llm.chat: cannot build an HTTP client: {e}")))?;
+                .map_err(|e| {
+                    Error::Permanent(format!("llm.chat: cannot build an HTTP client: {e}"))
+                })?;
             let mut builder = client.post(&url).timeout(timeout).json(&body);
             builder = match (provider.kind, &key) {
                 (ProviderKind::Openai, Some(key)) => builder.bearer_auth(key),

@@ -31,7 +31,11 @@ pub async fn validate(app: &App, args: ValidateArgs) -> anyhow::Result<ExitCode>
     let used: Vec<String> = loaded
         .iter()
         .flatten()
-        .flat_map(|plan| plan.steps.iter().filter_map(|s| s.tool().map(str::to_string)))
+        .flat_map(|plan| {
+            plan.steps
+                .iter()
+                .filter_map(|s| s.tool().map(str::to_string))
+        })
         .collect();
     if app.tools.uses_sources(used.iter().map(String::as_str)) {
         for (prefix, error) in app.tools.prepare(used.iter().map(String::as_str)).await {
