@@ -254,3 +254,39 @@ async fn a_subscriber_that_falls_behind_is_dropped() {
     assert_eq!(got, vec![1, 2, 3, 4]);
     assert_eq!(hub.subscribers(), 1);
 }
+
+/// Issue 13: after a cancelled run was resumed, a fresh stream closed at the old
+/// `run.cancelled` while the run went on; it must end at the run's current end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_run_streams_to_its_new_end_not_the_old_one() {
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let run = post_run(&srv.base, &srv.key_a, "steps", json!({"pause": "100ms"})).await;
+    let client = reqwest::Client::new();
+    for action in ["cancel", "resume"] {
+        let res = client
+            .post(format!("{}/v1/runs/{run}/{action}", srv.base))
+            .header("authorization", format!("Bearer {}", srv.key_a))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success(), "{action}: {}", res.status());
+    }
+    let url = format!("{}/v1/runs/{run}/events", srv.base);
+    let (status, mut stream) = Reader::open(&url, &[auth(&srv.key_a)]).await;
+    assert_eq!(status, 200);
+    let kinds: Vec<String> = stream.rest().await.into_iter().map(|(_, k)| k).collect();
+    assert!(kinds.contains(&"run.cancelled".to_string()), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("run.succeeded"),
+        "the stream follows the resumed run to its end: {kinds:?}"
+    );
+    let run = srv
+        .store
+        .run("alpha", &run)
+        .await
+        .unwrap()
+        .expect("the run");
+    assert_eq!(run.status.as_str(), "succeeded");
+    srv.stop().await;
+}

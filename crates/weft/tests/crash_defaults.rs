@@ -181,6 +181,28 @@ fn serve_killed_mid_fan_out_finishes_the_run_by_itself_with_default_settings() {
         "only the 3 calls in flight at the kill repeat"
     );
 
+    // The view tells a cut-off attempt apart from a failed one, and prints the run's own
+    // duration (from its start to its end on record), not how long it watched.
+    let again = weft(d)
+        .args(["runs", "wait", &run_id])
+        .output()
+        .expect("weft runs wait");
+    let said = String::from_utf8_lossy(&again.stderr);
+    assert!(!said.contains("failed (lease_expired)"), "{said}");
+    assert!(said.contains("was cut off"), "{said}");
+    let start = events
+        .iter()
+        .find(|e| e.kind == "run.started")
+        .expect("start")
+        .ts;
+    let end = events
+        .iter()
+        .find(|e| e.kind == "run.succeeded")
+        .expect("end")
+        .ts;
+    let expected = format!("run succeeded in {:.2}s", (end - start) as f64 / 1000.0);
+    assert!(said.contains(&expected), "{expected} in {said}");
+
     // What the dead server held came back as a lost lease, not a try of the step, and before
     // its 30 s lease could have lapsed: the new server saw the old process was gone.
     let reclaims: Vec<_> = events
