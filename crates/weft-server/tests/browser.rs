@@ -156,11 +156,14 @@ impl Browser {
         .await;
     }
 
-    /// Saves a PNG of the page when WEFT_UI_SCREENSHOTS names a folder (to look at the UI).
+    /// Saves a PNG of the page in `target/ui-screenshots/` (or the folder WEFT_UI_SCREENSHOTS
+    /// names), for a reviewer to look at the UI.
     async fn screenshot(&mut self, name: &str) {
-        let Ok(dir) = std::env::var("WEFT_UI_SCREENSHOTS") else {
-            return;
-        };
+        let dir = std::env::var("WEFT_UI_SCREENSHOTS").map_or_else(
+            |_| PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("../ui-screenshots"),
+            PathBuf::from,
+        );
+        std::fs::create_dir_all(&dir).unwrap();
         use base64::Engine as _;
         let shot = self
             .call("Page.captureScreenshot", json!({"format": "png"}))
@@ -713,4 +716,86 @@ async fn approvals_and_actions_in_headless_chromium() {
     assert_eq!(detail["inputs"]["who"], json!(["zoe"]));
     b.screenshot("action-run").await;
     srv.stop().await;
+}
+
+/// Issue 16: the sign-in page showed the nav bar and "Sign out"; nothing said whose runs the
+/// list shows; a required state was preselected as "Alabama".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_in_tenant_and_a_required_choice_in_headless_chromium() {
+    let Some(binary) = chromium() else {
+        if std::env::var("WEFT_REQUIRE_SERVICES").as_deref() == Ok("1") {
+            panic!("chromium is required (WEFT_REQUIRE_SERVICES=1): apt-get install -y chromium");
+        }
+        eprintln!(
+            "SKIPPED: chromium not found (apt-get install -y chromium); UI tests did not run"
+        );
+        return;
+    };
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let base = srv.base.clone();
+    let key = srv.key_a.clone();
+    let place = "name: place\nversion: 1\n\
+        inputs:\n  state: { type: string, enum: us_states, description: A US state }\n\
+        steps:\n  - id: echo\n    tool: transform\n    with: { data: \"{{ input.state }}\", jq: . }\n";
+    let registered: Value = reqwest::Client::new()
+        .post(format!("{base}/v1/templates"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("content-type", "application/yaml")
+        .body(place)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(registered["name"], "place", "{registered}");
+    let me = api(&base, &key, reqwest::Method::GET, "/v1/tenant", None).await;
+    let tenant = me["name"].as_str().unwrap().to_string();
+
+    let mut b = Browser::launch(&binary).await;
+    b.goto(&format!("{base}/")).await;
+    b.wait_for("!document.querySelector('#sign-in').hidden", 10)
+        .await;
+    assert_eq!(
+        b.eval("getComputedStyle(document.querySelector('#nav')).display").await,
+        json!("none"),
+        "no nav bar or Sign out before signing in"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#sign-out').getClientRects().length").await,
+        json!(0)
+    );
+    b.screenshot("sign-in").await;
+
+    b.sign_in(&base, &key).await;
+    let shown = b
+        .wait_for("document.querySelector('#runs-tenant').textContent", 10)
+        .await;
+    assert_eq!(shown, json!(format!("of tenant {tenant}")));
+    assert_eq!(
+        b.eval("document.querySelector('#tenant').textContent").await,
+        json!(format!("tenant {tenant}"))
+    );
+    b.wait_for("document.querySelector('#runs tbody').textContent.includes('No runs of tenant')", 10)
+        .await;
+    b.screenshot("runs-empty").await;
+
+    b.eval("location.hash = '#/templates/place'; true").await;
+    b.wait_for("!!document.querySelector('#input-state')", 10)
+        .await;
+    assert_eq!(
+        b.eval("document.querySelector('#input-state').value").await,
+        json!(""),
+        "nothing preselected for a required state"
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#input-state').required").await,
+        json!(true)
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#run-form').checkValidity()").await,
+        json!(false),
+        "the form says the state is required"
+    );
+    b.screenshot("form-required-state").await;
 }

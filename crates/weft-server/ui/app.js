@@ -26,7 +26,21 @@
 
   function signOut() {
     sessionStorage.removeItem("weft.key");
+    tenant = null;
+    $("#tenant").textContent = "";
     route();
+  }
+
+  // Whose runs these are: the signed-in key's tenant, named in the header and the runs list
+  // (the CLI's runs are tenant `default`'s unless `weft run --tenant NAME` said otherwise).
+  var tenant = null;
+  function whoAmI() {
+    if (tenant) return Promise.resolve(tenant);
+    return api("GET", "/v1/tenant").then(function (t) {
+      tenant = t.name;
+      $("#tenant").textContent = "tenant " + t.name;
+      return tenant;
+    });
   }
 
   function fmtDuration(ms) {
@@ -145,7 +159,7 @@
 
   // Runs list, refreshed every two seconds while shown.
   function showRuns() {
-    view.innerHTML = askBox() + '<h1>Runs</h1><table id="runs"><thead><tr><th>Run</th><th>Template</th>' +
+    view.innerHTML = askBox() + '<h1>Runs <span id="runs-tenant" class="meta"></span></h1><table id="runs"><thead><tr><th>Run</th><th>Template</th>' +
       '<th>Status</th><th>Started</th><th>Duration</th></tr></thead><tbody></tbody></table>';
     var alive = true;
     function load() {
@@ -155,9 +169,12 @@
           return '<tr data-run="' + esc(r.id) + '"><td><a href="#/runs/' + esc(r.id) + '">' + esc(r.id) + "</a></td><td>" +
             esc(r.template) + "@" + esc(r.version) + "</td><td>" + badge(r.status) + "</td><td>" +
             esc(fmtTime(r.started_at)) + "</td><td>" + esc(fmtDuration(r.duration_ms)) + "</td></tr>";
-        }).join("") || '<tr><td colspan="5">No runs yet. Start one from <a href="#/templates">Templates</a>.</td></tr>';
+        }).join("") || '<tr><td colspan="5">No runs of tenant ' + esc(tenant || "") + ' yet. Start one from <a href="#/templates">Templates</a>' +
+          (tenant === "default" ? ", or with <code>weft run</code>." : ', or with <code>weft run --tenant ' + esc(tenant || "") + "</code> (plain <code>weft run</code> starts runs of tenant <code>default</code>).") +
+          "</td></tr>";
       }).catch(function () {});
     }
+    whoAmI().then(function (name) { if (alive) $("#runs-tenant").textContent = "of tenant " + name; }).catch(function () {});
     wireAsk();
     load();
     var timer = setInterval(load, 2000);
@@ -344,7 +361,10 @@
       (input.description ? " — " + esc(input.description) : "") + "</span>";
     var field;
     if (input["enum"]) {
-      field = '<select id="' + esc(id) + '" name="' + esc(input.name) + '">' + (input.required ? "" : '<option value=""></option>') +
+      // A required choice without a default starts empty (the browser and the API both say it
+      // is required) rather than on its first value.
+      field = '<select id="' + esc(id) + '" name="' + esc(input.name) + '"' + (input.required ? " required" : "") + ">" +
+        '<option value=""' + (dflt == null ? " selected" : "") + ">" + (input.required ? "— choose —" : "") + "</option>" +
         input["enum"].map(function (v) {
           return '<option' + (v === dflt ? " selected" : "") + ' value="' + esc(JSON.stringify(v)) + '">' + esc(v) + "</option>";
         }).join("") + "</select>";
@@ -417,6 +437,7 @@
     $("#nav").hidden = !signedIn;
     view.hidden = !signedIn;
     if (!signedIn) { view.innerHTML = ""; return; }
+    whoAmI().catch(function () {});
     var parts = (location.hash.replace(/^#\/?/, "") || "runs").split("/").map(decodeURIComponent);
     if (parts[0] === "runs" && parts[1]) stopCurrent = showRun(parts[1]);
     else if (parts[0] === "templates" && parts[1]) stopCurrent = showTemplate(parts[1]);

@@ -158,3 +158,71 @@ fn first_start_writes_the_admin_key_and_serves_cli_runs() {
     child.kill().ok();
     child.wait().ok();
 }
+
+/// Issue 16: `weft tenants create acme` before the first `weft serve` used to leave no tenant
+/// `default`, so the CLI's runs showed to no key. Now serve makes `default` (and its key file)
+/// whenever it is missing, and `weft run --tenant` / `weft runs list --tenant` name a tenant.
+#[test]
+fn a_tenant_made_before_the_first_serve_leaves_cli_runs_visible() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = weft(dir.path())
+        .args(["tenants", "create", "acme"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let acme_key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let run_as = |tenant: Option<&str>| -> Value {
+        let mut cmd = weft(dir.path());
+        cmd.args(["--json", "run", "hello", "-i", "cities=1"]);
+        if let Some(t) = tenant {
+            cmd.args(["--tenant", t]);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success(), "{out:?}");
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mine = run_as(None);
+    let theirs = run_as(Some("acme"));
+    let nobody = weft(dir.path())
+        .args(["run", "hello", "--tenant", "nobody"])
+        .output()
+        .unwrap();
+    assert_eq!(nobody.status.code(), Some(2), "{nobody:?}");
+    let listed = weft(dir.path())
+        .args(["--json", "runs", "list", "--tenant", "acme"])
+        .output()
+        .unwrap();
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["id"], theirs["id"]);
+
+    let mut child = weft(dir.path())
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines.next().expect("serve exited early").unwrap();
+        if let Some(rest) = line.strip_prefix("weft serving http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    let key = std::fs::read_to_string(dir.path().join(".weft/admin.key"))
+        .expect("serve made tenant default and its key")
+        .trim()
+        .to_string();
+    let (status, body) = get(&addr, "/v1/runs", &key);
+    assert_eq!(status, 200, "{body}");
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs["runs"].as_array().map(Vec::len), Some(1), "{body}");
+    assert_eq!(runs["runs"][0]["id"], mine["id"]);
+    let (_, body) = get(&addr, "/v1/runs", &acme_key);
+    let runs: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(runs["runs"][0]["id"], theirs["id"], "{body}");
+    let (_, body) = get(&addr, "/v1/tenant", &acme_key);
+    assert!(body.contains("\"name\":\"acme\""), "{body}");
+    child.kill().ok();
+    child.wait().ok();
+}

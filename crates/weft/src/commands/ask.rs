@@ -124,7 +124,7 @@ pub async fn ask(app: &App, args: AskArgs) -> anyhow::Result<ExitCode> {
             weft_engine::Error::Invalid(m) => usage(m),
             other => anyhow::Error::new(other),
         })?;
-    crate::commands::run::drive(app, &engine, &run.id, args.concurrency).await
+    crate::commands::run::drive(app, &engine, "default", &run.id, args.concurrency).await
 }
 
 /// "state-discovery (confidence 0.97) niche=HVAC state=Colorado; also: web-research 0.31".

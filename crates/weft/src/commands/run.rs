@@ -29,6 +29,10 @@ pub struct RunArgs {
     /// Most tool calls in flight at once (default 5, or `concurrency` in weft.toml).
     #[arg(long)]
     pub concurrency: Option<usize>,
+    /// The tenant the run belongs to (default `default`, whose runs the first admin key that
+    /// `weft serve` writes sees in the web UI and API).
+    #[arg(long, default_value = "default", value_name = "NAME")]
+    pub tenant: String,
     /// Makes a repeated `weft run` with the same key return the first run.
     #[arg(long)]
     pub idempotency_key: Option<String>,
@@ -169,11 +173,12 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
         (plan, dir)
     };
     let inputs = collect_inputs(&plan, &args)?;
+    check_tenant(app, &args.tenant).await?;
     let engine = app.engine().await?;
     let run = engine
         .create_run_with(
             NewRun {
-                tenant: "default".into(),
+                tenant: args.tenant.clone(),
                 plan: plan.clone(),
                 inputs,
                 idempotency_key: args.idempotency_key.clone(),
@@ -206,15 +211,31 @@ pub async fn run(app: &App, args: RunArgs) -> anyhow::Result<ExitCode> {
             &CancellationToken::new(),
         )
         .await?;
-        return report(app, engine.store().as_ref(), &run.id).await;
+        return report(app, engine.store().as_ref(), &args.tenant, &run.id).await;
     }
-    drive(app, &engine, &run.id, args.concurrency).await
+    drive(app, &engine, &args.tenant, &run.id, args.concurrency).await
+}
+
+/// A tenant other than `default` must exist (`weft tenants create NAME`); `default` always
+/// may be used, as before any server made it.
+pub async fn check_tenant(app: &App, tenant: &str) -> anyhow::Result<()> {
+    if tenant == "default" {
+        return Ok(());
+    }
+    let store = crate::commands::serve::server_store(app).await?;
+    if store.tenants().await?.iter().any(|t| t.name == tenant) {
+        return Ok(());
+    }
+    Err(usage(format!(
+        "no tenant `{tenant}` (see `weft tenants list`; `weft tenants create {tenant}` makes it)"
+    )))
 }
 
 /// Runs a worker for one run until the run ends, showing progress; prints the result.
 pub async fn drive(
     app: &App,
     engine: &Engine,
+    tenant: &str,
     run_id: &str,
     concurrency: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
@@ -237,7 +258,7 @@ pub async fn drive(
     shutdown.cancel();
     let _ = worker_task.await;
     watched?;
-    report(app, engine.store().as_ref(), run_id).await
+    report(app, engine.store().as_ref(), tenant, run_id).await
 }
 
 /// Prints a run's result as `weft run` does (`--json`: the run with its steps) and returns
@@ -245,10 +266,11 @@ pub async fn drive(
 pub async fn report(
     app: &App,
     store: &dyn weft_store::Store,
+    tenant: &str,
     run_id: &str,
 ) -> anyhow::Result<ExitCode> {
     let run = store
-        .run("default", run_id)
+        .run(tenant, run_id)
         .await?
         .context("the run disappeared from the store")?;
     if !run.status.is_terminal() {

@@ -21,6 +21,9 @@ pub enum RunsCommand {
         template: Option<String>,
         #[arg(long, default_value_t = 20)]
         limit: u32,
+        /// Runs of this tenant (`weft run --tenant NAME` or its API keys started them).
+        #[arg(long, default_value = "default", value_name = "NAME")]
+        tenant: String,
     },
     /// One run with its steps and output.
     Show { run: String },
@@ -52,6 +55,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             status,
             template,
             limit,
+            tenant,
         } => {
             let status = match status.as_deref() {
                 None => None,
@@ -63,7 +67,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             };
             let runs = store
                 .runs(&RunQuery {
-                    tenant: TENANT.into(),
+                    tenant,
                     status,
                     template,
                     before: None,
@@ -214,7 +218,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             crate::commands::audit::record(app, "run.resumed", "run", &run, "ok").await;
             // Also when the resume itself ended the run (everything came from the cache):
             // `drive` then just prints the result.
-            crate::commands::run::drive(app, &engine, &run, concurrency)
+            crate::commands::run::drive(app, &engine, TENANT, &run, concurrency)
                 .await
                 .context("while driving the resumed run")
         }

@@ -155,5 +155,5 @@ pub async fn action(app: &App, args: ActionArgs) -> anyhow::Result<ExitCode> {
         }
         return Ok(ExitCode::SUCCESS);
     }
-    crate::commands::run::drive(app, &engine, &run.id, args.concurrency).await
+    crate::commands::run::drive(app, &engine, "default", &run.id, args.concurrency).await
 }

@@ -23,5 +23,5 @@ pub async fn wait(app: &App, store: &dyn Store, run_id: &str) -> anyhow::Result<
     let watched = crate::progress::watch(store, run_id, app.global.json, &stop).await;
     watcher.abort();
     watched?;
-    crate::commands::run::report(app, store, run_id).await
+    crate::commands::run::report(app, store, "default", run_id).await
 }

@@ -1,6 +1,6 @@
 //! `weft serve`: the HTTP API, the web UI and the workers in one process.
 //!
-//! On first start with no tenant it creates tenant `default` and writes its admin key to
+//! On first start without tenant `default` it creates it and writes its admin key to
 //! `admin.key` beside the store (mode 0600), printing where the key is, never the key.
 
 use std::io::Write as _;
@@ -148,10 +148,14 @@ fn write_secret(path: &Path, secret: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// With no tenant yet, creates `default` and puts its admin key in a file. Of several servers
+/// Without a tenant `default` yet, creates it and puts its admin key in a file: the CLI's runs
+/// belong to `default` (unless `--tenant` names another), so its key sees them in the UI, also
+/// when `weft tenants create acme` ran before the first `weft serve`. Of several servers
 /// starting at once on one PostgreSQL, only the one whose insert wins writes a key.
 async fn bootstrap(app: &App, store: &dyn ServerStore) -> anyhow::Result<()> {
-    if !store.tenants().await?.is_empty() || !store.create_tenant("default").await? {
+    if store.tenants().await?.iter().any(|t| t.name == "default")
+        || !store.create_tenant("default").await?
+    {
         return Ok(());
     }
     let (_, secret) = weft_server::auth::create_key(store, "default", "admin").await?;
