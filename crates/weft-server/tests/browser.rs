@@ -757,27 +757,36 @@ async fn sign_in_tenant_and_a_required_choice_in_headless_chromium() {
     b.wait_for("!document.querySelector('#sign-in').hidden", 10)
         .await;
     assert_eq!(
-        b.eval("getComputedStyle(document.querySelector('#nav')).display").await,
+        b.eval("getComputedStyle(document.querySelector('#nav')).display")
+            .await,
         json!("none"),
         "no nav bar or Sign out before signing in"
     );
     assert_eq!(
-        b.eval("document.querySelector('#sign-out').getClientRects().length").await,
+        b.eval("document.querySelector('#sign-out').getClientRects().length")
+            .await,
         json!(0)
     );
     b.screenshot("sign-in").await;
 
     b.sign_in(&base, &key).await;
     let shown = b
-        .wait_for("document.querySelector('#runs-tenant').textContent", 10)
+        .wait_for(
+            "document.querySelector('#runs-tenant') && document.querySelector('#runs-tenant').textContent",
+            10,
+        )
         .await;
     assert_eq!(shown, json!(format!("of tenant {tenant}")));
     assert_eq!(
-        b.eval("document.querySelector('#tenant').textContent").await,
+        b.eval("document.querySelector('#tenant').textContent")
+            .await,
         json!(format!("tenant {tenant}"))
     );
-    b.wait_for("document.querySelector('#runs tbody').textContent.includes('No runs of tenant')", 10)
-        .await;
+    b.wait_for(
+        "document.querySelector('#runs tbody').textContent.includes('No runs of tenant')",
+        10,
+    )
+    .await;
     b.screenshot("runs-empty").await;
 
     b.eval("location.hash = '#/templates/place'; true").await;
@@ -789,11 +798,13 @@ async fn sign_in_tenant_and_a_required_choice_in_headless_chromium() {
         "nothing preselected for a required state"
     );
     assert_eq!(
-        b.eval("document.querySelector('#input-state').required").await,
+        b.eval("document.querySelector('#input-state').required")
+            .await,
         json!(true)
     );
     assert_eq!(
-        b.eval("document.querySelector('#run-form').checkValidity()").await,
+        b.eval("document.querySelector('#run-form').checkValidity()")
+            .await,
         json!(false),
         "the form says the state is required"
     );
