@@ -8,6 +8,8 @@
 //! failing once and retried after 10 ms — wall time against the ideal.
 //!
 //! `pg`: W1 and W2 on PostgreSQL with 1, 2 and 4 `weft worker` processes (see `pg.rs`).
+//! `peers`: the peers' W1 and W3 from `bench/peers` (run `bench/peers/setup.sh` once), and
+//! weft's figures of the same run as ratios against them (`weft-bench w1 w3 peers`).
 //!
 //! Usage: `cargo run --release -p weft-bench [-- w1|w2|w3|pg ...]` (w1, w2 and w3 by default;
 //! `pg` only when named, with `WEFT_BENCH_PG` or the local `test` server). The `weft` binary
@@ -123,7 +125,34 @@ fn w1_yaml(strategy: &str) -> String {
     y
 }
 
-async fn w1(dir: &Path, weft: &Path) -> anyhow::Result<()> {
+/// p50 of `runs` whole processes of `weft ARGS` in `dir`, in milliseconds.
+fn process_p50(weft: &Path, dir: &Path, args: &[&str], runs: usize) -> anyhow::Result<(f64, f64)> {
+    let mut lat = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let t0 = Instant::now();
+        let out = Command::new(weft).current_dir(dir).args(args).output()?;
+        lat.push(t0.elapsed().as_secs_f64() * 1e3);
+        if !out.status.success() {
+            bail!(
+                "weft {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    lat.sort_by(f64::total_cmp);
+    Ok((percentile(&lat, 0.5), percentile(&lat, 0.99)))
+}
+
+/// What W1 measured, for the ratios against the peers.
+#[derive(Default)]
+struct Figures {
+    w1_process_p50_ms: Option<f64>,
+    w1_in_process_p50_ms: Option<f64>,
+    w3_median_s: Option<f64>,
+}
+
+async fn w1(dir: &Path, weft: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     println!("W1 chain: 200 runs x 5 sequential transform steps (synchronous=FULL)");
     for strategy in ["sync", "queue"] {
         let sub = tempfile::tempdir_in(dir)?;
@@ -141,6 +170,9 @@ async fn w1(dir: &Path, weft: &Path) -> anyhow::Result<()> {
         }
         let total = t0.elapsed().as_secs_f64();
         lat.sort_by(f64::total_cmp);
+        if strategy == "sync" {
+            figures.w1_in_process_p50_ms = Some(percentile(&lat, 0.5));
+        }
         let label = if strategy == "sync" {
             "in process, pure steps inline (default)"
         } else {
@@ -156,23 +188,41 @@ async fn w1(dir: &Path, weft: &Path) -> anyhow::Result<()> {
     }
     let sub = tempfile::tempdir_in(dir)?;
     std::fs::write(sub.path().join("w1.yaml"), w1_yaml("sync"))?;
-    let mut lat = Vec::new();
-    for _ in 0..40 {
-        let t0 = Instant::now();
-        let out = Command::new(weft)
-            .current_dir(sub.path())
-            .args(["run", "w1.yaml"])
-            .output()?;
-        lat.push(t0.elapsed().as_secs_f64() * 1e3);
-        if !out.status.success() {
-            bail!("weft run failed: {}", String::from_utf8_lossy(&out.stderr));
+    // The floor of a whole process, measured in the same run: start, parse, exit.
+    let (floor, _) = process_p50(weft, sub.path(), &["--version"], 40)?;
+    let (p50, p99) = process_p50(
+        weft,
+        sub.path(),
+        &["run", "--json", "--db", "w1.db", "w1.yaml"],
+        40,
+    )?;
+    figures.w1_process_p50_ms = Some(p50);
+    println!(
+        "  whole `weft run --json --db F` process: p50 {p50:.2} ms, p99 {p99:.2} ms per run \
+         (40 runs); `weft --version` p50 {floor:.2} ms: {:.2}x the process floor",
+        p50 / floor
+    );
+    // 1,000 runs in the store for `runs list`: the rest created in process.
+    {
+        let store = SqliteStore::open(&sub.path().join("w1.db"), Durability::Full).await?;
+        let tools = Registry::with_builtins(&ToolsConfig::default());
+        let engine = Engine::new(Arc::new(store), Arc::new(tools));
+        for _ in 40..1000 {
+            start(&engine, &w1_yaml("sync"), json!({})).await?;
         }
     }
-    lat.sort_by(f64::total_cmp);
+    let (list, _) = process_p50(
+        weft,
+        sub.path(),
+        &["runs", "list", "--json", "--db", "w1.db"],
+        20,
+    )?;
+    let (validate, _) = process_p50(weft, sub.path(), &["validate", "w1.yaml"], 20)?;
     println!(
-        "  whole `weft run` process: p50 {:.2} ms, p99 {:.2} ms per run (40 runs)",
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99)
+        "  `weft runs list --json` (1,000 runs) p50 {list:.2} ms ({:.2}x the floor); \
+         `weft validate` p50 {validate:.2} ms ({:.2}x)",
+        list / floor,
+        validate / floor
     );
     Ok(())
 }
@@ -268,7 +318,7 @@ async fn w2(dir: &Path, weft: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn w3(dir: &Path) -> anyhow::Result<()> {
+async fn w3(dir: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     println!(
         "W3 discovery: 15 items x 50 ms, concurrency 3, every 5th fails once, retried after 10 ms"
     );
@@ -288,11 +338,73 @@ steps:
         times.push(run_to_end(&engine, yaml, json!({}), 5).await?.as_secs_f64());
     }
     times.sort_by(f64::total_cmp);
+    figures.w3_median_s = Some(percentile(&times, 0.5));
     println!(
         "  wall time: median {:.3} s, best {:.3} s over 5 runs (ideal about 0.31 s)",
         percentile(&times, 0.5),
         times[0]
     );
+    Ok(())
+}
+
+/// Runs `bench/peers/peers.py` (after `bench/peers/setup.sh`) and prints weft's W1 and W3
+/// figures from this run as ratios against the peers' (above 1: weft is faster).
+fn peers(figures: &Figures) -> anyhow::Result<()> {
+    let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers");
+    let python = folder.join(".venv/bin/python");
+    if !python.exists() {
+        bail!(
+            "{} not found: run bench/peers/setup.sh first",
+            python.display()
+        );
+    }
+    println!("Peers (bench/peers/peers.py, in process, SQLite checkpoints), against this run:");
+    let out = Command::new(&python)
+        .arg(folder.join("peers.py"))
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!("peers.py failed");
+    }
+    let mut best_w1: Option<(String, f64)> = None;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let peer = v["peer"].as_str().unwrap_or("?").to_string();
+        match v["workload"].as_str() {
+            Some("w1") => {
+                let p50 = v["p50_ms"].as_f64().unwrap_or(f64::NAN);
+                println!("  {peer} W1: p50 {p50:.2} ms per run");
+                if best_w1.as_ref().is_none_or(|(_, b)| p50 < *b) {
+                    best_w1 = Some((peer, p50));
+                }
+            }
+            Some("w3") => {
+                let median = v["median_s"].as_f64().unwrap_or(f64::NAN);
+                print!("  {peer} W3: median {median:.3} s");
+                match figures.w3_median_s {
+                    Some(w) => println!("; weft {w:.3} s: {:.2}x", median / w),
+                    None => println!(),
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some((peer, best)) = best_w1 {
+        if let Some(w) = figures.w1_process_p50_ms {
+            println!(
+                "  W1 whole weft process {w:.2} ms against {peer} in process {best:.2} ms: {:.2}x",
+                best / w
+            );
+        }
+        if let Some(w) = figures.w1_in_process_p50_ms {
+            println!(
+                "  W1 weft in process {w:.3} ms against {peer} {best:.2} ms: {:.2}x",
+                best / w
+            );
+        }
+    }
     Ok(())
 }
 
@@ -316,14 +428,18 @@ async fn main() -> anyhow::Result<()> {
     let want = |w: &str| all || which.iter().any(|a| a == w);
     let dir = tempfile::tempdir()?;
     let weft = weft_binary()?;
+    let mut figures = Figures::default();
     if want("w1") {
-        w1(dir.path(), &weft).await?;
+        w1(dir.path(), &weft, &mut figures).await?;
     }
     if want("w2") {
         w2(dir.path(), &weft).await?;
     }
     if want("w3") {
-        w3(dir.path()).await?;
+        w3(dir.path(), &mut figures).await?;
+    }
+    if which.iter().any(|a| a == "peers") {
+        peers(&figures)?;
     }
     if which.iter().any(|a| a == "pg") {
         pg::run(&weft).await?;
