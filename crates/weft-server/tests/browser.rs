@@ -436,6 +436,19 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
     // Collapse and expand.
     assert_eq!(b.eval("(() => { const r = document.querySelector('#w').shadowRoot; r.querySelector('button.head').click(); return r.querySelector('ol').hidden; })()").await, json!(true));
     assert_eq!(b.eval("(() => { const r = document.querySelector('#w').shadowRoot; r.querySelector('button.head').click(); return r.querySelector('ol').hidden; })()").await, json!(false));
+    // Issue 16: a fan-out whose last progress event was throttled away ends with its final
+    // count (the end event's `items` is the item count), not `8/9`.
+    let counted = b
+        .eval(
+            "(() => { const w = document.createElement('weft-run'); \
+             w.apply({kind: 'run.started', data: {steps: ['discover'], template: 't'}}); \
+             w.apply({kind: 'step.started', step_id: 'discover', data: {items: 9}}); \
+             w.apply({kind: 'step.progress', step_id: 'discover', data: {done: 8, total: 9, failed: 0}}); \
+             w.apply({kind: 'step.succeeded', step_id: 'discover', data: {items: 9, attempts: 1}}); \
+             return w.shadowRoot.querySelector('li .items').textContent; })()",
+        )
+        .await;
+    assert_eq!(counted, json!("9/9"));
     app_server.abort();
     srv.stop().await;
 }

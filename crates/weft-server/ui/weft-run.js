@@ -68,6 +68,7 @@
         var e;
         try { e = JSON.parse(m.data); } catch (_) { return; }
         self.last = e.seq;
+        self.retryDelay = 0;
         self.apply(e);
       };
       // The server closes the stream at the run's current end (an end that a `run.resumed`
@@ -78,15 +79,24 @@
           self.dispatchEvent(new CustomEvent("weft-run:end", { detail: { status: self.runStatus }, bubbles: true }));
           return;
         }
-        var url = self.getAttribute("ticket-url");
-        if (!url) { self.fail("the progress stream was interrupted"); return; }
-        setTimeout(function () {
-          fetch(url, { method: "POST", credentials: "same-origin" })
-            .then(function (r) { return r.json(); })
-            .then(function (t) { self.open(t.ticket); })
-            .catch(function () { self.fail("the progress stream was interrupted"); });
-        }, 1000);
+        self.reconnect();
       };
+    }
+    // A dropped stream (a server restart, a network blip) asks the embedding page's
+    // `ticket-url` for a fresh ticket and reopens after the last event seen, retrying with
+    // backoff (1 s doubling to 30 s) for as long as the run has not ended.
+    reconnect() {
+      var self = this, url = this.getAttribute("ticket-url");
+      if (!url) { this.fail("the progress stream was interrupted"); return; }
+      var delay = this.retryDelay || 1000;
+      this.retryDelay = Math.min(delay * 2, 30000);
+      setTimeout(function () {
+        if (!self.isConnected) return;
+        fetch(url, { method: "POST", credentials: "same-origin" })
+          .then(function (r) { if (!r.ok) throw new Error(r.statusText); return r.json(); })
+          .then(function (t) { self.open(t.ticket); })
+          .catch(function () { self.reconnect(); });
+      }, delay);
     }
     ended() { return /^(succeeded|failed|cancelled)$/.test(this.runStatus); }
     fail(message) { this.runError = this.runError || message; this.render(); }
@@ -111,7 +121,13 @@
         case "step.succeeded": case "step.failed": case "step.skipped": case "step.cancelled":
           s.status = e.kind.slice(5);
           if (d.error) s.error = d.error;
-          if (d.items && typeof d.items === "object") { s.done = d.items.done; s.total = d.items.total; }
+          // The end's `items` is the item count: every item is then finished (those that
+          // failed under continue_on_error are counted apart), so the count is final here even
+          // when the last progress event was throttled away.
+          if (typeof d.items === "number") {
+            s.total = d.items;
+            if (e.kind === "step.succeeded") s.done = d.items - (s.failedItems || 0);
+          } else if (d.items && typeof d.items === "object") { s.done = d.items.done; s.total = d.items.total; }
           break;
         case "task.retrying": if (s) s.retrying = d.next_attempt; break;
       }
