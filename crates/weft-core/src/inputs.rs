@@ -141,6 +141,11 @@ pub fn resolve_inputs(plan: &Plan, given: &Map<String, Value>) -> Result<Value, 
             ));
         }
     }
+    for (name, value) in given {
+        if let Err(problem) = crate::limits::check_json_depth(value, &format!("input `{name}`")) {
+            problems.push(problem);
+        }
+    }
     let mut out = Map::new();
     for (name, spec) in &plan.inputs {
         let value = match given.get(name) {

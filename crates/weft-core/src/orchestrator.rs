@@ -237,7 +237,7 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
     let wants_scope = matches!(step.kind, StepKind::Tool(_)) && catalog.wants_scope(tool);
     let render_with = |scope: &Scope| -> Result<Value, expr::Error> {
         if !wants_scope {
-            return expr::render(&with, scope);
+            return expr::render(&with, scope).and_then(stored);
         }
         // The tool renders `template` itself, with the whole scope.
         let mut out = Map::new();
@@ -246,7 +246,7 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
                 let value = if k == "template" {
                     v.clone()
                 } else {
-                    expr::render(v, scope)?
+                    expr::render(v, scope).and_then(stored)?
                 };
                 out.insert(k.clone(), value);
             }
@@ -302,6 +302,18 @@ fn decide(plan: &Plan, idx: usize, scope: &Scope, catalog: &dyn ToolCatalog) -> 
         step: idx,
         tasks,
         inline,
+    }
+}
+
+/// A rendered value weft is about to store, refused when it nests too deep to read back. (A
+/// render step's `scope` is not checked: it is made of values that were.)
+fn stored(value: Value) -> Result<Value, expr::Error> {
+    match crate::limits::check_json_depth(&value, "the value") {
+        Ok(()) => Ok(value),
+        Err(message) => Err(expr::Error {
+            expr: String::new(),
+            message,
+        }),
     }
 }
 
@@ -543,7 +555,7 @@ pub fn preview(plan: &Plan, inputs: &Value) -> Vec<StepPreview> {
 fn finish(plan: &Plan, states: &[StepState<'_>], scopes: &Scopes) -> Outcome {
     if let Some(template) = &plan.output {
         let scope = scopes.for_step(Some(plan.steps.len()));
-        return match expr::render(template, &scope) {
+        return match expr::render(template, &scope).and_then(stored) {
             Ok(v) => Outcome::Succeeded(v),
             Err(e) => Outcome::Failed(format!("`output` could not be rendered: {e}")),
         };

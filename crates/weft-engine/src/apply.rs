@@ -433,16 +433,7 @@ impl Engine {
                                     .await?;
                             }
                             if new.done.is_none() && inline {
-                                let result =
-                                    match tool.as_ref().and_then(|tool| tool.call_pure(&new.input))
-                                    {
-                                        Some(r) => r.map_err(|e| e.to_string()),
-                                        None => Err(format!("tool `{}` cannot run inline", t.tool)),
-                                    };
-                                new.done = Some(match result {
-                                    Ok(v) => (TaskStatus::Succeeded, v, None, false),
-                                    Err(e) => (TaskStatus::Failed, Value::Null, Some(e), false),
-                                });
+                                new.done = inline_result(tool.as_deref(), &t.tool, &new.input);
                             }
                             if let Some((status, _, error, _)) = &new.done {
                                 if *status == TaskStatus::Succeeded {
@@ -676,6 +667,27 @@ fn finish_step(s: &mut StepRow, status: StepStatus, output: Option<Value>, error
     s.output = output;
     s.error = error;
     s.finished_at = Some(crate::worker::wall_ms());
+}
+
+/// A pure tool's answer, computed inside the transaction. `None` when the tool evaluates out
+/// of process (a server's sandboxed `transform` and `render`, see `weft_tools::eval`): its task
+/// is queued like any other. An output too deep to read back fails the task.
+fn inline_result(
+    tool: Option<&dyn weft_tools::Tool>,
+    name: &str,
+    input: &Value,
+) -> Option<(TaskStatus, Value, Option<String>, bool)> {
+    let result = match tool.map(|tool| tool.call_pure(input)) {
+        Some(Some(r)) => r
+            .map_err(|e| e.to_string())
+            .and_then(|v| weft_core::limits::check_json_depth(&v, "the step's output").map(|()| v)),
+        Some(None) => return None,
+        None => Err(format!("tool `{name}` cannot run inline")),
+    };
+    Some(match result {
+        Ok(v) => (TaskStatus::Succeeded, v, None, false),
+        Err(e) => (TaskStatus::Failed, Value::Null, Some(e), false),
+    })
 }
 
 fn step_end_event(events: &mut Vec<NewEvent>, s: &StepRow) {

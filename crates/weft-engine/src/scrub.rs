@@ -3,7 +3,10 @@
 //! A task that may read a secret (its token has `secret:NAME`) may also echo it, encode it or
 //! fail with it in the message. Before its output, error or progress is recorded or emitted,
 //! every form of every such value — raw, base64 (standard and URL-safe, at any alignment),
-//! URL-encoded, hex and JSON-escaped — is replaced by `[REDACTED]`. Values shorter than
+//! URL-encoded (also as Python's `quote()` and JavaScript's `encodeURIComponent` leave some
+//! characters), hex and JSON-escaped — is replaced by `[REDACTED]`. Encoded forms are also found
+//! when whitespace breaks them up: base64 wrapped at 76 columns as coreutils `base64` prints it,
+//! hex with a space between bytes as `od -t x1` prints it, or in groups as `xxd` does. Values shorter than
 //! [`MIN_LEN`] bytes are not scrubbed: replacing every `a` in an output protects nothing.
 
 use std::borrow::Cow;
@@ -51,10 +54,14 @@ impl Scrubber {
 
     /// `text` with every form of every value replaced.
     pub fn text<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        if self.needles.is_empty() || !self.needles.iter().any(|n| text.contains(n.as_str())) {
+        if self.needles.is_empty() {
             return Cow::Borrowed(text);
         }
-        let mut out = text.to_string();
+        let spaced = text.bytes().any(|b| b.is_ascii_whitespace());
+        if !spaced && !self.needles.iter().any(|n| text.contains(n.as_str())) {
+            return Cow::Borrowed(text);
+        }
+        let mut out = self.across_whitespace(text).into_owned();
         // Longest first, so a raw value inside a longer form is not half-replaced first; a
         // few passes catch a form that a replacement brought together.
         for _ in 0..3 {
@@ -68,6 +75,49 @@ impl Scrubber {
                 break;
             }
         }
+        Cow::Owned(out)
+    }
+
+    /// `text` with every needle that appears once whitespace is removed (a wrapped or spaced
+    /// encoding) replaced, whitespace inside the match included.
+    fn across_whitespace<'a>(&self, text: &'a str) -> Cow<'a, str> {
+        // The text without whitespace, and where each of its bytes was in `text`.
+        let mut packed = String::with_capacity(text.len());
+        let mut origin = Vec::with_capacity(text.len());
+        for (i, c) in text.char_indices() {
+            if !c.is_ascii_whitespace() {
+                packed.push(c);
+                origin.extend((0..c.len_utf8()).map(|k| i + k));
+            }
+        }
+        if packed.len() == text.len() {
+            return Cow::Borrowed(text);
+        }
+        let mut ranges: Vec<(usize, usize)> = Vec::new();
+        for needle in &self.needles {
+            if needle.bytes().any(|b| b.is_ascii_whitespace()) {
+                continue;
+            }
+            for (start, _) in packed.match_indices(needle.as_str()) {
+                let end = start + needle.len();
+                ranges.push((origin[start], origin[end - 1] + 1));
+            }
+        }
+        if ranges.is_empty() {
+            return Cow::Borrowed(text);
+        }
+        ranges.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in ranges {
+            if end <= at {
+                continue;
+            }
+            out.push_str(&text[at..start.max(at)]);
+            out.push_str(REDACTED);
+            at = end;
+        }
+        out.push_str(&text[at..]);
         Cow::Owned(out)
     }
 
@@ -101,10 +151,14 @@ fn forms(value: &[u8], out: &mut Vec<String>) {
     out.push(text.clone());
     // URL-encoded: every byte but the unreserved ones, in upper and lower case hex, and the
     // form encoding that writes a space as `+`.
-    let upper = percent(value, true);
+    let upper = percent(value, true, b"");
     out.push(upper.replace("%20", "+"));
-    out.push(percent(value, false));
+    out.push(percent(value, false, b""));
     out.push(upper);
+    // Python's `urllib.parse.quote()` keeps `/`; JavaScript's `encodeURIComponent` keeps
+    // `!'()*`.
+    out.push(percent(value, true, b"/"));
+    out.push(percent(value, true, b"!'()*"));
     out.push(hex::encode(value));
     out.push(hex::encode_upper(value));
     // Base64 at each of the three alignments the value can start at inside a longer blob:
@@ -127,10 +181,12 @@ fn forms(value: &[u8], out: &mut Vec<String>) {
     }
 }
 
-fn percent(value: &[u8], upper: bool) -> String {
+/// Percent-encoding of every byte but the unreserved ones and `keep`.
+fn percent(value: &[u8], upper: bool, keep: &[u8]) -> String {
     let mut out = String::with_capacity(value.len() * 3);
     for &b in value {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') || keep.contains(&b)
+        {
             out.push(b as char);
         } else if upper {
             out.push_str(&format!("%{b:02X}"));
@@ -173,11 +229,45 @@ mod tests {
             base64::engine::general_purpose::URL_SAFE.encode(b),
             hex::encode(b),
             hex::encode_upper(b),
-            percent(b, true),
-            percent(b, true).replace("%20", "+"),
+            percent(b, true, b""),
+            percent(b, true, b"").replace("%20", "+"),
+            // Python: urllib.parse.quote(secret)
+            percent(b, true, b"/"),
+            // JavaScript: encodeURIComponent(secret)
+            percent(b, true, b"!'()*"),
+            // coreutils: printf %s "$secret$secret$secret" | base64 (wrapped at 76 columns)
+            wrap(
+                &base64::engine::general_purpose::STANDARD.encode(SECRET.repeat(3)),
+                76,
+            ),
+            // od -A n -t x1: a space before each byte, 16 bytes a line
+            b.chunks(16)
+                .map(|line| line.iter().map(|x| format!(" {x:02x}")).collect::<String>())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            // xxd -p wraps at 60 hex digits; plain xxd groups two bytes
+            wrap(&hex::encode(b), 60),
+            wrap(&hex::encode(b), 4).replace('\n', " "),
             serde_json::to_string(SECRET).unwrap_or_default(),
             ascii_json(SECRET),
         ]
+    }
+
+    fn wrap(text: &str, width: usize) -> String {
+        text.as_bytes()
+            .chunks(width)
+            .map(|c| String::from_utf8_lossy(c).into_owned())
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// What is left of a form once the scrubber ran: no run of 8 of its non-space characters.
+    fn survives(form: &str, out: &str) -> bool {
+        let packed_out: String = out.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        let packed: Vec<char> = form.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+        packed
+            .windows(12)
+            .any(|w| packed_out.contains(&w.iter().collect::<String>()))
     }
 
     #[test]
@@ -186,8 +276,12 @@ mod tests {
         for form in encodings() {
             let text = format!("before {form} after");
             let out = scrub.text(&text);
-            assert!(!out.contains(&form), "{form} survived in {out}");
+            assert!(!survives(&form, &out), "{form} survived in {out}");
             assert!(out.contains(REDACTED), "{out}");
+            assert!(
+                out.starts_with("before ") && out.ends_with(" after"),
+                "{out}"
+            );
         }
     }
 

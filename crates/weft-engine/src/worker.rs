@@ -616,6 +616,16 @@ async fn call_tool(
     completion.usage = usage.total();
     // What the task leaves behind never carries a secret it could read.
     engine.scrub_result(&task, &mut completion.result).await;
+    // Nothing too deep to read back is ever recorded: such an output fails its step.
+    if let Ok(output) = &completion.result
+        && let Err(message) = weft_core::limits::check_json_depth(output, "the step's output")
+    {
+        completion.result = Err(Failure {
+            message,
+            transient: false,
+            reason: "error",
+        });
+    }
     completion.duration_ms = started.elapsed().as_millis() as i64;
     completion
 }

@@ -384,8 +384,10 @@ pub(crate) fn opt_json(v: Option<&Value>) -> Option<String> {
 }
 
 pub(crate) fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}"))))
-        .transpose()
+    text.map(|t| {
+        weft_core::limits::parse_stored_json(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+    })
+    .transpose()
 }
 
 pub(crate) fn opt_u32(r: &PgRow, col: &str) -> Result<Option<u32>> {

@@ -375,8 +375,10 @@ fn opt_json(v: Option<&Value>) -> Option<String> {
 }
 
 fn parse_json(text: Option<String>, what: &str) -> Result<Option<Value>> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}"))))
-        .transpose()
+    text.map(|t| {
+        weft_core::limits::parse_stored_json(&t).map_err(|e| Error::Corrupt(format!("{what}: {e}")))
+    })
+    .transpose()
 }
 
 /// A run's budget as stored (JSON text; none when no limit is set).

@@ -17,6 +17,7 @@ pub mod artifacts;
 pub mod browser;
 pub mod builtin;
 pub mod config;
+pub mod eval;
 pub mod llm;
 pub mod mcp;
 pub mod memory;

@@ -50,6 +50,9 @@ pub struct Config {
     pub places: weft_tools::builtin::places::PlacesConfig,
     /// `[telemetry]`: where traces go (needs a binary built with `--features otel`).
     pub telemetry: TelemetryConfig,
+    /// `[eval]`: the processes `weft serve` and `weft worker` evaluate jq and Jinja in
+    /// (how many, memory and time per evaluation).
+    pub eval: weft_tools::eval::EvalConfig,
     /// The URL tools call weft back at with their task token (`WEFT_API_URL`); default: the
     /// address `weft serve` listens on. Set it for `weft worker` processes.
     pub api_url: Option<String>,
@@ -125,7 +128,10 @@ pub struct App {
 }
 
 impl App {
-    pub fn new(global: Global) -> anyhow::Result<App> {
+    /// Builds what every command shares. `sandboxed`: `transform` and `render` run in
+    /// evaluator processes under the `[eval]` limits (`weft serve` and `weft worker`, which
+    /// run tenants' templates); otherwise in process.
+    pub fn new(global: Global, sandboxed: bool) -> anyhow::Result<App> {
         let config = Config::load(global.config.as_deref())?;
         let tools_config = ToolsConfig {
             http: config.http.clone(),
@@ -148,6 +154,11 @@ impl App {
             })?;
         let memory = crate::memory::StoreMemory::default();
         weft_tools::memory::register(&mut registry, Arc::new(memory.clone()));
+        if sandboxed {
+            let program = std::env::current_exe()
+                .context("cannot find this binary to start evaluator processes")?;
+            weft_tools::eval::Evaluator::new(program, config.eval.clone()).install(&mut registry);
+        }
         Ok(App {
             config,
             global,

@@ -33,6 +33,16 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // An evaluator child of `weft serve` (weft_tools::eval): nothing else may start first,
+    // no runtime and no threads, so its memory limit is what evaluation may use.
+    let mut args = std::env::args_os().skip(1);
+    if args
+        .next()
+        .is_some_and(|a| a == weft_tools::eval::CHILD_ARG)
+    {
+        let memory = args.next().and_then(|a| a.to_str()?.parse().ok());
+        return weft_tools::eval::child_main(memory);
+    }
     let cli = commands::Cli::parse();
     logging::init(&cli);
     // Traces start before the runtime and stop after it, outside async code: the exporter

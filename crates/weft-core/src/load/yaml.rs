@@ -10,6 +10,8 @@ use std::collections::HashMap;
 use saphyr_parser::{Event, Parser, ScalarStyle, Span, Tag};
 use serde_json::Value;
 
+use crate::limits::{MAX_YAML_DEPTH, MAX_YAML_NODES};
+
 /// A place in the source: 1-based line and column (in characters), and the character index.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default)]
 pub(crate) struct Pos {
@@ -144,10 +146,16 @@ impl Node {
 }
 
 /// Parses one YAML document. An empty document is `null`.
+///
+/// Nesting deeper than [`MAX_YAML_DEPTH`] and aliases that would expand past
+/// [`MAX_YAML_NODES`] nodes are syntax errors raised while reading the events, before the
+/// tree grows: a "billion laughs" document costs no more than its first hundred thousand nodes.
 pub(crate) fn parse(source: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder {
         stack: Vec::new(),
+        frames: Vec::new(),
         anchors: HashMap::new(),
+        nodes: 0,
         root: None,
         documents: 0,
     };
@@ -179,9 +187,29 @@ enum Open {
     Map(Node, usize, Vec<(Node, Node)>, Option<Node>),
 }
 
+/// What the builder knows of an open collection beside its contents.
+struct Frame {
+    /// `Builder::nodes` when the collection opened.
+    nodes_at_start: usize,
+    /// The deepest child so far (0: only scalars).
+    depth: usize,
+}
+
+/// An anchored node with its size in nodes and its depth, so an alias to it is counted
+/// without walking it.
+struct Anchored {
+    node: Node,
+    nodes: usize,
+    depth: usize,
+}
+
 struct Builder {
     stack: Vec<Open>,
-    anchors: HashMap<usize, Node>,
+    /// One per entry of `stack`.
+    frames: Vec<Frame>,
+    anchors: HashMap<usize, Anchored>,
+    /// Nodes in the tree so far, aliases counted as the nodes they expand to.
+    nodes: usize,
     root: Option<Node>,
     documents: usize,
 }
@@ -201,31 +229,35 @@ impl Builder {
                 }
             }
             Event::Scalar(text, style, anchor, tag) => {
+                self.count(1, pos)?;
                 let node = scalar(&text, style, tag.as_deref(), pos)?;
-                self.push(node, anchor)?;
+                self.push(node, anchor, 1, 0)?;
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().ok_or_else(|| SyntaxError {
+                let unknown = || SyntaxError {
                     pos,
                     message: "alias to an unknown anchor".to_owned(),
-                })?;
-                let node = Node { pos, ..node };
-                self.push(node, 0)?;
+                };
+                let anchored = self.anchors.get(&id).ok_or_else(unknown)?;
+                let (nodes, depth) = (anchored.nodes, anchored.depth);
+                if self.stack.len() + depth > MAX_YAML_DEPTH {
+                    return Err(too_deep(pos));
+                }
+                // Counted before it is copied: an alias past the budget copies nothing.
+                self.count(nodes, pos)?;
+                let anchored = self.anchors.get(&id).ok_or_else(unknown)?;
+                let node = Node {
+                    pos,
+                    ..anchored.node.clone()
+                };
+                self.push(node, 0, nodes, depth)?;
             }
             Event::SequenceStart(anchor, _) => {
-                let shell = Node {
-                    kind: Kind::Null,
-                    pos,
-                    style: None,
-                };
+                let shell = self.open(pos)?;
                 self.stack.push(Open::Seq(shell, anchor, Vec::new()));
             }
             Event::MappingStart(anchor, _) => {
-                let shell = Node {
-                    kind: Kind::Null,
-                    pos,
-                    style: None,
-                };
+                let shell = self.open(pos)?;
                 self.stack.push(Open::Map(shell, anchor, Vec::new(), None));
             }
             Event::SequenceEnd => {
@@ -234,7 +266,7 @@ impl Builder {
                         kind: Kind::Seq(items),
                         ..shell
                     };
-                    self.push(node, anchor)?;
+                    self.close(node, anchor)?;
                 }
             }
             Event::MappingEnd => {
@@ -243,7 +275,7 @@ impl Builder {
                         kind: Kind::Map(entries),
                         ..shell
                     };
-                    self.push(node, anchor)?;
+                    self.close(node, anchor)?;
                 }
             }
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -251,9 +283,65 @@ impl Builder {
         Ok(())
     }
 
-    fn push(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+    /// Counts `n` more nodes, refusing past [`MAX_YAML_NODES`].
+    fn count(&mut self, n: usize, pos: Pos) -> Result<(), SyntaxError> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_YAML_NODES {
+            return Err(SyntaxError {
+                pos,
+                message: format!(
+                    "the document stands for more than {MAX_YAML_NODES} values once its \
+                     aliases are expanded (`*name` repeats what `&name` marked)"
+                ),
+            });
+        }
+        Ok(())
+    }
+
+    /// A collection opens: one level deeper, refused past [`MAX_YAML_DEPTH`].
+    fn open(&mut self, pos: Pos) -> Result<Node, SyntaxError> {
+        if self.stack.len() >= MAX_YAML_DEPTH {
+            return Err(too_deep(pos));
+        }
+        self.count(1, pos)?;
+        self.frames.push(Frame {
+            nodes_at_start: self.nodes,
+            depth: 0,
+        });
+        Ok(Node {
+            kind: Kind::Null,
+            pos,
+            style: None,
+        })
+    }
+
+    /// A collection closes: it is a node of its parent, sized and measured.
+    fn close(&mut self, node: Node, anchor: usize) -> Result<(), SyntaxError> {
+        let frame = self.frames.pop().unwrap_or(Frame {
+            nodes_at_start: self.nodes,
+            depth: 0,
+        });
+        let nodes = self.nodes - frame.nodes_at_start + 1;
+        self.push(node, anchor, nodes, frame.depth + 1)
+    }
+
+    fn push(
+        &mut self,
+        node: Node,
+        anchor: usize,
+        nodes: usize,
+        depth: usize,
+    ) -> Result<(), SyntaxError> {
+        if let Some(parent) = self.frames.last_mut() {
+            parent.depth = parent.depth.max(depth);
+        }
         if anchor != 0 {
-            self.anchors.insert(anchor, node.clone());
+            let anchored = Anchored {
+                node: node.clone(),
+                nodes,
+                depth,
+            };
+            self.anchors.insert(anchor, anchored);
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -325,6 +413,13 @@ fn scalar(
         return Ok(make(Kind::Str(text.to_owned())));
     }
     Ok(make(plain(text)))
+}
+
+fn too_deep(pos: Pos) -> SyntaxError {
+    SyntaxError {
+        pos,
+        message: format!("lists and mappings nest more than {MAX_YAML_DEPTH} levels deep here"),
+    }
 }
 
 fn bad_tag(text: &str, tag: &str, pos: Pos) -> SyntaxError {
@@ -416,6 +511,44 @@ mod tests {
         assert_eq!((step.pos.line, step.pos.col), (3, 5));
         let tool = &step.as_map().unwrap()[1];
         assert_eq!((tool.1.pos.line, tool.1.pos.col), (4, 11));
+    }
+
+    #[test]
+    fn billion_laughs_is_refused_before_it_expands() {
+        let mut doc = String::from("a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+        for i in 1..10 {
+            let p = i - 1;
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(
+            err.message.contains("aliases are expanded"),
+            "{}",
+            err.message
+        );
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_without_overflowing_the_stack() {
+        let doc: String = (0..10_000)
+            .map(|i| format!("{}- \n", "  ".repeat(i)))
+            .collect();
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("nest more than"), "{}", err.message);
+        let flow = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+        assert!(parse(&flow).is_err());
+    }
+
+    #[test]
+    fn aliases_cannot_stack_depth_past_the_limit() {
+        let mut doc = String::from("a0: &a0 [[[[[[[[[[1]]]]]]]]]]\n");
+        for i in 1..10 {
+            doc.push_str(&format!("a{i}: &a{i} [[[[[[[[[*a{}]]]]]]]]]\n", i - 1));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("nest more than"), "{}", err.message);
     }
 
     #[test]

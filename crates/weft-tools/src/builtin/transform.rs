@@ -55,7 +55,7 @@ impl Transform {
         let mut next = || -> Result<Option<Value>> {
             match outputs.next() {
                 None => Ok(None),
-                Some(Ok(value)) => Ok(Some(to_json(&value))),
+                Some(Ok(value)) => stored(value).map(Some),
                 Some(Err(error)) => Err(Error::Permanent(format!("transform: jq error: {error}"))),
             }
         };
@@ -240,6 +240,39 @@ fn position(code: &str, part: &str) -> String {
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("line {line}, column {column}")
+}
+
+/// A result as JSON, refused when it nests deeper than weft stores (converting it would recurse
+/// as deep as it nests). A refused value is leaked, not dropped: dropping a value nested
+/// 100,000 deep recurses too, and the evaluator child that normally holds it exits after a
+/// failed call anyway.
+fn stored(value: Val) -> Result<Value> {
+    let limit = weft_core::limits::MAX_JSON_DEPTH;
+    if nests_deeper(&value, limit) {
+        std::mem::forget(value);
+        return Err(Error::Permanent(format!(
+            "transform: the result nests lists and objects more than {limit} levels deep; \
+             weft stores at most {limit} levels"
+        )));
+    }
+    Ok(to_json(&value))
+}
+
+/// Whether `value` nests deeper than `limit`, walked without recursion.
+fn nests_deeper(value: &Val, limit: usize) -> bool {
+    let mut stack = vec![(value, 0usize)];
+    while let Some((v, depth)) = stack.pop() {
+        let children: Vec<&Val> = match v {
+            Val::Arr(items) => items.iter().collect(),
+            Val::Obj(map) => map.values().collect(),
+            _ => continue,
+        };
+        if depth + 1 > limit {
+            return true;
+        }
+        stack.extend(children.into_iter().map(|c| (c, depth + 1)));
+    }
+    false
 }
 
 /// Converts a jaq value back to JSON. jaq's extensions (byte strings, non-string keys) become

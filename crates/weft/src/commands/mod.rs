@@ -92,7 +92,9 @@ pub enum Command {
 }
 
 pub async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let app = App::new(cli.global)?;
+    // The processes that run tenants' templates evaluate jq and Jinja in bounded children.
+    let sandboxed = matches!(cli.command, Command::Serve(_) | Command::Worker(_));
+    let app = App::new(cli.global, sandboxed)?;
     match cli.command {
         Command::Ask(args) => ask::ask(&app, args).await,
         Command::Run(args) => run::run(&app, args).await,
