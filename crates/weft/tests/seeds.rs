@@ -131,7 +131,7 @@ fn state_discovery_runs_end_to_end_against_the_places_stand_in() {
         "a second run calls the provider again"
     );
 
-    // Given cities instead of the state's largest.
+    // Given cities instead of the state's largest; the state by its code, as people write it.
     let out = weft(
         dir.path(),
         &[
@@ -145,27 +145,46 @@ fn state_discovery_runs_end_to_end_against_the_places_stand_in() {
             "cities=[\"Boulder\", \"Golden\"]",
         ],
     );
-    // `CO` is not an allowed value of the state input: the run is refused with a hint.
-    assert_eq!(out.status.code(), Some(2));
-    let out = weft(
-        dir.path(),
-        &[
-            "run",
-            "state-discovery",
-            "-i",
-            "niche=Plumbing",
-            "-i",
-            "state=Colorado",
-            "-i",
-            "cities=[\"Boulder\", \"Golden\"]",
-        ],
-    );
     let text = stdout(&out);
     assert!(out.status.success(), "{text}");
     assert!(
         text.contains("**Found**: 27 businesses across 2 cities"),
         "{text}"
     );
+}
+
+/// Issue 16: with every website fetch failing, the summary said "SEO optimized: 0 (0%)".
+/// It now says how many sites could not be checked and computes no share over none.
+#[test]
+fn state_discovery_says_which_websites_could_not_be_checked() {
+    let stand_in = StandIn::start();
+    let dir = workdir(&stand_in);
+    let out = weft(
+        dir.path(),
+        &[
+            "run",
+            "state-discovery",
+            "-i",
+            "niche=HVAC",
+            "-i",
+            "state=CO",
+            "-i",
+            "limit=1",
+            "-i",
+            "qualify=true",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("- Websites checked: 0 of "), "{text}");
+    assert!(text.contains("could not be fetched"), "{text}");
+    assert!(!text.contains("SEO optimized: 0 (0%)"), "{text}");
+    // "Found" and "Top Cities" are two paragraphs, not one line in markdown.
+    assert!(text.contains(" cities\n\n**Top Cities**:"), "{text}");
 }
 
 #[test]
