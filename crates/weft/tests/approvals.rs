@@ -296,8 +296,11 @@ fn a_sub_workflow_gives_its_output_and_a_failed_child_fails_the_parent() {
         .expect("weft run");
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
+    // The step's line tells why; the run's last line names the step (the reason once).
+    assert!(err.contains("sub failed"), "{err}");
+    assert!(err.contains(": item 1 failed: child run run_"), "{err}");
     assert!(
-        err.contains("step `sub` failed: item 1 failed: child run run_"),
+        err.contains("run failed in") && err.contains("step `sub` failed"),
         "{err}"
     );
     assert!(err.contains("negative input"), "{err}");
@@ -333,7 +336,9 @@ fn plan_resolves_what_the_inputs_decide_and_templates_show_names_the_version() {
     // Known before the run: the for_each list and `draft`'s data.
     assert!(text.contains(r#"for_each (2 items): ["x","y"]"#), "{text}");
     assert!(
-        text.contains(r#"with: {"data":2,"jq":"\"to \" + tostring"}"#),
+        text.contains(
+            "      with:\n        data: 2\n        jq: |\n          \"to \" + tostring\n"
+        ),
         "{text}"
     );
     // Not known: what needs another step's output or the item stays as written.
