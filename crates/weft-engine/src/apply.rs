@@ -572,7 +572,7 @@ impl Engine {
             .await?;
         let result = match update.status {
             RunStatus::Succeeded => Ok(update.output.unwrap_or_default()),
-            _ => Err(update.error.unwrap_or_default()),
+            status => Err((status, update.error.unwrap_or_default())),
         };
         self.tell_parent(tx, run, result).await?;
         Ok(())

@@ -344,7 +344,7 @@ impl Engine {
         &'a self,
         tx: &'a mut dyn Tx,
         child: &'a Run,
-        result: std::result::Result<Value, String>,
+        result: std::result::Result<Value, (RunStatus, String)>,
     ) -> BoxFuture<'a, Result<()>> {
         Box::pin(async move {
             let Some(RunParent {
@@ -361,14 +361,7 @@ impl Engine {
                 // The parent moved on (cancelled, or failed elsewhere).
                 return Ok(());
             };
-            let result = result.map_err(|e| {
-                let status = if e == "cancelled" {
-                    RunStatus::Cancelled
-                } else {
-                    RunStatus::Failed
-                };
-                child_failure(&child.id, status, Some(&e))
-            });
+            let result = result.map_err(|(status, e)| child_failure(&child.id, status, Some(&e)));
             let mut no_jitter = || 0.0;
             self.apply_completions(tx, vec![waiting_completion(task, result)], &mut no_jitter)
                 .await?;
@@ -402,7 +395,8 @@ impl Engine {
                     self.cancel_in(tx, child).await?;
                 }
             }
-            self.tell_parent(tx, &run, Err("cancelled".into())).await
+            self.tell_parent(tx, &run, Err((RunStatus::Cancelled, "cancelled".into())))
+                .await
         })
     }
 
