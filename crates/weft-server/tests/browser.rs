@@ -800,6 +800,16 @@ async fn sign_in_tenant_and_a_required_choice_in_headless_chromium() {
         10,
     )
     .await;
+    let empty = b
+        .eval("document.querySelector('#runs tbody').textContent")
+        .await;
+    assert!(
+        empty
+            .as_str()
+            .is_some_and(|t| t.contains(&format!("No runs of tenant {tenant} yet"))
+                && t.contains(&format!("weft run --tenant {tenant}"))),
+        "{empty}"
+    );
     b.screenshot("runs-empty").await;
 
     b.eval("location.hash = '#/templates/place'; true").await;

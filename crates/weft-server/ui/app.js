@@ -174,9 +174,10 @@
           "</td></tr>";
       }).catch(function () {});
     }
-    whoAmI().then(function (name) { if (alive) $("#runs-tenant").textContent = "of tenant " + name; }).catch(function () {});
+    // The tenant first, so that even the first "no runs" line names it.
+    var named = whoAmI().then(function (name) { if (alive) $("#runs-tenant").textContent = "of tenant " + name; }).catch(function () {});
     wireAsk();
-    load();
+    named.then(load);
     var timer = setInterval(load, 2000);
     return function () { alive = false; clearInterval(timer); };
   }
