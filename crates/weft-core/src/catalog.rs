@@ -31,6 +31,13 @@ pub trait ToolCatalog: Send + Sync {
         Vec::new()
     }
 
+    /// Why the template being loaded may not use this tool, when it may not (a tool that
+    /// starts host processes in a tenant's template the operator did not grant it). `None`:
+    /// allowed. Every tool is allowed by default.
+    fn refusal(&self, _name: &str) -> Option<String> {
+        None
+    }
+
     /// Every tool name, for "did you mean" suggestions on an unknown tool. None by default.
     fn names(&self) -> Vec<String> {
         Vec::new()

@@ -35,6 +35,9 @@ pub enum Code {
     Unsupported,
     /// An input value given to a run that does not fit the declared input.
     InputValue,
+    /// A tool that exists but that this template's owner may not use: a tool that starts
+    /// host processes in a tenant's template, without the operator's grant.
+    ToolNotAllowed,
 }
 
 impl Code {
@@ -55,6 +58,7 @@ impl Code {
             Code::ToolInputSchema => "WEFT-E012",
             Code::Unsupported => "WEFT-E013",
             Code::InputValue => "WEFT-E014",
+            Code::ToolNotAllowed => "WEFT-E015",
         }
     }
 }

@@ -233,6 +233,10 @@ fn check_tools(report: &mut Report, steps: &[step::Draft<'_>], catalog: &dyn Too
             );
             continue;
         }
+        if let Some(why) = catalog.refusal(tool) {
+            report.at(node.pos, Code::ToolNotAllowed, why);
+            continue;
+        }
         if let Some(schema) = catalog.input_schema(tool) {
             schema::check(report, step, tool, &schema);
         }

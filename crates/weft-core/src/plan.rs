@@ -39,7 +39,17 @@ pub struct Plan {
     pub budget: Budget,
 }
 
+/// The file name of a template a tenant registered through the API, in diagnostics and on its
+/// runs: what tells a tenant's own template from the operator's (a path or a built-in).
+pub const REGISTERED_FILE: &str = "<api>";
+
 impl Plan {
+    /// Whether this is a tenant's registered template rather than one of the operator's
+    /// (a folder's or a built-in): the tool policy and confinement apply to it.
+    pub fn is_registered(&self) -> bool {
+        self.file == REGISTERED_FILE
+    }
+
     /// The index of the step with this id.
     pub fn step_index(&self, id: &str) -> Option<usize> {
         self.steps.iter().position(|s| s.id == id)

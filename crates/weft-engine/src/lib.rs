@@ -24,6 +24,7 @@ mod control;
 pub mod faults;
 pub mod intent;
 mod leases;
+pub mod policy;
 pub mod schedule;
 pub mod scrub;
 pub mod secrets;
@@ -97,6 +98,10 @@ struct Inner {
     subruns: waits::Subruns,
     /// What tools need to call weft back (`tokens.rs`).
     callbacks: std::sync::RwLock<Callbacks>,
+    /// Where the tools granted to tenants are read (`policy.rs`).
+    grants: std::sync::RwLock<Option<Arc<dyn weft_store::server::ToolGrants>>>,
+    /// How the processes of tools are confined (`policy.rs`).
+    confinement: std::sync::RwLock<policy::Confinement>,
 }
 
 /// Where a tool's callbacks go, and where the secrets it may read come from.
@@ -127,6 +132,8 @@ impl Engine {
                 wake: Notify::new(),
                 subruns: Default::default(),
                 callbacks: Default::default(),
+                grants: Default::default(),
+                confinement: Default::default(),
             }),
         }
     }

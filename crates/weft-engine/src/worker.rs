@@ -663,6 +663,13 @@ async fn attempt(
         Ok(None) => return Err(permanent(format!("unknown tool `{}`", task.tool))),
         Err(e) => return Err(permanent(e)),
     };
+    // The tool policy: a tenant's own template starts no process it was not granted, and
+    // what it starts runs confined.
+    let sandbox = engine.admit(&run, &*tool).await.map_err(|why| Failure {
+        message: why,
+        transient: false,
+        reason: "error",
+    })?;
     let ctx = weft_tools::Context {
         run_id: task.run_id.clone(),
         tenant: task.tenant.clone(),
@@ -680,6 +687,7 @@ async fn attempt(
         base_dir: run.base_dir.as_ref().map(std::path::PathBuf::from),
         usage,
         task_token: token.map(|t| weft_tools::TaskToken::new(t, engine.api_url())),
+        sandbox,
     };
     let started_ms = wall_ms();
     let call = tool.call(task.input.clone(), &ctx);

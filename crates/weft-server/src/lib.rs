@@ -180,6 +180,8 @@ impl Server {
             plans: plans.clone(),
             tools: engine.tools().clone(),
         }));
+        // The tool policy reads each tenant's grants where the API writes them.
+        engine.set_grants(store.clone());
         Server {
             state: AppState {
                 store,

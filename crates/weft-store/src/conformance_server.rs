@@ -29,6 +29,7 @@ macro_rules! server_conformance_tests {
     ($fixture:ident) => {
         $crate::server_conformance_tests!(@tests $fixture;
             tenants_keys_and_tickets,
+            tenants_are_granted_tools,
             templates_register_once_per_version,
             event_feed_tails_every_run,
             event_feed_never_skips_a_late_commit,
@@ -63,6 +64,47 @@ fn key(id: &str, tenant: &str, hash: &str) -> ApiKey {
         created_at: 1_000,
         revoked_at: None,
     }
+}
+
+/// A tenant starts with no process-starting tool; the operator's grant replaces the list,
+/// reads back through both the tenant list and [`ToolGrants`], and an unknown tenant has none.
+pub async fn tenants_are_granted_tools(store: Arc<dyn ServerStore>) {
+    assert!(store.create_tenant("alpha").await.expect("create"));
+    assert!(store.create_tenant("beta").await.expect("create"));
+    assert!(store.allowed_tools("alpha").await.expect("read").is_empty());
+    let granted = vec!["command".to_string(), "skill.*".to_string()];
+    assert!(
+        store
+            .set_tenant_allowed_tools("alpha", &granted)
+            .await
+            .expect("grant")
+    );
+    assert!(
+        !store
+            .set_tenant_allowed_tools("nobody", &granted)
+            .await
+            .expect("grant"),
+        "no such tenant"
+    );
+    assert_eq!(store.allowed_tools("alpha").await.expect("read"), granted);
+    assert!(store.allowed_tools("beta").await.expect("read").is_empty());
+    assert!(
+        store
+            .allowed_tools("nobody")
+            .await
+            .expect("read")
+            .is_empty()
+    );
+    let tenants = store.tenants().await.expect("tenants");
+    let alpha = tenants.iter().find(|t| t.name == "alpha").expect("alpha");
+    assert_eq!(alpha.allowed_tools, granted);
+    assert!(
+        store
+            .set_tenant_allowed_tools("alpha", &[])
+            .await
+            .expect("revoke")
+    );
+    assert!(store.allowed_tools("alpha").await.expect("read").is_empty());
 }
 
 /// Tenants are created once, carry their cap, and keys and tickets are found by hash only

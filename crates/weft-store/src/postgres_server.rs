@@ -66,7 +66,7 @@ impl AuthStore for PgStore {
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
         let rows = sqlx::query(
-            "SELECT name, created_at, max_concurrent_tasks FROM tenants \
+            "SELECT name, created_at, max_concurrent_tasks, allowed_tools FROM tenants \
              ORDER BY created_at, name COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
@@ -77,6 +77,7 @@ impl AuthStore for PgStore {
                     name: r.try_get("name")?,
                     created_at: r.try_get("created_at")?,
                     max_concurrent_tasks: cap_of(r.try_get("max_concurrent_tasks")?),
+                    allowed_tools: tools_of(&r.try_get::<String, _>("allowed_tools")?)?,
                 })
             })
             .collect()
@@ -85,6 +86,15 @@ impl AuthStore for PgStore {
     async fn set_tenant_max_concurrent_tasks(&self, name: &str, max: Option<u32>) -> Result<bool> {
         let done = sqlx::query("UPDATE tenants SET max_concurrent_tasks = $1 WHERE name = $2")
             .bind(max.map(i64::from))
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tenant_allowed_tools(&self, name: &str, tools: &[String]) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET allowed_tools = $1 WHERE name = $2")
+            .bind(tools_text(tools))
             .bind(name)
             .execute(&self.pool)
             .await?;
@@ -173,6 +183,18 @@ impl AuthStore for PgStore {
             })
         })
         .transpose()
+    }
+}
+
+#[async_trait]
+impl ToolGrants for PgStore {
+    async fn allowed_tools(&self, tenant: &str) -> Result<Vec<String>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT allowed_tools FROM tenants WHERE name = $1")
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        text.map_or(Ok(Vec::new()), |t| tools_of(&t))
     }
 }
 

@@ -17,6 +17,19 @@ pub struct Tenant {
     pub created_at: i64,
     /// Most of the tenant's tasks running at once across every worker; `None`: no cap.
     pub max_concurrent_tasks: Option<u32>,
+    /// The process-starting tools (names or `prefix.*` patterns) the operator grants to the
+    /// tenant's own registered templates; empty by default.
+    pub allowed_tools: Vec<String>,
+}
+
+/// Reads a stored `allowed_tools` column (a JSON array of names).
+pub(crate) fn tools_of(text: &str) -> Result<Vec<String>> {
+    serde_json::from_str(text).map_err(|e| crate::Error::Corrupt(format!("allowed_tools: {e}")))
+}
+
+/// Writes an `allowed_tools` column.
+pub(crate) fn tools_text(tools: &[String]) -> String {
+    serde_json::Value::from(tools.to_vec()).to_string()
 }
 
 /// An API key as stored: its hash, never the key.
@@ -72,6 +85,9 @@ pub trait AuthStore: Send + Sync {
     /// Sets (or with `None` lifts) a tenant's cap on running tasks, which every worker's claim
     /// honours; `false` if there is no such tenant.
     async fn set_tenant_max_concurrent_tasks(&self, name: &str, max: Option<u32>) -> Result<bool>;
+    /// Replaces the process-starting tools granted to the tenant's registered templates;
+    /// `false` if there is no such tenant.
+    async fn set_tenant_allowed_tools(&self, name: &str, tools: &[String]) -> Result<bool>;
     async fn insert_api_key(&self, key: &ApiKey) -> Result<()>;
     async fn api_keys(&self, tenant: &str) -> Result<Vec<ApiKey>>;
     /// Revokes a key of `tenant` by id; `false` if there is no such live key.
@@ -81,6 +97,16 @@ pub trait AuthStore: Send + Sync {
     async fn insert_ticket(&self, ticket: &StreamTicket) -> Result<()>;
     /// Uses up a ticket: returns it if it existed, was unused and unexpired at `now`.
     async fn take_ticket(&self, hash: &str, now: i64) -> Result<Option<StreamTicket>>;
+}
+
+/// What the engine reads of a tenant before a tool starts a process for the tenant's own
+/// template: the tools the operator granted. A separate trait so the engine sees nothing else
+/// of tenants (keys, templates).
+#[async_trait]
+pub trait ToolGrants: Send + Sync {
+    /// The tools granted to `tenant` (names or `prefix.*` patterns); empty for an unknown
+    /// tenant.
+    async fn allowed_tools(&self, tenant: &str) -> Result<Vec<String>>;
 }
 
 #[async_trait]
@@ -114,6 +140,7 @@ pub trait EventFeed: Send + Sync {
 pub trait ServerStore:
     Store
     + AuthStore
+    + ToolGrants
     + TemplateStore
     + EventFeed
     + crate::secrets::SecretsAudit
@@ -125,6 +152,7 @@ pub trait ServerStore:
 impl<
     T: Store
         + AuthStore
+        + ToolGrants
         + TemplateStore
         + EventFeed
         + crate::secrets::SecretsAudit

@@ -47,7 +47,7 @@ impl AuthStore for SqliteStore {
 
     async fn tenants(&self) -> Result<Vec<Tenant>> {
         let rows = sqlx::query(
-            "SELECT name, created_at, max_concurrent_tasks FROM tenants ORDER BY created_at, name",
+            "SELECT name, created_at, max_concurrent_tasks, allowed_tools FROM tenants ORDER BY created_at, name",
         )
         .fetch_all(&self.reader)
         .await?;
@@ -58,6 +58,7 @@ impl AuthStore for SqliteStore {
                     name: r.try_get("name")?,
                     created_at: r.try_get("created_at")?,
                     max_concurrent_tasks: cap.map(|v| u32::try_from(v.max(0)).unwrap_or(u32::MAX)),
+                    allowed_tools: tools_of(&r.try_get::<String, _>("allowed_tools")?)?,
                 })
             })
             .collect()
@@ -66,6 +67,15 @@ impl AuthStore for SqliteStore {
     async fn set_tenant_max_concurrent_tasks(&self, name: &str, max: Option<u32>) -> Result<bool> {
         let done = sqlx::query("UPDATE tenants SET max_concurrent_tasks = ? WHERE name = ?")
             .bind(max.map(i64::from))
+            .bind(name)
+            .execute(&self.writer)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_tenant_allowed_tools(&self, name: &str, tools: &[String]) -> Result<bool> {
+        let done = sqlx::query("UPDATE tenants SET allowed_tools = ? WHERE name = ?")
+            .bind(tools_text(tools))
             .bind(name)
             .execute(&self.writer)
             .await?;
@@ -156,6 +166,18 @@ impl AuthStore for SqliteStore {
             })
         })
         .transpose()
+    }
+}
+
+#[async_trait]
+impl ToolGrants for SqliteStore {
+    async fn allowed_tools(&self, tenant: &str) -> Result<Vec<String>> {
+        let text: Option<String> =
+            sqlx::query_scalar("SELECT allowed_tools FROM tenants WHERE name = ?")
+                .bind(tenant)
+                .fetch_optional(&self.reader)
+                .await?;
+        text.map_or(Ok(Vec::new()), |t| tools_of(&t))
     }
 }
 

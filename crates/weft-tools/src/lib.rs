@@ -21,7 +21,9 @@ pub mod eval;
 pub mod llm;
 pub mod mcp;
 pub mod memory;
+pub mod policy;
 mod process;
+pub mod sandbox;
 pub mod skills;
 
 pub use config::ToolsConfig;
@@ -138,6 +140,10 @@ pub struct Context {
     /// `WEFT_TASK_TOKEN`, `http` as a bearer header for hosts marked `send_task_token`, MCP
     /// calls in `_meta`). Never log it or put it in an output.
     pub task_token: Option<TaskToken>,
+    /// The confinement of every process this call starts; `None`: they run with weft's own
+    /// rights (the operator's templates, unless `[sandbox]` says otherwise). The engine sets
+    /// it from the tool policy (a tenant's template is always confined).
+    pub sandbox: Option<Arc<sandbox::Sandbox>>,
 }
 
 /// An attempt's task token and where the API that accepts it listens. Its `Debug` hides the
@@ -186,6 +192,7 @@ impl Context {
             base_dir: None,
             usage: UsageMeter::default(),
             task_token: None,
+            sandbox: None,
         }
     }
 }
@@ -211,6 +218,11 @@ pub trait Tool: Send + Sync {
     /// Whether the tool wants the step's whole expression scope as `input.scope`, with its
     /// `template` key left unrendered (the `render` tool).
     fn wants_scope(&self) -> bool {
+        false
+    }
+    /// Whether a call starts a host process (`command`, skills, stdio MCP servers). A tenant's
+    /// own templates may use such a tool only when the operator grants it (see [`policy`]).
+    fn starts_processes(&self) -> bool {
         false
     }
     /// The synchronous form of `call` for pure tools.
@@ -276,6 +288,9 @@ impl Tool for Hooked {
     }
     fn wants_scope(&self) -> bool {
         self.tool.wants_scope()
+    }
+    fn starts_processes(&self) -> bool {
+        self.tool.starts_processes()
     }
     fn call_pure(&self, input: &Value) -> Option<Result<Value>> {
         self.tool.call_pure(input)

@@ -17,7 +17,6 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use crate::builtin::command::Command;
 use crate::{Context, Error, Registry, Result, Tool};
 
 /// `[skills]` in `weft.toml`.
@@ -154,6 +153,10 @@ impl Tool for Skill {
         self.schema.clone()
     }
 
+    fn starts_processes(&self) -> bool {
+        true
+    }
+
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value> {
         if let Some(validator) = &self.validator {
             let errors: Vec<String> = validator
@@ -174,10 +177,12 @@ impl Tool for Skill {
             "stdin": input,
             "cwd": self.dir.display().to_string(),
         });
-        Command::new().call(call, ctx).await.map_err(|e| match e {
-            Error::Failed(m) => Error::Failed(format!("{}: {m}", self.tool_name)),
-            Error::Permanent(m) => Error::Permanent(format!("{}: {m}", self.tool_name)),
-            other => other,
-        })
+        crate::builtin::command::run(call, ctx, Some(&self.dir))
+            .await
+            .map_err(|e| match e {
+                Error::Failed(m) => Error::Failed(format!("{}: {m}", self.tool_name)),
+                Error::Permanent(m) => Error::Permanent(format!("{}: {m}", self.tool_name)),
+                other => other,
+            })
     }
 }

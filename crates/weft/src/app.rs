@@ -56,6 +56,11 @@ pub struct Config {
     /// The URL tools call weft back at with their task token (`WEFT_API_URL`); default: the
     /// address `weft serve` listens on. Set it for `weft worker` processes.
     pub api_url: Option<String>,
+    /// `[sandbox]`: when present, the processes of the operator's own templates run confined
+    /// too (writable paths, network, limits). Absent: they run with weft's rights.
+    pub sandbox: Option<weft_tools::sandbox::SandboxConfig>,
+    /// `[tenant_sandbox]`: how the processes of tenants' templates are confined (always).
+    pub tenant_sandbox: weft_tools::sandbox::SandboxConfig,
 }
 
 /// `[telemetry]` in `weft.toml`.
@@ -125,6 +130,8 @@ pub struct App {
     pub memory: crate::memory::StoreMemory,
     /// Where the `artifacts` hook stores images (`weft serve` serves them).
     pub artifacts: weft_tools::artifacts::ArtifactStore,
+    /// How tools' processes are confined, probed once when first asked.
+    confinement: std::sync::OnceLock<weft_engine::policy::Confinement>,
 }
 
 impl App {
@@ -165,7 +172,27 @@ impl App {
             tools: Arc::new(registry),
             memory,
             artifacts,
+            confinement: std::sync::OnceLock::new(),
         })
+    }
+
+    /// How the processes tools start are confined: tenants' always (or refused where bwrap
+    /// does not work), the operator's when `[sandbox]` is present. A `[sandbox]` that cannot
+    /// work here is an error rather than a silent downgrade.
+    pub fn confinement(&self) -> anyhow::Result<weft_engine::policy::Confinement> {
+        if let Some(c) = self.confinement.get() {
+            return Ok(c.clone());
+        }
+        use weft_tools::sandbox::Sandbox;
+        let tenants = Sandbox::probe(self.config.tenant_sandbox.clone()).map(Arc::new);
+        let operator = match &self.config.sandbox {
+            Some(config) => Some(Arc::new(
+                Sandbox::probe(config.clone()).map_err(|e| usage(format!("[sandbox]: {e}")))?,
+            )),
+            None => None,
+        };
+        let confinement = weft_engine::policy::Confinement { tenants, operator };
+        Ok(self.confinement.get_or_init(|| confinement).clone())
     }
 
     /// Starts the MCP servers that `plan` uses, so its `mcp.*` tools are checked against their
@@ -260,13 +287,15 @@ impl App {
                 .map(|p| p.join("secret.key"))
                 .unwrap_or_else(|| PathBuf::from("secret.key"))
         };
-        let env_key = std::env::var("WEFT_SECRET_KEY")
-            .ok()
-            .filter(|k| !k.trim().is_empty());
+        let env_key = crate::guard::secret_key();
         if env_key.is_some() || key_file.exists() {
             let secret_box = weft_engine::secrets::SecretBox::load(env_key.as_deref(), &key_file)?;
             engine.set_secret_access(registry.clone(), secret_box);
         }
+        // The tool policy: what the operator granted each tenant's registered templates, and
+        // how their processes (and with `[sandbox]` the operator's) are confined.
+        engine.set_grants(registry.clone());
+        engine.set_confinement(self.confinement()?);
         engine.set_templates(Arc::new(crate::folders::Registered::new(registry, folders)));
         Ok(engine)
     }

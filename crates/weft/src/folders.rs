@@ -113,9 +113,13 @@ impl TemplateSource for Registered {
                 .await
                 .map_err(|e| format!("cannot read template `{name}`: {e}"))?;
         if let Some(record) = record {
-            let plan =
-                weft_core::load::load_str(&record.source, "<api>", None, &*self.folders.tools)
-                    .map_err(|d| format!("registered template `{name}` no longer loads: {d}"))?;
+            let plan = weft_core::load::load_str(
+                &record.source,
+                weft_core::plan::REGISTERED_FILE,
+                None,
+                &*self.folders.tools,
+            )
+            .map_err(|d| format!("registered template `{name}` no longer loads: {d}"))?;
             return Ok((Arc::new(plan), None));
         }
         self.folders.load(name, version)

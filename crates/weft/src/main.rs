@@ -22,6 +22,7 @@ macro_rules! eprintln {
 mod app;
 mod commands;
 mod folders;
+mod guard;
 mod logging;
 mod memory;
 mod otel;
@@ -44,6 +45,15 @@ fn main() -> ExitCode {
         return weft_tools::eval::child_main(memory);
     }
     let cli = commands::Cli::parse();
+    // A server or worker protects itself before any thread starts (see `guard.rs`).
+    if matches!(
+        cli.command,
+        commands::Command::Serve(_) | commands::Command::Worker(_)
+    ) && let Err(e) = guard::protect()
+    {
+        eprintln!("error: {e}");
+        return ExitCode::from(1);
+    }
     logging::init(&cli);
     // Traces start before the runtime and stop after it, outside async code: the exporter
     // flushes on its own thread when the guard drops.

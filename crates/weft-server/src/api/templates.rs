@@ -19,8 +19,9 @@ use crate::AppState;
 use crate::auth::now_ms;
 use crate::problem::{ApiResult, DiagnosticBody, Kind, Problem};
 
-/// The name templates registered through the API carry in diagnostics.
-const API_FILE: &str = "<api>";
+/// The name templates registered through the API carry in diagnostics (and on their runs,
+/// which is how the tool policy tells them from the operator's).
+const API_FILE: &str = weft_core::plan::REGISTERED_FILE;
 
 fn diagnostics_problem(d: weft_core::diag::Diagnostics) -> Problem {
     let mut p = Problem::new(
@@ -119,9 +120,17 @@ pub async fn register_template(
     }
     let source = std::str::from_utf8(&bytes)
         .map_err(|_| Problem::new(Kind::BadRequest, "the template is not UTF-8 text"))?;
-    let tools = state.engine.tools().clone();
+    // A tool that starts processes is refused at its `tool:` unless the operator granted it
+    // to this tenant (the engine checks again at every call).
+    let granted =
+        weft_store::server::ToolGrants::allowed_tools(state.store.as_ref(), &caller.tenant).await?;
+    let catalog = weft_tools::policy::Granted {
+        registry: state.engine.tools(),
+        tenant: &caller.tenant,
+        granted: &granted,
+    };
     let plan =
-        weft_core::load::load_str(source, API_FILE, None, &*tools).map_err(diagnostics_problem)?;
+        weft_core::load::load_str(source, API_FILE, None, &catalog).map_err(diagnostics_problem)?;
     let record = TemplateRecord {
         tenant: caller.tenant.clone(),
         name: plan.name.clone(),

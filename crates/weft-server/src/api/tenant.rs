@@ -1,6 +1,6 @@
-//! `/v1/tenant`: the caller's own tenant and its limits. Limits are set by the operator
-//! (`weft tenants update NAME --max-concurrent-tasks N --max-runs-per-hour N`), not by the
-//! tenant, so this is read-only.
+//! `/v1/tenant`: the caller's own tenant, its limits and the tools granted to it. They are set
+//! by the operator (`weft tenants update NAME --max-concurrent-tasks N --max-runs-per-hour N
+//! --allow-tools command,skill.report`), not by the tenant, so this is read-only.
 
 use axum::Json;
 use axum::extract::State;
@@ -23,6 +23,10 @@ pub struct TenantInfo {
     /// with `Retry-After`); absent: no quota.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_runs_per_hour: Option<u32>,
+    /// The tools that start host processes (`command`, `skill.*`, stdio `mcp.*`; names or
+    /// `prefix.*` patterns) this tenant's own registered templates may use, confined. Empty:
+    /// none.
+    pub allowed_tools: Vec<String>,
 }
 
 /// The caller's tenant and its limits.
@@ -43,6 +47,7 @@ pub async fn get_tenant(
         name: tenant.name,
         created_at: weft_store::rfc3339(tenant.created_at),
         max_concurrent_tasks: tenant.max_concurrent_tasks,
+        allowed_tools: tenant.allowed_tools,
         max_runs_per_hour: state
             .store
             .tenant_quota(&caller.tenant)

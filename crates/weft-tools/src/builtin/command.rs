@@ -11,7 +11,7 @@
 //! killed when the step is cancelled or times out, so grandchildren do not outlive it.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
 use async_trait::async_trait;
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use super::{parse_input, tail};
+use crate::sandbox::View;
 use crate::{Context, Error, Result, Tool};
 
 /// Variables passed through from the worker's environment.
@@ -84,6 +85,10 @@ impl Tool for Command {
          non-zero exit fails the step with the end of stderr."
     }
 
+    fn starts_processes(&self) -> bool {
+        true
+    }
+
     fn input_schema(&self) -> Option<Value> {
         Some(json!({
             "$schema": "https://json-schema.org/draft/2020-12/schema",
@@ -100,35 +105,49 @@ impl Tool for Command {
     }
 
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value> {
-        let input: Input = parse_input("command", &input)?;
-        let program = input
-            .argv
-            .first()
-            .filter(|program| !program.is_empty())
-            .cloned()
-            .ok_or_else(|| Error::Input("command: argv needs at least the program".into()))?;
-        let stdin = match &input.stdin {
-            Some(value) => {
-                Some(serde_json::to_vec(value).map_err(|error| Error::Input(error.to_string()))?)
-            }
-            None => None,
-        };
+        run(input, ctx, None).await
+    }
+}
 
-        let mut command = tokio::process::Command::new(&program);
+/// Runs one `command` call. `own_dir` is a folder the operator's configuration names as the
+/// program's own (a skill's): its working folder, and visible read-only when confined.
+pub(crate) async fn run(input: Value, ctx: &Context, own_dir: Option<&Path>) -> Result<Value> {
+    let input: Input = parse_input("command", &input)?;
+    let program = input
+        .argv
+        .first()
+        .filter(|program| !program.is_empty())
+        .cloned()
+        .ok_or_else(|| Error::Input("command: argv needs at least the program".into()))?;
+    let stdin = match &input.stdin {
+        Some(value) => {
+            Some(serde_json::to_vec(value).map_err(|error| Error::Input(error.to_string()))?)
+        }
+        None => None,
+    };
+
+    let sandbox = ctx.sandbox.as_deref();
+    let view = view(input.cwd.as_deref(), ctx, own_dir);
+    let mut command = crate::process::command(&program, &input.argv[1..], sandbox, &view);
+    command
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    #[cfg(unix)]
+    command.process_group(0);
+    if sandbox.is_some() {
+        // Confined: nothing of weft's environment, only fixed values that fit the sandbox.
         command
-            .args(&input.argv[1..])
-            .env_clear()
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        #[cfg(unix)]
-        command.process_group(0);
-        crate::process::die_with_parent(&mut command);
+            .env("PATH", DEFAULT_PATH)
+            .env("HOME", crate::sandbox::SCRATCH)
+            .env("TMPDIR", crate::sandbox::SCRATCH)
+            .env("LANG", "C.UTF-8");
+    } else {
         for name in KEPT_ENV {
             if let Some(value) = std::env::var_os(name) {
                 command.env(name, value);
@@ -136,97 +155,95 @@ impl Tool for Command {
                 command.env(name, DEFAULT_PATH);
             }
         }
-        for (name, value) in &input.env {
-            if name.is_empty() || name.contains('=') || name.contains('\0') {
-                return Err(Error::Input(format!(
-                    "command: {name:?} is not an environment variable name"
-                )));
-            }
-            let text = match value {
-                Value::String(text) => text.clone(),
-                other => other.to_string(),
-            };
-            command.env(name, text);
-        }
-        command
-            .env("WEFT_RUN_ID", &ctx.run_id)
-            .env("WEFT_STEP_ID", &ctx.step_id)
-            .env("WEFT_ATTEMPT", ctx.attempt.to_string())
-            .env("WEFT_IDEMPOTENCY_KEY", &ctx.idempotency_key);
-        if let Some(index) = ctx.item_index {
-            command.env("WEFT_ITEM_INDEX", index.to_string());
-        }
-        if let Some(token) = &ctx.task_token {
-            command.env("WEFT_TASK_TOKEN", token.secret());
-            if let Some(url) = token.api_url() {
-                command.env("WEFT_API_URL", url);
-            }
-        }
-        if let Some(cwd) = working_dir(input.cwd.as_deref(), ctx) {
-            command.current_dir(cwd);
-        }
-
-        let mut child = command
-            .spawn()
-            .map_err(|error| spawn_error(&program, &error))?;
-        let mut group = GroupKiller::new(child.id());
-        let stdin_pipe = child.stdin.take();
-        let stdout_pipe = child.stdout.take();
-        let stderr_pipe = child.stderr.take();
-
-        let work = async {
-            let write = async {
-                if let (Some(mut pipe), Some(bytes)) = (stdin_pipe, stdin) {
-                    // A program that does not read its stdin closes the pipe early: not an error.
-                    let _ = pipe.write_all(&bytes).await;
-                    let _ = pipe.shutdown().await;
-                }
-                Ok(())
-            };
-            let stdout = async {
-                read_capped(stdout_pipe, MAX_STDOUT)
-                    .await
-                    .map_err(|error| match error {
-                        ReadError::TooLarge => Error::Permanent(format!(
-                            "command: `{program}` printed more than {MAX_STDOUT} bytes on stdout"
-                        )),
-                        ReadError::Io(error) => Error::Failed(format!(
-                            "command: reading the stdout of `{program}`: {error}"
-                        )),
-                    })
-            };
-            let stderr = async { Ok(read_tail(stderr_pipe, STDERR_KEPT).await) };
-            // An oversized stdout ends the wait at once; the child is then killed on drop.
-            let (stdout, stderr, ()) = tokio::try_join!(stdout, stderr, write)?;
-            let status = child.wait().await.map_err(|error| {
-                Error::Failed(format!("command: waiting for `{program}`: {error}"))
-            })?;
-            Ok::<_, Error>((status, stdout, stderr))
-        };
-
-        let (status, stdout, stderr) = tokio::select! {
-            result = work => result?,
-            () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
-        };
-        // Reaped: the group id may be reused from now on, so it must not be signalled.
-        group.disarm();
-
-        if !status.success() {
-            let how = match status.code() {
-                Some(code) => format!("exited with code {code}"),
-                None => exit_signal(&status),
-            };
-            let stderr = String::from_utf8_lossy(&stderr);
-            let stderr = stderr.trim();
-            let mut message = format!("command: `{program}` {how}");
-            if !stderr.is_empty() {
-                message.push_str(": ");
-                message.push_str(&tail(stderr, STDERR_IN_ERROR));
-            }
-            return Err(Error::Failed(message));
-        }
-        Ok(parse_stdout(&stdout))
     }
+    for (name, value) in &input.env {
+        if name.is_empty() || name.contains('=') || name.contains('\0') {
+            return Err(Error::Input(format!(
+                "command: {name:?} is not an environment variable name"
+            )));
+        }
+        let text = match value {
+            Value::String(text) => text.clone(),
+            other => other.to_string(),
+        };
+        command.env(name, text);
+    }
+    command
+        .env("WEFT_RUN_ID", &ctx.run_id)
+        .env("WEFT_STEP_ID", &ctx.step_id)
+        .env("WEFT_ATTEMPT", ctx.attempt.to_string())
+        .env("WEFT_IDEMPOTENCY_KEY", &ctx.idempotency_key);
+    if let Some(index) = ctx.item_index {
+        command.env("WEFT_ITEM_INDEX", index.to_string());
+    }
+    if let Some(token) = &ctx.task_token {
+        command.env("WEFT_TASK_TOKEN", token.secret());
+        if let Some(url) = token.api_url() {
+            command.env("WEFT_API_URL", url);
+        }
+    }
+
+    let mut child = command
+        .spawn()
+        .map_err(|error| spawn_error(&program, &error))?;
+    let mut group = GroupKiller::new(child.id());
+    let stdin_pipe = child.stdin.take();
+    let stdout_pipe = child.stdout.take();
+    let stderr_pipe = child.stderr.take();
+
+    let work = async {
+        let write = async {
+            if let (Some(mut pipe), Some(bytes)) = (stdin_pipe, stdin) {
+                // A program that does not read its stdin closes the pipe early: not an error.
+                let _ = pipe.write_all(&bytes).await;
+                let _ = pipe.shutdown().await;
+            }
+            Ok(())
+        };
+        let stdout = async {
+            read_capped(stdout_pipe, MAX_STDOUT)
+                .await
+                .map_err(|error| match error {
+                    ReadError::TooLarge => Error::Permanent(format!(
+                        "command: `{program}` printed more than {MAX_STDOUT} bytes on stdout"
+                    )),
+                    ReadError::Io(error) => Error::Failed(format!(
+                        "command: reading the stdout of `{program}`: {error}"
+                    )),
+                })
+        };
+        let stderr = async { Ok(read_tail(stderr_pipe, STDERR_KEPT).await) };
+        // An oversized stdout ends the wait at once; the child is then killed on drop.
+        let (stdout, stderr, ()) = tokio::try_join!(stdout, stderr, write)?;
+        let status = child
+            .wait()
+            .await
+            .map_err(|error| Error::Failed(format!("command: waiting for `{program}`: {error}")))?;
+        Ok::<_, Error>((status, stdout, stderr))
+    };
+
+    let (status, stdout, stderr) = tokio::select! {
+        result = work => result?,
+        () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
+    };
+    // Reaped: the group id may be reused from now on, so it must not be signalled.
+    group.disarm();
+
+    if !status.success() {
+        let how = match status.code() {
+            Some(code) => format!("exited with code {code}"),
+            None => exit_signal(&status),
+        };
+        let stderr = String::from_utf8_lossy(&stderr);
+        let stderr = stderr.trim();
+        let mut message = format!("command: `{program}` {how}");
+        if !stderr.is_empty() {
+            message.push_str(": ");
+            message.push_str(&tail(stderr, STDERR_IN_ERROR));
+        }
+        return Err(Error::Failed(message));
+    }
+    Ok(parse_stdout(&stdout))
 }
 
 /// Stdout as JSON when it is JSON, else as trimmed text; nothing at all is `null`.
@@ -239,11 +256,33 @@ fn parse_stdout(stdout: &[u8]) -> Value {
     serde_json::from_str(trimmed).unwrap_or_else(|_| Value::String(trimmed.to_string()))
 }
 
-fn working_dir(cwd: Option<&str>, ctx: &Context) -> Option<PathBuf> {
-    match (cwd, &ctx.base_dir) {
-        (Some(cwd), Some(base)) => Some(base.join(cwd)),
-        (Some(cwd), None) => Some(PathBuf::from(cwd)),
-        (None, base) => base.clone(),
+/// Where the child works and which folder it sees besides the system. Unconfined: `cwd`
+/// against the program's own folder or the template's (the default). Confined: the same
+/// folder is visible read-only; without one (a tenant's template) the child works in its
+/// private scratch folder, so a `cwd` outside it names nothing the child can see.
+fn view(cwd: Option<&str>, ctx: &Context, own_dir: Option<&Path>) -> View {
+    let base = own_dir
+        .map(Path::to_path_buf)
+        .or_else(|| ctx.base_dir.clone());
+    if ctx.sandbox.is_some() {
+        let root = base
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(crate::sandbox::SCRATCH));
+        return View {
+            cwd: Some(match cwd {
+                Some(cwd) => root.join(cwd),
+                None => root,
+            }),
+            visible: base,
+        };
+    }
+    View {
+        cwd: match (cwd, base) {
+            (Some(cwd), Some(base)) => Some(base.join(cwd)),
+            (Some(cwd), None) => Some(PathBuf::from(cwd)),
+            (None, base) => base,
+        },
+        visible: None,
     }
 }
 

@@ -154,18 +154,17 @@ pub(crate) async fn connect(
             env,
             cwd,
         } => {
-            let mut cmd = tokio::process::Command::new(command);
-            cmd.args(args).env_clear();
-            crate::process::die_with_parent(&mut cmd);
+            let view = crate::sandbox::View {
+                cwd: cwd.clone(),
+                visible: None,
+            };
+            let mut cmd = crate::process::command(command, args, None, &view);
             for name in KEPT_ENV {
                 if let Some(value) = std::env::var_os(name) {
                     cmd.env(name, value);
                 }
             }
             cmd.envs(env);
-            if let Some(cwd) = cwd {
-                cmd.current_dir(cwd);
-            }
             let (transport, stderr) = TokioChildProcess::builder(cmd)
                 .stderr(Stdio::piped())
                 .spawn()

@@ -322,6 +322,10 @@ impl Tool for McpTool {
         self.schema.clone()
     }
 
+    fn starts_processes(&self) -> bool {
+        matches!(self.server.endpoint, Endpoint::Stdio { .. })
+    }
+
     async fn call(&self, input: Value, ctx: &Context) -> Result<Value> {
         let arguments = match input {
             Value::Object(map) => map,
@@ -333,6 +337,15 @@ impl Tool for McpTool {
                 )));
             }
         };
+        if ctx.sandbox.is_some() && self.starts_processes() {
+            // One stdio server serves every caller, so it cannot be confined for one; it is
+            // refused rather than run with weft's rights.
+            return Err(Error::Permanent(format!(
+                "{}: a stdio MCP server cannot run confined yet, so it is not available to \
+                 confined templates (a tenant's, or any under `[sandbox]`); an HTTP MCP server is",
+                self.full_name
+            )));
+        }
         self.server.start().await?;
         let known = self
             .server

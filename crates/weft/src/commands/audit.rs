@@ -31,9 +31,21 @@ pub async fn store(app: &App) -> anyhow::Result<Arc<dyn SecretsAudit>> {
 
 /// Appends a record by the CLI; a failure to record is said on stderr, not hidden.
 pub async fn record(app: &App, action: &str, object_type: &str, object_id: &str, outcome: &str) {
+    record_for(app, TENANT, action, object_type, object_id, outcome).await
+}
+
+/// [`record`] on the trail of `tenant` (the operator acting with `--tenant`).
+pub async fn record_for(
+    app: &App,
+    tenant: &str,
+    action: &str,
+    object_type: &str,
+    object_id: &str,
+    outcome: &str,
+) {
     let record = AuditRecord {
         seq: 0,
-        tenant: TENANT.into(),
+        tenant: tenant.into(),
         at: 0,
         actor: "cli".into(),
         action: action.into(),

@@ -33,6 +33,7 @@ pub struct McpArgs {
 pub async fn mcp(app: &App, args: McpArgs) -> anyhow::Result<ExitCode> {
     let store = crate::commands::serve::server_store(app).await?;
     let engine = Engine::new(store.clone(), app.tools.clone());
+    engine.set_confinement(app.confinement()?);
     let shared = crate::commands::serve::shared_templates(app, &args.templates);
     let options = ServerOptions {
         llm_matcher: !app.config.llm.is_empty(),

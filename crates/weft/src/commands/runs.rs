@@ -1,4 +1,5 @@
-//! `weft runs list|show|resume|cancel`.
+//! `weft runs list|show|resume|cancel`; `show`, `resume` and `cancel` take `--tenant` so the
+//! operator can act on any tenant's run (the default is tenant `default`, the CLI's own).
 
 use std::process::ExitCode;
 
@@ -26,16 +27,29 @@ pub enum RunsCommand {
         tenant: String,
     },
     /// One run with its steps and output.
-    Show { run: String },
+    Show {
+        run: String,
+        /// The tenant whose run it is (the operator acts for any tenant).
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
+    },
     /// Continue a run: re-run only what did not succeed, or take over from a worker that died.
     Resume {
         run: String,
         #[arg(long)]
         concurrency: Option<usize>,
+        /// The tenant whose run it is (the operator acts for any tenant).
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
     },
     /// Cancel a run: queued work never starts, running tools are stopped, waiting approvals
     /// are withdrawn and the runs of its `workflow:` steps are cancelled too.
-    Cancel { run: String },
+    Cancel {
+        run: String,
+        /// The tenant whose run it is (the operator acts for any tenant).
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
+    },
     /// Approve (or `--reject`) a run's approval step; `--item N` for one item of a for_each.
     Approve(crate::commands::runs_follow::ApproveArgs),
     /// Start one of a finished run's follow-up `actions:` (a new run linked to it).
@@ -99,9 +113,9 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Show { run } => {
+        RunsCommand::Show { run, tenant } => {
             let r = store
-                .run(TENANT, &run)
+                .run(&tenant, &run)
                 .await?
                 .ok_or_else(|| usage(format!("no run `{run}`")))?;
             let steps = store.steps(&run).await?;
@@ -197,7 +211,11 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        RunsCommand::Resume { run, concurrency } => {
+        RunsCommand::Resume {
+            run,
+            concurrency,
+            tenant,
+        } => {
             let owners = store
                 .tasks(&run)
                 .await?
@@ -207,7 +225,7 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                 .collect::<std::collections::BTreeSet<_>>();
             let dead = weft_engine::dead_local_owners(owners);
             engine
-                .resume_run(TENANT, &run, &dead)
+                .resume_run(&tenant, &run, &dead)
                 .await
                 .map_err(|e| match e {
                     weft_engine::Error::RunNotFound(_) | weft_engine::Error::Invalid(_) => {
@@ -215,22 +233,27 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     }
                     other => anyhow::Error::new(other),
                 })?;
-            crate::commands::audit::record(app, "run.resumed", "run", &run, "ok").await;
+            crate::commands::audit::record_for(app, &tenant, "run.resumed", "run", &run, "ok")
+                .await;
             // Also when the resume itself ended the run (everything came from the cache):
             // `drive` then just prints the result.
-            crate::commands::run::drive(app, &engine, TENANT, &run, concurrency)
+            crate::commands::run::drive(app, &engine, &tenant, &run, concurrency)
                 .await
                 .context("while driving the resumed run")
         }
         RunsCommand::Approve(args) => crate::commands::runs_follow::approve(app, args).await,
         RunsCommand::Action(args) => crate::commands::runs_follow::action(app, args).await,
         RunsCommand::Wait { run } => crate::commands::runs_wait::wait(app, &*store, &run).await,
-        RunsCommand::Cancel { run } => {
-            let r = engine.cancel_run(TENANT, &run).await.map_err(|e| match e {
-                weft_engine::Error::RunNotFound(_) => usage(e.to_string()),
-                other => anyhow::Error::new(other),
-            })?;
-            crate::commands::audit::record(app, "run.cancelled", "run", &r.id, "ok").await;
+        RunsCommand::Cancel { run, tenant } => {
+            let r = engine
+                .cancel_run(&tenant, &run)
+                .await
+                .map_err(|e| match e {
+                    weft_engine::Error::RunNotFound(_) => usage(e.to_string()),
+                    other => anyhow::Error::new(other),
+                })?;
+            crate::commands::audit::record_for(app, &tenant, "run.cancelled", "run", &r.id, "ok")
+                .await;
             if app.global.json {
                 print_json(&r)?;
             } else {

@@ -1,4 +1,5 @@
-//! `weft secrets set|list|delete`: the `default` tenant's secrets. A value is read from stdin,
+//! `weft secrets set|list|delete [--tenant NAME]`: a tenant's secrets (`default`, the CLI's
+//! own, unless the operator names another). A value is read from stdin,
 //! sealed with the deployment's key (`WEFT_SECRET_KEY`, or `secret.key` next to the database,
 //! created on first use with mode 0600) and never printed again.
 
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use weft_engine::secrets::{SecretBox, valid_name};
 
 use crate::app::{App, usage};
-use crate::commands::audit::{record, store};
+use crate::commands::audit::{record_for, store};
 use crate::commands::print_json;
 
 const TENANT: &str = "default";
@@ -16,11 +17,25 @@ const TENANT: &str = "default";
 #[derive(Debug, clap::Subcommand)]
 pub enum SecretsCommand {
     /// Stores NAME with the value read from stdin (one trailing newline is dropped).
-    Set { name: String },
+    Set {
+        name: String,
+        /// The tenant whose secret it is.
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
+    },
     /// Lists secret names (never values).
-    List,
+    List {
+        /// The tenant whose secrets to list.
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
+    },
     /// Deletes NAME.
-    Delete { name: String },
+    Delete {
+        name: String,
+        /// The tenant whose secret it is.
+        #[arg(long, default_value = TENANT)]
+        tenant: String,
+    },
 }
 
 /// The deployment's key: `WEFT_SECRET_KEY`, else the key file beside the SQLite database (or
@@ -34,7 +49,7 @@ pub fn secret_box(app: &App) -> anyhow::Result<SecretBox> {
             .map(|p| p.to_path_buf())
             .unwrap_or_default()
     };
-    let env = std::env::var("WEFT_SECRET_KEY").ok();
+    let env = crate::guard::secret_key();
     Ok(SecretBox::load(env.as_deref(), &dir.join("secret.key"))?)
 }
 
@@ -51,8 +66,13 @@ fn check_name(name: &str) -> anyhow::Result<()> {
 
 pub async fn secrets(app: &App, cmd: SecretsCommand) -> anyhow::Result<ExitCode> {
     let store = store(app).await?;
+    let (SecretsCommand::Set { tenant, .. }
+    | SecretsCommand::List { tenant }
+    | SecretsCommand::Delete { tenant, .. }) = &cmd;
+    // A typo never files a secret under a tenant that does not exist.
+    crate::commands::run::check_tenant(app, tenant).await?;
     match cmd {
-        SecretsCommand::Set { name } => {
+        SecretsCommand::Set { name, tenant } => {
             check_name(&name)?;
             let mut value = String::new();
             std::io::stdin().read_to_string(&mut value)?;
@@ -67,16 +87,16 @@ pub async fn secrets(app: &App, cmd: SecretsCommand) -> anyhow::Result<ExitCode>
                     "no value on stdin; pipe it in: `printf %s VALUE | weft secrets set NAME`",
                 ));
             }
-            let sealed = secret_box(app)?.seal(TENANT, &name, value.as_bytes())?;
-            let created = store.put_secret(TENANT, &name, &sealed).await?;
-            record(app, "secret.set", "secret", &name, "ok").await;
+            let sealed = secret_box(app)?.seal(&tenant, &name, value.as_bytes())?;
+            let created = store.put_secret(&tenant, &name, &sealed).await?;
+            record_for(app, &tenant, "secret.set", "secret", &name, "ok").await;
             eprintln!(
                 "secret {name} {}",
                 if created { "stored" } else { "replaced" }
             );
         }
-        SecretsCommand::List => {
-            let secrets = store.secrets(TENANT).await?;
+        SecretsCommand::List { tenant } => {
+            let secrets = store.secrets(&tenant).await?;
             if app.global.json {
                 print_json(&secrets)?;
             } else {
@@ -85,11 +105,11 @@ pub async fn secrets(app: &App, cmd: SecretsCommand) -> anyhow::Result<ExitCode>
                 }
             }
         }
-        SecretsCommand::Delete { name } => {
-            if !store.delete_secret(TENANT, &name).await? {
+        SecretsCommand::Delete { name, tenant } => {
+            if !store.delete_secret(&tenant, &name).await? {
                 return Err(usage(format!("no secret `{name}`")));
             }
-            record(app, "secret.deleted", "secret", &name, "ok").await;
+            record_for(app, &tenant, "secret.deleted", "secret", &name, "ok").await;
             eprintln!("secret {name} deleted");
         }
     }

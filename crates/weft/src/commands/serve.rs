@@ -172,6 +172,8 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = server_store(app).await?;
     bootstrap(app, store.as_ref()).await?;
     let engine = Engine::new(store.clone(), app.tools.clone());
+    let confinement = app.confinement()?;
+    engine.set_confinement(confinement.clone());
     let options = ServerOptions {
         listen: args.listen,
         body_limit: args.body_limit,
@@ -193,6 +195,7 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         weft_store::Store::describe(store.as_ref()),
         shared.len()
     );
+    eprintln!("{}", describe_confinement(&confinement));
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {
@@ -212,4 +215,25 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_artifacts(app.artifacts.clone());
     server.run(listener, shutdown).await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// What `weft serve` says at start about the processes tools start.
+pub(crate) fn describe_confinement(c: &weft_engine::policy::Confinement) -> String {
+    let tenants = match &c.tenants {
+        Ok(sandbox) => format!(
+            "tenants' templates: only tools the operator granted (`weft tenants update NAME \
+             --allow-tools ...`), confined with bwrap ({})",
+            sandbox.describe()
+        ),
+        Err(why) => format!(
+            "tenants' templates: no process tools at all, this machine cannot confine them \
+             ({why})"
+        ),
+    };
+    let operator = match &c.operator {
+        Some(sandbox) => format!("confined by [sandbox] ({})", sandbox.describe()),
+        None => "run with this process's rights (add [sandbox] to weft.toml to confine them)"
+            .to_string(),
+    };
+    format!("processes: {tenants}; the operator's templates: {operator}")
 }

@@ -1,5 +1,6 @@
 //! `weft tenants create NAME`: a new tenant and its first admin key, printed once;
-//! `weft tenants update NAME`: its limits, which every worker's claim honours.
+//! `weft tenants update NAME`: its limits, which every worker's claim honours, and the tools
+//! that start host processes its own templates may use (`--allow-tools`).
 
 use std::process::ExitCode;
 
@@ -37,6 +38,42 @@ pub struct TenantLimits {
     /// beyond it the API answers 429 with Retry-After); `none` lifts the quota.
     #[arg(long, value_name = "N|none", value_parser = parse_cap)]
     max_runs_per_hour: Option<Cap>,
+    /// The tools that start host processes which the tenant's own registered templates may
+    /// use, confined: comma-separated names or `prefix.*` patterns (`command,skill.report`,
+    /// `mcp.files.*`); `none` takes every grant back. Replaces the list.
+    #[arg(long, value_name = "TOOLS|none", value_parser = parse_tools)]
+    allow_tools: Option<ToolList>,
+}
+
+/// Tool names or patterns (a newtype, so clap takes the list as one value).
+#[derive(Debug, Clone)]
+struct ToolList(Vec<String>);
+
+/// `command,skill.*` as a list of tool patterns; `none` is the empty list.
+fn parse_tools(text: &str) -> Result<ToolList, String> {
+    if text.trim() == "none" {
+        return Ok(ToolList(Vec::new()));
+    }
+    let tools: Vec<String> = text
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect();
+    for tool in &tools {
+        let name = tool.strip_suffix('*').unwrap_or(tool);
+        if !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        {
+            return Err(format!(
+                "`{tool}` is not a tool name or a `prefix.*` pattern"
+            ));
+        }
+    }
+    if tools.is_empty() {
+        return Err("name the tools, e.g. `command,skill.report`, or `none`".into());
+    }
+    Ok(ToolList(tools))
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -81,6 +118,11 @@ async fn apply_limits(
         };
         store.set_tenant_quota(name, &quota).await?;
     }
+    if let Some(ToolList(tools)) = &limits.allow_tools
+        && !store.set_tenant_allowed_tools(name, tools).await?
+    {
+        return Err(usage(format!("no tenant `{name}`")));
+    }
     Ok(())
 }
 
@@ -107,9 +149,13 @@ pub async fn tenants(app: &App, cmd: TenantsCommand) -> anyhow::Result<ExitCode>
             }
         }
         TenantsCommand::Update { name, limits } => {
-            if limits.max_concurrent_tasks.is_none() && limits.max_runs_per_hour.is_none() {
+            if limits.max_concurrent_tasks.is_none()
+                && limits.max_runs_per_hour.is_none()
+                && limits.allow_tools.is_none()
+            {
                 return Err(usage(
-                    "nothing to change: give --max-concurrent-tasks N|none or --max-runs-per-hour N|none",
+                    "nothing to change: give --max-concurrent-tasks N|none, --max-runs-per-hour \
+                     N|none or --allow-tools TOOLS|none",
                 ));
             }
             apply_limits(store.as_ref(), &name, &limits).await?;
@@ -137,8 +183,13 @@ pub async fn tenants(app: &App, cmd: TenantsCommand) -> anyhow::Result<ExitCode>
                         .max_runs_per_hour
                         .map(|n| format!("max {n} runs/hour"))
                         .unwrap_or_else(|| "no run quota".into());
+                    let tools = if t.allowed_tools.is_empty() {
+                        "no process tools".to_string()
+                    } else {
+                        format!("tools {}", t.allowed_tools.join(","))
+                    };
                     println!(
-                        "{}\t{}\t{cap}\t{rate}",
+                        "{}\t{}\t{cap}\t{rate}\t{tools}",
                         t.name,
                         weft_store::rfc3339(t.created_at)
                     );

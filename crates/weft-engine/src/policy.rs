@@ -1,0 +1,98 @@
+//! The tool policy at the one place every tool call of every run passes: before the worker
+//! calls a tool (`worker.rs`). Whatever path created the run (the API, a schedule, an action,
+//! a `workflow:` step, MCP, `weft ask`), a tenant's registered template reaches a tool that
+//! starts host processes only when the operator granted that tool to the tenant, read from the
+//! store at the call, so taking a grant back holds for runs already queued.
+//!
+//! A run is the tenant's own when its template was registered through the API
+//! ([`weft_core::plan::REGISTERED_FILE`]); the operator's templates (folders, built-ins) may
+//! use every tool.
+//!
+//! The same check decides confinement ([`Confinement`]): a granted tool's processes run in the
+//! tenants' sandbox, always (a machine without one refuses them, never runs them
+//! unconfined); the operator's run with weft's rights unless `[sandbox]` confines them too.
+
+use std::sync::Arc;
+
+use weft_store::Run;
+use weft_store::server::ToolGrants;
+use weft_tools::Tool;
+use weft_tools::sandbox::Sandbox;
+
+use crate::Engine;
+
+/// How the processes tools start are confined in this process.
+#[derive(Debug, Clone)]
+pub struct Confinement {
+    /// Tenants' templates: the sandbox, or why there is none on this machine.
+    pub tenants: Result<Arc<Sandbox>, String>,
+    /// The operator's own templates: `None` runs them with weft's rights (the default).
+    pub operator: Option<Arc<Sandbox>>,
+}
+
+impl Default for Confinement {
+    fn default() -> Self {
+        Confinement {
+            tenants: Err("this process has no sandbox for tenants' processes".into()),
+            operator: None,
+        }
+    }
+}
+
+impl Engine {
+    /// Where the tools granted to each tenant are read. Without it, a tenant's registered
+    /// template starts no process at all.
+    pub fn set_grants(&self, grants: Arc<dyn ToolGrants>) {
+        if let Ok(mut g) = self.inner.grants.write() {
+            *g = Some(grants);
+        }
+    }
+
+    /// How the processes tools start are confined (see [`Confinement`]).
+    pub fn set_confinement(&self, confinement: Confinement) {
+        if let Ok(mut c) = self.inner.confinement.write() {
+            *c = confinement;
+        }
+    }
+
+    /// Whether `run` may call `tool`, and in which sandbox its processes run (`None`: with
+    /// weft's rights). `Err` says why not, for the step's error.
+    pub(crate) async fn admit(
+        &self,
+        run: &Run,
+        tool: &dyn Tool,
+    ) -> Result<Option<Arc<Sandbox>>, String> {
+        if !tool.starts_processes() {
+            return Ok(None);
+        }
+        let confinement = self
+            .inner
+            .confinement
+            .read()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        if run.file != weft_core::plan::REGISTERED_FILE {
+            return Ok(confinement.operator);
+        }
+        let grants = self.inner.grants.read().ok().and_then(|g| g.clone());
+        let granted = match grants {
+            Some(grants) => grants.allowed_tools(&run.tenant).await.map_err(|e| {
+                format!(
+                    "cannot read the tools granted to tenant `{}`: {e}",
+                    run.tenant
+                )
+            })?,
+            None => Vec::new(),
+        };
+        if let Some(why) = weft_tools::policy::refusal(tool, &run.tenant, &granted) {
+            return Err(why);
+        }
+        confinement.tenants.map(Some).map_err(|why| {
+            format!(
+                "tool `{}` cannot run confined on this machine, and a tenant's template never \
+                 runs it unconfined: {why}",
+                tool.name()
+            )
+        })
+    }
+}
