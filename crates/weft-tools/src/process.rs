@@ -29,7 +29,7 @@ pub(crate) fn command(
 
 /// Makes the kernel kill the child when weft dies, even by SIGKILL when no destructor runs:
 /// a tool process must not outlive the worker that owns its lease.
-fn die_with_parent(command: &mut tokio::process::Command) {
+pub(crate) fn die_with_parent(command: &mut tokio::process::Command) {
     #[cfg(target_os = "linux")]
     // SAFETY: the closure runs between fork and exec and makes one async-signal-safe syscall
     // (prctl), allocating nothing. This is the workspace's one `unsafe` block.
