@@ -276,6 +276,7 @@ impl Server {
         .merge(ui::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn(problem::plain_errors_as_problems))
         .layer(DefaultBodyLimit::max(self.state.options.body_limit))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(self.state.clone())

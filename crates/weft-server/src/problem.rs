@@ -266,6 +266,38 @@ impl IntoResponse for Problem {
 
 pub type ApiResult<T> = Result<T, Problem>;
 
+/// Every error of the API is a problem document, also the ones axum writes itself as plain
+/// text (a path that is not UTF-8, an extractor's rejection): such a response is rewritten
+/// into a problem with its status and text.
+pub async fn plain_errors_as_problems(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let plain = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !(status.is_client_error() || status.is_server_error()) || !plain {
+        return response;
+    }
+    let kind = match status {
+        StatusCode::NOT_FOUND => Kind::NotFound,
+        StatusCode::METHOD_NOT_ALLOWED => Kind::MethodNotAllowed,
+        StatusCode::PAYLOAD_TOO_LARGE => Kind::PayloadTooLarge,
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => Kind::UnsupportedMediaType,
+        s if s.is_server_error() => Kind::Internal,
+        _ => Kind::BadRequest,
+    };
+    let text = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    Problem::new(kind, text).into_response()
+}
+
 /// Every error response of the API is a problem document: says so in the OpenAPI document,
 /// under the media type the server really sends.
 pub fn document_problems(doc: &mut utoipa::openapi::OpenApi) {

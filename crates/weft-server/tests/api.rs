@@ -31,6 +31,20 @@ fn field_of(r: &Reply) -> String {
 }
 
 #[tokio::test]
+async fn a_path_that_is_not_utf8_is_a_problem_not_plain_text() {
+    let h = harness(ServerOptions::default()).await;
+    let r = call(&h, "GET", "/v1/runs/%FF%FE", Some(&h.key_a), None).await;
+    assert_problem(&r, 400, "WEFT-E203");
+    let r = call(&h, "GET", "/v1/runs?limit=many", Some(&h.key_a), None).await;
+    assert_eq!(
+        r.headers.get("content-type").and_then(|v| v.to_str().ok()),
+        Some("application/problem+json"),
+        "{:?}",
+        r.body
+    );
+}
+
+#[tokio::test]
 async fn requests_without_a_valid_key_are_refused() {
     let h = harness(ServerOptions::default()).await;
     let r = call(&h, "GET", "/v1/runs", None, None).await;
