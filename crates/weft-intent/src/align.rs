@@ -180,6 +180,7 @@ fn text_cost(span: &[Token]) -> f64 {
     span.iter()
         .enumerate()
         .map(|(idx, token)| match token.kind {
+            Kind::Word if token.keyword && (idx == 0 || idx == last) => 1.2,
             Kind::Word if token.keyword => 0.8,
             // A value does not start with "for", "me" or "how".
             Kind::Word if is_stopword(&token.norm) && idx == 0 => 1.0,

@@ -73,8 +73,13 @@ enum InputKind {
     Repo,
     /// A list of US cities (an array input about cities).
     CityList,
-    /// A boolean: the phrases (tokenized, stopwords left out) that switch it on.
-    Switch(Vec<Vec<String>>),
+    /// A boolean: the phrases (tokenized, stopwords left out) that switch it on, and the
+    /// words of its description that the template's examples do not use (two of them close
+    /// together switch it on too: "copy accounting", "work from home").
+    Switch(Vec<Vec<String>>, Vec<(String, bool)>),
+    /// Free text that names a place ("a US state or city"): a state or a capitalized name
+    /// after "in" left over fills it.
+    Place,
     /// A deployment environment: production, staging...
     Environment,
     Text,
@@ -198,10 +203,16 @@ fn entry(plan: &Plan) -> Entry {
             examples.push(tokenize(d));
         }
     }
+    let literals: Vec<String> = examples
+        .iter()
+        .flatten()
+        .filter(|t| t.kind == text::Kind::Word)
+        .map(|t| t.norm.clone())
+        .collect();
     let kinds: IndexMap<String, InputKind> = plan
         .inputs
         .iter()
-        .map(|(name, spec)| (name.clone(), input_kind(name, spec)))
+        .map(|(name, spec)| (name.clone(), input_kind(name, spec, &literals)))
         .collect();
     let counts = plan
         .inputs
@@ -240,7 +251,8 @@ fn entry(plan: &Plan) -> Entry {
     }
 }
 
-fn input_kind(name: &str, spec: &InputSpec) -> InputKind {
+/// `literals`: the words of the template's examples.
+fn input_kind(name: &str, spec: &InputSpec, literals: &[String]) -> InputKind {
     let about = format!(
         "{} {}",
         name.to_lowercase(),
@@ -261,7 +273,20 @@ fn input_kind(name: &str, spec: &InputSpec) -> InputKind {
                 spec.phrases.iter().map(|p| content_norms(p)).collect();
             phrases.push(content_norms(&name.replace('_', " ")));
             phrases.retain(|p| !p.is_empty());
-            InputKind::Switch(phrases)
+            let mut words = content_norms(spec.description.as_deref().unwrap_or(""));
+            words.extend(content_norms(&name.replace('_', " ")));
+            words.retain(|w| !text::is_keyword(w));
+            words.sort();
+            words.dedup();
+            // Each word, and whether the examples use it too (such a word alone is no sign).
+            let words = words
+                .into_iter()
+                .map(|w| {
+                    let shared = literals.contains(&w);
+                    (w, shared)
+                })
+                .collect();
+            InputKind::Switch(phrases, words)
         }
         InputType::Array if url_like || has(&["urls", "pages to"]) => InputKind::UrlList,
         InputType::Array if has(&["city", "cities"]) => InputKind::CityList,
@@ -276,6 +301,11 @@ fn input_kind(name: &str, spec: &InputSpec) -> InputKind {
             None if url_like || has(&[" url", "web page", "the page"]) => InputKind::Url,
             None if name.contains("repo") || has(&["owner/name", "repository"]) => InputKind::Repo,
             None if matches!(name, "environment" | "env" | "stage") => InputKind::Environment,
+            None if matches!(name, "location" | "place" | "city" | "where" | "region")
+                || has(&["us state or city", "city or state"]) =>
+            {
+                InputKind::Place
+            }
             None => InputKind::Text,
         },
         _ => InputKind::Other,
@@ -449,13 +479,31 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
     let mut inputs = Map::new();
     // Phrases that switch a boolean on; "without booking" leaves it off.
     for (name, kind) in &entry.kinds {
-        let InputKind::Switch(phrases) = kind else {
+        let InputKind::Switch(phrases, words) = kind else {
             continue;
         };
-        for phrase in phrases {
-            let Some(span) = find_phrase(tokens, phrase) else {
-                continue;
-            };
+        // Two words of the description within four words of each other, one of them a word
+        // the examples do not use.
+        let word = |t: &Token| {
+            if t.kind != text::Kind::Word || t.claimed {
+                return None;
+            }
+            words.iter().find(|(w, _)| *w == t.norm).map(|(_, shared)| *shared)
+        };
+        let described = (0..tokens.len()).find_map(|i| {
+            let first = word(&tokens[i])?;
+            (i + 1..tokens.len().min(i + 5))
+                .find(|&k| {
+                    word(&tokens[k]).is_some_and(|second| !(first && second))
+                        && tokens[k].norm != tokens[i].norm
+                })
+                .map(|k| i..k + 1)
+        });
+        let spans = phrases
+            .iter()
+            .filter_map(|phrase| find_phrase(tokens, phrase))
+            .chain(described);
+        for span in spans {
             let negation = (span.start.saturating_sub(2)..span.start)
                 .find(|&i| NEGATIONS.contains(&tokens[i].surface.to_lowercase().as_str()));
             let from = negation.unwrap_or(span.start);
@@ -479,7 +527,7 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
         .find(|(_, words)| words.iter().any(|w| w == "height"));
     if let (Some((wn, _)), Some((hn, _))) = (width, height) {
         for i in 0..tokens.len().saturating_sub(2) {
-            if let (text::Kind::Number(w), "x", text::Kind::Number(h)) = (
+            if let (text::Kind::Number(w), "x" | "by", text::Kind::Number(h)) = (
                 &tokens[i].kind,
                 tokens[i + 1].norm.as_str(),
                 &tokens[i + 2].kind,
@@ -733,7 +781,12 @@ fn fill_leftovers(
     let mut texts: Vec<(String, std::ops::Range<usize>)> = alignment
         .spans
         .iter()
-        .filter(|(name, _)| entry.kinds.get(name) == Some(&InputKind::Text))
+        .filter(|(name, _)| {
+            matches!(
+                entry.kinds.get(name),
+                Some(InputKind::Text | InputKind::Place)
+            )
+        })
         .cloned()
         .collect();
     for (name, kind) in &entry.kinds {
@@ -750,6 +803,11 @@ fn fill_leftovers(
                 return None;
             }
             let value = allowed.iter().find(|a| a.to_lowercase() == lower)?;
+            // "any" is a word before it is the default value.
+            let common = token.keyword || text::is_stopword(&token.norm);
+            if common && entry.inputs[name].default.as_ref().and_then(Value::as_str) == Some(value) {
+                return None;
+            }
             if free[i] {
                 return Some((i, value.clone(), None));
             }
@@ -819,6 +877,22 @@ fn fill_leftovers(
                         if ENVIRONMENTS.contains(&lower.as_str()) =>
                     {
                         Value::String(lower)
+                    }
+                    (InputKind::Place, text::Kind::State(_)) => {
+                        Value::String(token.surface.clone())
+                    }
+                    (InputKind::Place, text::Kind::Word)
+                        if i > 0
+                            && matches!(tokens[i - 1].surface.to_lowercase().as_str(), "in" | "near" | "around")
+                            && token.surface.chars().next().is_some_and(char::is_uppercase) =>
+                    {
+                        // "in Salt Lake City": the capitalized words after "in".
+                        let words: Vec<&str> = tokens[i..]
+                            .iter()
+                            .take_while(|t| t.kind == text::Kind::Word && t.surface.chars().next().is_some_and(char::is_uppercase))
+                            .map(|t| t.surface.as_str())
+                            .collect();
+                        Value::String(words.join(" "))
                     }
                     _ => return None,
                 };

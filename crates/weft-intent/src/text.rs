@@ -49,7 +49,7 @@ const STOPWORDS: &[&str] = &[
     "its", "go", "across", "how", "will", "we", "from", "about", "by", "just", "quick", "quickly",
     "many", "much", "which", "who", "where", "ones", "have", "has", "had", "tell", "know",
     "whether", "if", "also", "them", "they", "their", "then", "so", "as", "into", "really",
-    "looking", "i'm", "im", "wanna", "trying", "help", "see",
+    "looking", "i'm", "im", "wanna", "trying", "help", "see", "using", "via", "only",
 ];
 
 /// Words dropped before matching: politeness says nothing about the job.
@@ -124,6 +124,19 @@ const SYNONYMS: &[&[&str]] = &[
         "job", "posting", "opening", "position", "vacancy", "listing",
     ],
     &["monitor", "watch", "track", "alert"],
+    &["overdue", "unpaid", "outstanding", "late", "delinquent"],
+    &["invoice", "bill"],
+];
+
+/// Phrases folded into one word before matching.
+const PHRASES: &[(&str, &str)] = &[
+    ("look up", "lookup"),
+    ("look into", "investigate"),
+    ("read about", "research"),
+    ("keep an eye on", "watch"),
+    ("keep track of", "track"),
+    ("notify me about", "alert"),
+    ("past due", "overdue"),
 ];
 
 /// Small numbers people write as words.
@@ -224,16 +237,29 @@ pub fn tokenize(text: &str) -> Vec<Token> {
         }
         push_chunk(&chunk, &mut tokens);
     }
-    // "look up" is one word ("lookup").
+    // Phrases that say one word ("look up" is "lookup", "keep an eye on" is "watch").
     let mut i = 0;
-    while i + 1 < tokens.len() {
-        if tokens[i].norm == "look" && tokens[i + 1].norm == "up" {
-            let surface = format!("{} {}", tokens[i].surface, tokens[i + 1].surface);
+    while i < tokens.len() {
+        let fold = PHRASES.iter().find(|(words, _)| {
+            let words: Vec<&str> = words.split(' ').collect();
+            tokens.len() >= i + words.len()
+                && words
+                    .iter()
+                    .zip(&tokens[i..])
+                    .all(|(w, t)| t.kind == Kind::Word && t.surface.to_lowercase() == *w)
+        });
+        if let Some((words, word)) = fold {
+            let width = words.split(' ').count();
+            let surface = tokens[i..i + width]
+                .iter()
+                .map(|t| t.surface.as_str())
+                .collect::<Vec<_>>()
+                .join(" ");
             tokens.splice(
-                i..i + 2,
+                i..i + width,
                 [Token {
                     surface,
-                    norm: normalize("lookup"),
+                    norm: normalize(word),
                     kind: Kind::Word,
                     keyword: false,
                     claimed: false,
