@@ -77,6 +77,42 @@ pub async fn decide(
     check(candidates, offline, "offline", llm_fallback)
 }
 
+/// The decision with inputs a person corrected or added (`weft ask -i NAME=VALUE`, the UI's
+/// form): they replace what the matcher read, the missing inputs and their question are worked
+/// out again, and everything is checked as before. An unsure choice of template stays a
+/// question: correcting inputs does not say the template is the right one.
+pub fn correct(
+    candidates: &[Candidate],
+    decision: Decision,
+    corrections: Map<String, Value>,
+) -> Decision {
+    let Decision {
+        mut answer,
+        matcher,
+        llm_fallback,
+        ..
+    } = decision;
+    let plan = answer
+        .template
+        .as_deref()
+        .and_then(|name| candidates.iter().find(|c| c.plan.name == name))
+        .map(|c| c.plan.clone());
+    if let Some(plan) = plan {
+        let threshold = if matcher == "llm" {
+            LLM_MIN_CONFIDENCE
+        } else {
+            weft_intent::MIN_CONFIDENCE
+        };
+        answer.inputs.extend(corrections);
+        answer.missing = weft_intent::missing_inputs(&plan, &answer.inputs);
+        if answer.confidence >= threshold {
+            answer.question = (!answer.missing.is_empty())
+                .then(|| weft_intent::missing_question(&plan, &answer.missing));
+        }
+    }
+    check(candidates, answer, &matcher, llm_fallback)
+}
+
 /// Checks the answer's inputs as `weft run` would; a refused value becomes the question.
 fn check(
     candidates: &[Candidate],

@@ -488,7 +488,10 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
             if t.kind != text::Kind::Word || t.claimed {
                 return None;
             }
-            words.iter().find(|(w, _)| *w == t.norm).map(|(_, shared)| *shared)
+            words
+                .iter()
+                .find(|(w, _)| *w == t.norm)
+                .map(|(_, shared)| *shared)
         };
         let described = (0..tokens.len()).find_map(|i| {
             let first = word(&tokens[i])?;
@@ -499,11 +502,12 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
                 })
                 .map(|k| i..k + 1)
         });
-        let spans = phrases
+        let span = phrases
             .iter()
             .filter_map(|phrase| find_phrase(tokens, phrase))
-            .chain(described);
-        for span in spans {
+            .chain(described)
+            .next();
+        if let Some(span) = span {
             let negation = (span.start.saturating_sub(2)..span.start)
                 .find(|&i| NEGATIONS.contains(&tokens[i].surface.to_lowercase().as_str()));
             let from = negation.unwrap_or(span.start);
@@ -513,7 +517,6 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
             if negation.is_none() {
                 inputs.insert(name.clone(), Value::Bool(true));
             }
-            break;
         }
     }
     // "1920x1080": width and height.
@@ -805,7 +808,8 @@ fn fill_leftovers(
             let value = allowed.iter().find(|a| a.to_lowercase() == lower)?;
             // "any" is a word before it is the default value.
             let common = token.keyword || text::is_stopword(&token.norm);
-            if common && entry.inputs[name].default.as_ref().and_then(Value::as_str) == Some(value) {
+            if common && entry.inputs[name].default.as_ref().and_then(Value::as_str) == Some(value)
+            {
                 return None;
             }
             if free[i] {
@@ -883,13 +887,19 @@ fn fill_leftovers(
                     }
                     (InputKind::Place, text::Kind::Word)
                         if i > 0
-                            && matches!(tokens[i - 1].surface.to_lowercase().as_str(), "in" | "near" | "around")
+                            && matches!(
+                                tokens[i - 1].surface.to_lowercase().as_str(),
+                                "in" | "near" | "around"
+                            )
                             && token.surface.chars().next().is_some_and(char::is_uppercase) =>
                     {
                         // "in Salt Lake City": the capitalized words after "in".
                         let words: Vec<&str> = tokens[i..]
                             .iter()
-                            .take_while(|t| t.kind == text::Kind::Word && t.surface.chars().next().is_some_and(char::is_uppercase))
+                            .take_while(|t| {
+                                t.kind == text::Kind::Word
+                                    && t.surface.chars().next().is_some_and(char::is_uppercase)
+                            })
                             .map(|t| t.surface.as_str())
                             .collect();
                         Value::String(words.join(" "))
@@ -982,6 +992,23 @@ fn find_phrase(tokens: &[Token], phrase: &[String]) -> Option<std::ops::Range<us
 
 fn round(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// The required inputs of a template that `inputs` lacks.
+pub fn missing_inputs(plan: &Plan, inputs: &Map<String, Value>) -> Vec<String> {
+    plan.inputs
+        .iter()
+        .filter(|(name, spec)| {
+            spec.required && spec.default.is_none() && !inputs.contains_key(*name)
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// The question for missing inputs: "To run `state-discovery` I also need: state (A US
+/// state). Which state?"
+pub fn missing_question(plan: &Plan, missing: &[String]) -> String {
+    ask_for(&plan.name, missing, &plan.inputs)
 }
 
 /// "Which state (a US state)? `state-discovery` needs it."

@@ -453,8 +453,9 @@ async fn the_ui_and_the_widget_in_headless_chromium() {
     srv.stop().await;
 }
 
-/// The ask box: a dry run shows the template and inputs and starts the run on a click; an
-/// unsure sentence shows the question and the candidates. The schedules view adds a schedule
+/// The ask box: a dry run shows the template and a form of the inputs it read, which a person
+/// corrects before starting the run; an unsure sentence shows the question and the candidates;
+/// a missing input, the question and a form to give it. The schedules view adds a schedule
 /// from its form, shows its next fire time, and pauses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ask_box_and_schedules_in_headless_chromium() {
@@ -516,26 +517,44 @@ async fn the_ask_box_and_schedules_in_headless_chromium() {
     );
     b.screenshot("ask-clarify").await;
 
-    // A dry run: the template and its inputs; the button starts the run.
+    // A required input missing: the question, and a form to give it.
+    b.eval(
+        "document.querySelector('#ask-text').value = 'greet'; \
+         document.querySelector('#ask-dry').click(); true",
+    )
+    .await;
+    let empty = b
+        .wait_for(
+            "document.querySelector('.clarify #ask-inputs') && JSON.stringify(document.querySelector('#ask-inputs').elements.who.value)",
+            10,
+        )
+        .await;
+    assert_eq!(empty, json!("\"\""));
+
+    // A dry run: the template and a form of the inputs it read; a person corrects one and
+    // the run starts with the correction.
     b.eval(
         "document.querySelector('#ask-text').value = 'say hello to Chromium'; \
          document.querySelector('#ask-dry').click(); true",
     )
     .await;
-    let shown = b
+    let read = b
         .wait_for(
-            "document.querySelector('.matched') && document.querySelector('.matched').textContent",
+            "document.querySelector('.matched #ask-inputs') && document.querySelector('#ask-inputs').elements.who.value",
             10,
         )
         .await;
-    let shown = shown.as_str().unwrap();
-    assert!(
-        shown.contains("greet@1") && shown.contains("Chromium"),
-        "{shown}"
-    );
-    b.screenshot("ask-matched").await;
-    b.eval("document.querySelector('#ask-start').click(); true")
+    assert_eq!(read, json!("Chromium"));
+    let shown = b
+        .eval("document.querySelector('.matched').textContent")
         .await;
+    assert!(shown.as_str().unwrap().contains("greet@1"), "{shown}");
+    b.screenshot("ask-matched").await;
+    b.eval(
+        "{ const form = document.querySelector('#ask-inputs'); form.elements.who.value = 'Ada'; \
+         form.querySelector('#ask-start').click(); } true",
+    )
+    .await;
     b.wait_for("location.hash.startsWith('#/runs/run_')", 10)
         .await;
     let output = b
@@ -544,10 +563,7 @@ async fn the_ask_box_and_schedules_in_headless_chromium() {
             15,
         )
         .await;
-    assert!(
-        output.as_str().unwrap().contains("Hello, Chromium!"),
-        "{output}"
-    );
+    assert!(output.as_str().unwrap().contains("Hello, Ada!"), "{output}");
 
     // Schedules: add one from the form, see its next fire time, pause it.
     b.eval("location.hash = '#/schedules'; true").await;

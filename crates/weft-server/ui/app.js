@@ -53,13 +53,41 @@
   function badge(status) { return '<span class="status ' + esc(status) + '">' + esc(status) + "</span>"; }
 
   // The ask box: a sentence to POST /v1/ask. A confident match starts the run (or, on a dry
-  // run, shows the template and inputs with a button to start it); an unsure one shows the
-  // question and the candidate templates, and starts nothing.
+  // run, shows the template with a form of the inputs it read, to correct before starting);
+  // an unsure one shows the question and the candidate templates, and starts nothing (with
+  // the form too when it knows the template but an input is missing or ambiguous).
   function askBox() {
     return '<form id="ask-form" class="ask"><input id="ask-text" name="text" autocomplete="off" ' +
       'placeholder="Say what you want, e.g. Find all HVAC businesses in Colorado" aria-label="What you want">' +
       ' <button class="primary" type="submit">Ask</button> <button id="ask-dry" type="button">Dry run</button></form>' +
       '<div id="ask-answer" role="status"></div>';
+  }
+
+  // The template's inputs as a form, prefilled with what the sentence gave; submitting it
+  // starts the run with the inputs as corrected.
+  function askInputs(a, slot) {
+    api("GET", "/v1/templates/" + encodeURIComponent(a.template)).then(function (t) {
+      var v = t.versions.filter(function (x) { return x.version === a.version; })[0] || t.versions[t.versions.length - 1];
+      var inputs = v.inputs.map(function (i) {
+        var c = Object.assign({}, i);
+        if (a.inputs && a.inputs[i.name] != null) c["default"] = a.inputs[i.name];
+        return c;
+      });
+      slot.innerHTML = '<form id="ask-inputs" class="run-form">' + inputs.map(inputField).join("") +
+        '<p><button id="ask-start" class="primary" type="submit">Start this run</button></p>' +
+        '<p id="ask-form-error" class="error" role="alert"></p></form>';
+      $("#ask-inputs").onsubmit = function (ev) {
+        ev.preventDefault();
+        var values;
+        try { values = readInputs(ev.target, inputs); } catch (e) { $("#ask-form-error").textContent = "Not JSON: " + e.message; return; }
+        api("POST", "/v1/runs", { template: a.template, version: v.version, inputs: values })
+          .then(function (run) { location.hash = "#/runs/" + run.id; })
+          .catch(function (e) {
+            var p = e.problem;
+            $("#ask-form-error").textContent = p && p.errors ? p.errors.map(function (x) { return x.field + ": " + x.message; }).join("\n") : e.message;
+          });
+      };
+    }).catch(function (e) { slot.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
   }
 
   function wireAsk() {
@@ -77,19 +105,18 @@
         };
         if (a.status === "clarify") {
           out.innerHTML = '<div class="card clarify"><p class="question">' + esc(a.question) + "</p>" +
+            (a.template && a.missing.length ? '<div id="ask-inputs-slot"></div>' : "") +
             (a.candidates.length ? "<p>Candidates:</p>" + candidates(a.candidates) : "") + "</div>";
+          if (a.template && a.missing.length) askInputs(a, $("#ask-inputs-slot"));
           return;
         }
         if (a.run_id) { location.hash = "#/runs/" + a.run_id; return; }
         out.innerHTML = '<div class="card matched"><p><b>' + esc(a.template) + "@" + esc(a.version) + "</b> " +
-          '<span class="meta">' + esc(Math.round(a.confidence * 100)) + "% · " + esc(a.matcher) + "</span></p><pre>" +
-          esc(JSON.stringify(a.inputs, null, 2)) + '</pre><button id="ask-start" class="primary" type="button">Start this run</button>' +
+          '<span class="meta">' + esc(Math.round(a.confidence * 100)) + "% · " + esc(a.matcher) +
+          " · correct the inputs if the sentence was read wrong</span></p>" +
+          '<div id="ask-inputs-slot"></div>' +
           (a.alternatives.length ? "<p>Also possible:</p>" + candidates(a.alternatives) : "") + "</div>";
-        $("#ask-start").onclick = function () {
-          api("POST", "/v1/runs", { template: a.template, version: a.version, inputs: a.inputs })
-            .then(function (run) { location.hash = "#/runs/" + run.id; })
-            .catch(function (e) { out.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
-        };
+        askInputs(a, $("#ask-inputs-slot"));
       }).catch(function (e) { out.innerHTML = '<p class="error">' + esc(e.message) + "</p>"; });
     }
     form.onsubmit = function (ev) { ev.preventDefault(); send(false); };

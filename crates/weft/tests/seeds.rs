@@ -271,3 +271,78 @@ fn ask_turns_a_sentence_into_a_plan_a_question_or_a_run() {
         "{text}"
     );
 }
+
+/// A city several states have: `weft ask` asks which state and runs nothing; the person's
+/// answer as `-i state=...` completes the inputs, and `--dry-run` shows what was read and what
+/// is a default.
+#[test]
+fn ask_asks_which_springfield_and_takes_a_correction() {
+    let stand_in = StandIn::start();
+    let dir = workdir(&stand_in);
+
+    let out = weft(
+        dir.path(),
+        &["ask", "find roofers in Springfield", "--json"],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", stdout(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["template"], "state-discovery");
+    assert_eq!(
+        answer["inputs"]["cities"],
+        serde_json::json!(["Springfield"])
+    );
+    assert!(answer["inputs"]["state"].is_null(), "{answer}");
+    let question = answer["question"].as_str().expect("a question");
+    for state in ["Illinois", "Massachusetts", "Missouri"] {
+        assert!(question.contains(state), "{question}");
+    }
+
+    let out = weft(
+        dir.path(),
+        &[
+            "ask",
+            "find roofers in Springfield",
+            "-i",
+            "state=Illinois",
+            "--dry-run",
+        ],
+    );
+    let text = stdout(&out);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("correct or add one with -i NAME=VALUE"),
+        "{text}"
+    );
+    for line in [
+        "niche",
+        "roofers",
+        "read from the sentence",
+        "limit",
+        "15",
+        "default",
+    ] {
+        assert!(text.contains(line), "{line}: {text}");
+    }
+    assert!(
+        text.contains(r#""cities":["Springfield"]"#) && text.contains(r#""state":"Illinois""#),
+        "{text}"
+    );
+
+    // A correction of a value the matcher read wins over it.
+    let out = weft(
+        dir.path(),
+        &[
+            "ask",
+            "find roofers in Austin and Dallas",
+            "-i",
+            "niche=roofing contractors",
+            "--dry-run",
+            "--json",
+        ],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    let answer: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(answer["plan"]["inputs"]["niche"], "roofing contractors");
+    assert_eq!(answer["plan"]["inputs"]["state"], "Texas");
+    assert_eq!(stand_in.calls(), 0, "nothing ran");
+}

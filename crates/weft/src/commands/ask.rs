@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 use weft_core::Plan;
 use weft_engine::NewRun;
-use weft_engine::intent::{Candidate, Decision, decide};
+use weft_engine::intent::{Candidate, Decision, correct, decide};
 use weft_intent::Answer;
 
 use crate::app::{App, usage};
@@ -24,6 +24,10 @@ pub struct AskArgs {
     /// Show the chosen template, its inputs and its plan; do not run.
     #[arg(long)]
     pub dry_run: bool,
+    /// Correct or add an input the matcher read, as KEY=VALUE (converted to the input's
+    /// type). Repeatable; `--dry-run` shows what the matcher read.
+    #[arg(short = 'i', long = "input", value_name = "KEY=VALUE")]
+    pub inputs: Vec<String>,
     /// Match with the offline matcher even when an `llm` provider is configured.
     #[arg(long)]
     pub offline: bool,
@@ -86,6 +90,12 @@ pub async fn ask(app: &App, args: AskArgs) -> anyhow::Result<ExitCode> {
         !args.offline && !app.config.llm.is_empty(),
     )
     .await;
+    let decision = if args.inputs.is_empty() {
+        decision
+    } else {
+        let corrections = corrections(&candidates, &decision, &args.inputs)?;
+        correct(&candidates, decision, corrections)
+    };
     if let Some(reason) = &decision.llm_fallback {
         eprintln!("note: the model's answer was not used ({reason}); matched offline");
     }
@@ -125,6 +135,33 @@ pub async fn ask(app: &App, args: AskArgs) -> anyhow::Result<ExitCode> {
             other => anyhow::Error::new(other),
         })?;
     crate::commands::run::drive(app, &engine, "default", &run.id, args.concurrency).await
+}
+
+/// `-i KEY=VALUE` corrections, converted to the chosen template's input types.
+fn corrections(
+    candidates: &[Candidate],
+    decision: &Decision,
+    raw: &[String],
+) -> anyhow::Result<Map<String, Value>> {
+    let plan = decision
+        .answer
+        .template
+        .as_deref()
+        .and_then(|name| candidates.iter().find(|c| c.plan.name == name))
+        .map(|c| c.plan.clone());
+    let mut out = Map::new();
+    for item in raw {
+        let Some((key, value)) = item.split_once('=') else {
+            return Err(usage(format!("`-i {item}`: inputs are written KEY=VALUE")));
+        };
+        let value = match plan.as_ref().and_then(|p| p.inputs.get(key)) {
+            Some(spec) => weft_core::inputs::parse_cli_value(spec, key, value).map_err(usage)?,
+            // Unknown names are reported (with suggestions) when the inputs are checked.
+            None => Value::String(value.to_string()),
+        };
+        out.insert(key.to_string(), value);
+    }
+    Ok(out)
 }
 
 /// "state-discovery (confidence 0.97) niche=HVAC state=Colorado; also: web-research 0.31".
@@ -173,8 +210,24 @@ fn show_answer(
     println!("{}", describe(answer));
     if let Some(question) = &answer.question {
         println!("{question}");
+        if let (Some(_), Some(first)) = (&answer.template, answer.missing.first()) {
+            println!("(say it again with -i {first}=VALUE)");
+        }
     }
     if let Some((plan, inputs)) = plan {
+        println!("\ninputs (correct or add one with -i NAME=VALUE):");
+        if let Value::Object(all) = inputs {
+            for (name, value) in all {
+                let from = if answer.inputs.contains_key(name) {
+                    "read from the sentence"
+                } else if value.is_null() {
+                    "not given"
+                } else {
+                    "default"
+                };
+                println!("  {name:<18} {:<28} {from}", short_value(value));
+            }
+        }
         println!(
             "\n{}@{} with {}",
             plan.name,
@@ -218,6 +271,14 @@ fn show_answer(
         }
     }
     Ok(())
+}
+
+fn short_value(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        other => other.to_string(),
+    }
 }
 
 fn plan_json(plan: &Plan, inputs: &Value) -> Value {
