@@ -26,7 +26,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, NewRun, WorkerOptions};
 use weft_store::RunStatus;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::SqlStore;
+use weft_store::sqlite::Durability;
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
 mod pg;
@@ -61,7 +62,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 }
 
 async fn engine(dir: &Path, durability: Durability) -> anyhow::Result<Engine> {
-    let store = SqliteStore::open(&dir.join("bench.db"), durability).await?;
+    let store = SqlStore::sqlite(&dir.join("bench.db"), durability).await?;
     let mut tools = Registry::with_builtins(&ToolsConfig::default());
     tools.insert(Arc::new(Discover));
     Ok(Engine::new(Arc::new(store), Arc::new(tools)))

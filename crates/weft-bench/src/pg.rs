@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use serde_json::json;
 use weft_engine::{Engine, NewRun};
-use weft_store::postgres::{PgStore, testing};
+use weft_store::SqlStore;
+use weft_store::postgres::testing;
 use weft_store::{RunStatus, Store};
 use weft_tools::{Registry, ToolsConfig};
 
@@ -137,7 +138,7 @@ async fn one_count(weft: &Path, server: &str, workers: usize) -> anyhow::Result<
     let (name, url) = testing::create_database(server).await?;
     let dir = tempfile::tempdir()?;
     let result = async {
-        let store = Arc::new(PgStore::open(&url).await?);
+        let store = Arc::new(SqlStore::postgres(&url).await?);
         let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
         let engine = Engine::new(store.clone(), tools);
         let _workers = Workers::start(weft, &url, workers, dir.path())?;

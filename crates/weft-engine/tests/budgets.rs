@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, NewRun, RunOptions, WorkerOptions};
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::SqlStore;
+use weft_store::sqlite::Durability;
 use weft_store::{Run, RunStatus, StepStatus};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
@@ -56,7 +57,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open store");
     let meter = Arc::new(Meter::default());

@@ -13,8 +13,9 @@ use std::time::Duration;
 use serde_json::json;
 use weft_engine::Engine;
 use weft_engine::schedule::{CronSpec, Scheduler, SchedulerOptions, Turn, new_schedule};
+use weft_store::SqlStore;
 use weft_store::schedules::{ScheduleStore, slot_key};
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_store::{RunQuery, Store};
 use weft_tools::{Registry, ToolsConfig};
 
@@ -50,12 +51,12 @@ struct Pair {
 async fn sqlite_pair(dir: &std::path::Path) -> Pair {
     let path = dir.join("weft.db");
     let a = Arc::new(
-        SqliteStore::open(&path, Durability::Relaxed)
+        SqlStore::sqlite(&path, Durability::Relaxed)
             .await
             .expect("open"),
     );
     let b = Arc::new(
-        SqliteStore::open(&path, Durability::Relaxed)
+        SqlStore::sqlite(&path, Durability::Relaxed)
             .await
             .expect("open"),
     );
@@ -332,16 +333,17 @@ async fn sqlite_missed_slots_fire_the_latest_once() {
 
 mod postgres {
     use super::*;
-    use weft_store::postgres::{PgStore, testing};
+    use weft_store::SqlStore;
+    use weft_store::postgres::testing;
 
     /// A fresh database with two stores (two pools) on it; `None` without a server.
-    async fn pair() -> Option<(Pair, String, String, Vec<Arc<PgStore>>)> {
+    async fn pair() -> Option<(Pair, String, String, Vec<Arc<SqlStore>>)> {
         let server = testing::server_url().await?;
         let (name, url) = testing::create_database(&server)
             .await
             .expect("create a database");
-        let a = Arc::new(PgStore::open(&url).await.expect("open"));
-        let b = Arc::new(PgStore::open(&url).await.expect("open"));
+        let a = Arc::new(SqlStore::postgres(&url).await.expect("open"));
+        let b = Arc::new(SqlStore::postgres(&url).await.expect("open"));
         Some((
             Pair {
                 a: (a.clone(), a.clone()),
@@ -353,7 +355,7 @@ mod postgres {
         ))
     }
 
-    async fn teardown(server: String, name: String, stores: Vec<Arc<PgStore>>) {
+    async fn teardown(server: String, name: String, stores: Vec<Arc<SqlStore>>) {
         for s in stores {
             s.close().await;
         }

@@ -9,7 +9,8 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, NewRun, WorkerOptions};
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::SqlStore;
+use weft_store::sqlite::Durability;
 use weft_store::{Run, RunStatus, StepRow, StepStatus};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
@@ -99,7 +100,7 @@ struct Harness {
 
 async fn harness() -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open store");
     let probe = Arc::new(Probe::default());

@@ -12,8 +12,9 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::secrets::SecretBox;
 use weft_engine::{Engine, NewRun, WorkerOptions};
+use weft_store::SqlStore;
 use weft_store::secrets::SecretStore as _;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_store::tokens::TaskTokenStore as _;
 use weft_store::{RunStatus, Store};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
@@ -23,7 +24,7 @@ const CANARY: &str = "canary-engine-92c1 \"x\"/+";
 /// Behaves like a tool that read its secret: reports it as progress (and waits until the
 /// progress is on record), then returns or fails with it in several encodings.
 struct Leaky {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     tokens: Mutex<Vec<String>>,
 }
 
@@ -102,7 +103,7 @@ async fn drive(engine: &Engine, run_id: &str) -> weft_store::Run {
 async fn a_leaky_tool_leaves_no_secret_and_its_token_dies_with_the_attempt() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
-        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+        SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
             .await
             .expect("open store"),
     );
@@ -190,7 +191,7 @@ async fn pure_tools_get_a_token_only_when_their_step_asks() {
     use weft_store::secrets::{AuditQuery, AuditStore as _};
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
-        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+        SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
             .await
             .expect("open store"),
     );

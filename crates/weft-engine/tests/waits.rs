@@ -9,7 +9,8 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_core::Plan;
 use weft_engine::{Decide, Engine, NewRun, TemplateSource, WorkerOptions};
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::SqlStore;
+use weft_store::sqlite::Durability;
 use weft_store::{Run, RunStatus, StepStatus};
 use weft_tools::{Registry, ToolsConfig};
 
@@ -51,7 +52,7 @@ impl Drop for Harness {
 
 async fn harness(templates: &[(&str, &str)]) -> Harness {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open store");
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));

@@ -11,9 +11,10 @@ use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, NewRun};
 use weft_server::{Server, ServerOptions};
+use weft_store::SqlStore;
 use weft_store::Store as _;
 use weft_store::server::AuthStore as _;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_tools::{Registry, ToolsConfig};
 
 const TEMPLATE: &str = r#"
@@ -56,8 +57,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let subscribers: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(1000);
     let items: i64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(200);
     let dir = tempfile::tempdir()?;
-    let store =
-        Arc::new(SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed).await?);
+    let store = Arc::new(SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed).await?);
     store.create_tenant("bench").await?;
     let (_, key) = weft_server::auth::create_key(store.as_ref(), "bench", "bench").await?;
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));

@@ -18,8 +18,9 @@ use common::*;
 use serde_json::{Value, json};
 use weft_engine::Engine;
 use weft_server::{Server, ServerOptions};
+use weft_store::SqlStore;
 use weft_store::server::AuthStore;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_tools::llm::{ProviderConfig, ProviderKind};
 use weft_tools::{Registry, ToolsConfig};
 
@@ -357,7 +358,7 @@ async fn llm_server(replies: Vec<&str>) -> (Server, String, Standin, tempfile::T
     weft_tools::llm::register(&mut tools, &config.llm).expect("llm.chat");
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Arc::new(
-        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+        SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
             .await
             .expect("store"),
     );

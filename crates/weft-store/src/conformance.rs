@@ -37,6 +37,8 @@ macro_rules! conformance_tests {
             claim_honours_step_concurrency,
             next_ready_at_ignores_tasks_already_due,
             claim_skips_runs_and_steps_not_running,
+            claim_takes_from_running_steps_of_a_waiting_run,
+            counts_out_of_range_are_refused_not_truncated,
             concurrent_claims_never_share_a_task,
             concurrent_claims_respect_the_cap,
             finish_task_is_fenced,
@@ -537,6 +539,46 @@ pub async fn claim_skips_runs_and_steps_not_running(store: Arc<dyn Store>) {
     let claimed = claim(&store, "w", 10, 60_000, None).await;
     assert_eq!(claimed.len(), 1);
     assert_eq!(claimed[0].run_id, "run_live");
+}
+
+/// A run is `waiting` while one of its steps waits for a decision; its other running steps
+/// keep going: their ready tasks are claimed (SQLite used to claim only from `running` runs).
+pub async fn claim_takes_from_running_steps_of_a_waiting_run(store: Arc<dyn Store>) {
+    running_run(&store, "run_w", &[("ask", None), ("work", None)]).await;
+    queue_items(&store, "run_w", "work", 2).await;
+    let mut tx = begin(&store).await;
+    let mut steps = tx.load_steps("run_w").await.expect("steps");
+    steps[0].status = StepStatus::Waiting;
+    tx.update_step(&steps[0]).await.expect("update");
+    let update = RunUpdate {
+        status: RunStatus::Waiting,
+        output: None,
+        error: None,
+    };
+    tx.set_run_status("run_w", &update).await.expect("status");
+    tx.commit().await.expect("commit");
+    let claimed = claim(&store, "w", 10, 60_000, None).await;
+    assert_eq!(
+        claimed.len(),
+        2,
+        "both items of the running step are claimed"
+    );
+    assert!(claimed.iter().all(|t| t.step_id == "work"));
+}
+
+/// A count that does not fit its field is refused as corrupt on every backend, never read
+/// back truncated (SQLite used to cast with `as u32`: 5,000,000,000 read as 705,032,704).
+pub async fn counts_out_of_range_are_refused_not_truncated(store: Arc<dyn Store>) {
+    running_run(&store, "run_big", &[("s", None)]).await;
+    let mut tx = begin(&store).await;
+    tx.count_items("run_big", "s", 5_000_000_000, 0)
+        .await
+        .expect("count");
+    tx.commit().await.expect("commit");
+    match store.steps("run_big").await {
+        Err(Error::Corrupt(what)) => assert!(what.contains("items_done"), "{what}"),
+        other => panic!("expected a corrupt-value error, got {other:?}"),
+    }
 }
 
 /// Concurrent claimers each get different tasks, and together get them all.

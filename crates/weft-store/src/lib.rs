@@ -1,289 +1,42 @@
 //! Durable state: runs, steps, the task queue, the event log and the step cache.
 //!
-//! [`Store`] is the contract every backend implements — SQLite embedded, PostgreSQL shared by
-//! many processes — and `conformance` is the one suite that checks a backend against it. All writes go through a
-//! [`Tx`]: the engine records a task's result, its step's new state, the next tasks and their
-//! events in one transaction, so they commit together or not at all.
+//! [`Store`] is the contract; [`SqlStore`] keeps it on SQLite (embedded) or PostgreSQL (shared
+//! by many processes) with one text per SQL statement (`db.rs` holds the seam between the two).
+//! All writes go through a [`Tx`]: the engine records a task's result, its step's new state,
+//! the next tasks and their events in one transaction, so they commit together or not at all.
 //!
 //! Architecture Invariant: the store holds no workflow logic. It never renders an expression
 //! or decides what runs next; it stores what the engine decided and answers queries.
+//!
+//! Layering (no module imports one that imports it back, no backend imports the other):
+//! `error`, `records`, `status` → the table modules' types and traits, `api` → `db` (the seam)
+//! and `rows` (decoders) → `sqlite`, `postgres` (what differs) → `tx`, `store` (the one
+//! implementation). This file only declares and re-exports.
 
-use async_trait::async_trait;
-use serde::Serialize;
-use serde_json::Value;
-
+mod api;
 pub mod conformance;
 pub mod conformance_server;
 pub mod conformance_usage;
+mod db;
+mod error;
 pub mod memory;
 pub mod postgres;
-mod postgres_memory;
-mod postgres_server;
-mod postgres_tx;
 mod records;
+mod rows;
 pub mod schedules;
 pub mod secrets;
 pub mod server;
 pub mod sqlite;
-mod sqlite_memory;
-mod sqlite_server;
 mod status;
+mod store;
 pub mod tokens;
+mod tx;
 pub mod usage;
 pub mod workers;
 
+pub use api::*;
+pub use db::SqlStore;
+pub use error::{Error, Result};
 pub use records::*;
 pub use status::{LeaseHolder, QueueStatus, SchemaStatus};
 pub use weft_core::orchestrator::{RunStatus, StepStatus};
-
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("store: {0}")]
-    Db(#[from] sqlx::Error),
-    #[error("store migration: {0}")]
-    Migrate(#[from] sqlx::migrate::MigrateError),
-    #[error("store holds a value it cannot read: {0}")]
-    Corrupt(String),
-    #[error("{0}")]
-    Invalid(String),
-}
-
-impl Error {
-    /// Whether the same operation may pass if tried again (a busy database, a dropped
-    /// connection), as opposed to a bug or bad data.
-    pub fn is_transient(&self) -> bool {
-        match self {
-            Error::Db(sqlx::Error::Database(e)) => {
-                let code = e.code().unwrap_or_default();
-                // SQLITE_BUSY (5), SQLITE_LOCKED (6); PostgreSQL serialization/deadlock, a
-                // server shutting down or starting up, and lost connections (class 08).
-                matches!(
-                    code.as_ref(),
-                    "5" | "6" | "517" | "40001" | "40P01" | "57P01" | "57P02" | "57P03"
-                ) || code.starts_with("08")
-            }
-            Error::Db(
-                sqlx::Error::Io(_)
-                | sqlx::Error::Tls(_)
-                | sqlx::Error::Protocol(_)
-                | sqlx::Error::PoolTimedOut
-                | sqlx::Error::PoolClosed
-                | sqlx::Error::WorkerCrashed,
-            ) => true,
-            _ => false,
-        }
-    }
-}
-
-pub type Result<T, E = Error> = std::result::Result<T, E>;
-
-/// Which runs a list shows.
-#[derive(Debug, Clone, Default)]
-pub struct RunQuery {
-    pub tenant: String,
-    pub status: Option<RunStatus>,
-    pub template: Option<String>,
-    /// Only runs created before this one (for paging, newest first).
-    pub before: Option<(i64, String)>,
-    pub limit: u32,
-}
-
-/// A backend. Reads outside a transaction see committed state only.
-#[async_trait]
-pub trait Store: Send + Sync + 'static {
-    /// Starts a write transaction. SQLite serialises writers; PostgreSQL locks rows.
-    async fn begin(&self) -> Result<Box<dyn Tx>>;
-
-    /// A run by id, only if it belongs to `tenant`.
-    async fn run(&self, tenant: &str, id: &str) -> Result<Option<Run>>;
-    /// Runs, newest first.
-    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>>;
-    /// A run's steps in plan order.
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>>;
-    /// A run's tasks (items in order), for `runs show`.
-    async fn tasks(&self, run_id: &str) -> Result<Vec<Task>>;
-    /// The runs a run started (its `workflow:` steps' runs and its actions), oldest first.
-    async fn child_runs(&self, run_id: &str) -> Result<Vec<Run>>;
-    /// A run's events with `seq > after`, oldest first.
-    async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>>;
-    /// The store's clock, in milliseconds since the Unix epoch. Leases use this clock only.
-    async fn now(&self) -> Result<i64>;
-    /// Returns when another process may have queued work, or after `timeout` at the latest.
-    /// Workers call it between turns. The default suits a store that only one process
-    /// writes to: it waits out the timeout (in-process wake-ups go through the engine).
-    async fn wait_for_work(&self, timeout: std::time::Duration) {
-        tokio::time::sleep(timeout).await;
-    }
-    /// The queue as an operator sees it: depth, the oldest due task, leases per owner. One
-    /// read for `weft status` and the metrics upkeep; cheap enough to run every few seconds.
-    async fn queue_status(&self) -> Result<QueueStatus>;
-    /// A run's usage so far: tokens, cost, tool calls, cache hits (summed over its tasks).
-    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage>;
-    /// A tenant's usage grouped by day, template or run (`/v1/usage`, `weft usage`).
-    async fn usage(&self, query: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>>;
-    /// A tenant's quotas (none set: no limits).
-    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota>;
-    /// Replaces a tenant's quotas.
-    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()>;
-    /// The migrations the store has applied against the ones this build carries.
-    async fn schema_status(&self) -> Result<SchemaStatus>;
-    /// A short name for messages (`sqlite:.weft/weft.db`).
-    fn describe(&self) -> String;
-    /// Registers a worker process; its start and heartbeat are the store's clock now.
-    async fn register_worker(&self, worker: &workers::WorkerInfo) -> Result<()>;
-    /// Stamps a worker's heartbeat with the store's clock; `false` when its row is gone.
-    async fn heartbeat_worker(&self, id: &str) -> Result<bool>;
-    /// Removes a worker's row (it stopped cleanly).
-    async fn deregister_worker(&self, id: &str) -> Result<()>;
-    /// Every registered worker, with the store's clock (see `WorkerRow::is_alive`).
-    async fn workers(&self) -> Result<workers::WorkersStatus>;
-}
-
-/// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
-#[async_trait]
-pub trait Tx: Send {
-    /// The store's clock when the transaction began (ms since the epoch).
-    fn now(&self) -> i64;
-
-    // Runs.
-    async fn insert_run(&mut self, run: &Run) -> Result<()>;
-    async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>>;
-    /// Reads a run and keeps it locked against other writers until commit.
-    async fn lock_run(&mut self, run_id: &str) -> Result<Option<Run>>;
-    /// Sets status (and output/error when given); stamps started_at/finished_at.
-    async fn set_run_status(&mut self, run_id: &str, update: &RunUpdate) -> Result<()>;
-
-    // Steps.
-    async fn insert_steps(&mut self, steps: &[StepRow]) -> Result<()>;
-    async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>>;
-    async fn update_step(&mut self, step: &StepRow) -> Result<()>;
-    /// Adds to a fan-out step's done/failed counters.
-    async fn count_items(
-        &mut self,
-        run_id: &str,
-        step_id: &str,
-        done: i64,
-        failed: i64,
-    ) -> Result<()>;
-
-    // Tasks.
-    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()>;
-    /// Leases up to `limit` ready tasks to `owner` until `now + lease_ms`, honouring each
-    /// step's concurrency, each tenant's `max_concurrent_tasks` and, when given, `max_running`
-    /// (most tasks running in the whole store) — counted against every worker's leases, so
-    /// the caps hold across processes; only tasks of `only_runs` when given.
-    async fn claim(
-        &mut self,
-        owner: &str,
-        limit: u32,
-        lease_ms: i64,
-        only_runs: Option<&[String]>,
-        max_running: Option<u32>,
-    ) -> Result<Vec<Task>>;
-    /// Ends an attempt. Refused (returns `false`) unless the task is still `running` under
-    /// this attempt and owner: a superseded attempt cannot commit.
-    async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool>;
-    /// [`Tx::finish_task`] for many attempts at once, fenced the same way; one answer per
-    /// finish, in order. A backend may do it in one statement (PostgreSQL does).
-    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
-        let mut done = Vec::with_capacity(fins.len());
-        for fin in fins {
-            done.push(self.finish_task(fin).await?);
-        }
-        Ok(done)
-    }
-    /// Puts a running attempt back in the queue as attempt+1 after `not_before`. Fenced like
-    /// `finish_task`.
-    async fn retry_task(
-        &mut self,
-        task_id: i64,
-        attempt: u32,
-        owner: &str,
-        not_before: i64,
-        error: &str,
-    ) -> Result<bool>;
-    /// The results of a step's tasks in item order: (item, status, output, error).
-    async fn item_results(&mut self, run_id: &str, step_id: &str) -> Result<Vec<ItemResult>>;
-    /// Cancels the queued and running tasks of a run (or one step of it); returns how many.
-    async fn cancel_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<u64>;
-    /// Running tasks whose lease has expired (or whose owner is in `dead_owners`).
-    async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>>;
-    /// Takes a task from a lost owner back: status queued, attempt+1. Returns false if it was
-    /// no longer running under that attempt.
-    async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool>;
-    /// Puts failed/cancelled tasks of a run back in the queue (resume); returns how many.
-    async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64>;
-    /// Extends the leases of `owner`'s running tasks; returns the ids still running under it.
-    async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>>;
-    /// Turns the step's queued (and waiting) tasks into waiting ones (status `waiting`, never
-    /// leased) that time out at `until` (never when `None`); returns how many.
-    async fn set_waiting(&mut self, run_id: &str, step_id: &str, until: Option<i64>)
-    -> Result<u64>;
-    /// Ends a waiting task. Refused (returns `false`) unless it is still `waiting`: a decision
-    /// is taken once.
-    async fn finish_waiting(
-        &mut self,
-        task_id: i64,
-        status: TaskStatus,
-        output: Option<&Value>,
-        error: Option<&str>,
-    ) -> Result<bool>;
-    /// A run's waiting tasks (of one step when given), by step then item.
-    async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>>;
-    /// Waiting tasks whose wait has timed out (`not_before <= now`), oldest first.
-    async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>>;
-    /// The runs a run started, oldest first.
-    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>>;
-
-    /// When the earliest queued task that is not ready yet (`not_before` after now) becomes
-    /// ready. Tasks already due but held back by a concurrency cap are not "waiting": naming
-    /// them would make a worker spin.
-    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>>;
-
-    // Cache.
-    async fn cache_get(&mut self, key: &str) -> Result<Option<Value>>;
-    async fn cache_put(
-        &mut self,
-        key: &str,
-        tenant: &str,
-        output: &Value,
-        expires_at: i64,
-    ) -> Result<()>;
-
-    // Events.
-    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;
-
-    // Metering and quotas.
-    /// Adds what attempts reported (LLM tokens, cost) to their tasks. Called only for
-    /// attempts that reported something, so the queue's common path pays nothing.
-    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()>;
-    /// A run's usage including this transaction's writes (for the budget check).
-    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage>;
-    /// Whether `tenant` may create another run now under its runs-per-hour quota, counting
-    /// the runs it created in the last hour. Creations of one tenant are serialised, so the
-    /// quota holds across processes when the run is inserted in this same transaction.
-    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>>;
-
-    // Task tokens.
-    /// Records freshly minted task tokens (hashes only), issued at [`Tx::now`]. A token is
-    /// revoked by the store in the transaction that takes its attempt out of `running`.
-    async fn insert_task_tokens(&mut self, tokens: &[tokens::NewTaskToken]) -> Result<()>;
-
-    /// Fires a schedule's slot: moves its `next_fire_at` from `claim.expected_next` to
-    /// `claim.next`, only if it still holds `expected_next` and is not paused. `false` means
-    /// another scheduler took the slot (or the schedule changed): create nothing.
-    async fn claim_schedule_slot(&mut self, claim: &schedules::SlotClaim) -> Result<bool>;
-
-    async fn commit(self: Box<Self>) -> Result<()>;
-}
-
-/// A JSON-friendly view of a run with its steps, as `--json` and the API print it.
-#[derive(Debug, Clone, Serialize)]
-pub struct RunView {
-    #[serde(flatten)]
-    pub run: Run,
-    pub steps: Vec<StepRow>,
-    /// Tokens, cost, tool calls and cache hits summed over the run's tasks.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub usage: Option<usage::RunUsage>,
-}

@@ -3,7 +3,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::{RunStatus, StepStatus};
+use weft_core::orchestrator::{RunStatus, StepStatus};
 
 /// Timestamps are kept as milliseconds and shown as RFC 3339.
 fn ts<S: serde::Serializer>(ms: &i64, s: S) -> Result<S::Ok, S::Error> {

@@ -4,15 +4,12 @@
 //! `weft_engine::secrets`, so a database dump, a backup or a log of this layer never carries a
 //! secret. The audit log is append-only: these traits have no way to change or remove a
 //! record, and the migrations (`0004_secrets_audit.sql`) refuse one at the database too.
-//! Both SQLite and PostgreSQL implement the same contract here.
 
 use async_trait::async_trait;
 use serde::Serialize;
-use sqlx::Row;
 
-use crate::Result;
-use crate::postgres::PgStore;
-use crate::sqlite::{SqliteStore, now_ms};
+use crate::db::{Row, SqlStore, args};
+use crate::error::Result;
 
 /// A secret as listed: its name and times, never its value.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -84,217 +81,125 @@ fn limit_of(query: &AuditQuery) -> i64 {
     }
 }
 
-fn audit_from_row<R: Row>(r: &R) -> Result<AuditRecord>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
+fn audit_from_row(r: &Row) -> Result<AuditRecord> {
     Ok(AuditRecord {
-        seq: r.try_get("seq")?,
-        tenant: r.try_get("tenant")?,
-        at: r.try_get("at")?,
-        actor: r.try_get("actor")?,
-        action: r.try_get("action")?,
-        object_type: r.try_get("object_type")?,
-        object_id: r.try_get("object_id")?,
-        outcome: r.try_get("outcome")?,
+        seq: r.get("seq")?,
+        tenant: r.get("tenant")?,
+        at: r.get("at")?,
+        actor: r.get("actor")?,
+        action: r.get("action")?,
+        object_type: r.get("object_type")?,
+        object_id: r.get("object_id")?,
+        outcome: r.get("outcome")?,
     })
 }
 
-fn info_from_row<R: Row>(r: &R) -> Result<SecretInfo>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
+fn info_from_row(r: &Row) -> Result<SecretInfo> {
     Ok(SecretInfo {
-        name: r.try_get("name")?,
-        created_at: r.try_get("created_at")?,
-        updated_at: r.try_get("updated_at")?,
+        name: r.get("name")?,
+        created_at: r.get("created_at")?,
+        updated_at: r.get("updated_at")?,
     })
 }
 
 #[async_trait]
-impl SecretStore for SqliteStore {
+impl SecretStore for SqlStore {
     async fn put_secret(&self, tenant: &str, name: &str, ciphertext: &[u8]) -> Result<bool> {
-        let now = now_ms();
-        let mut tx = self.writer.begin().await?;
-        let existed: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM secrets WHERE tenant = ? AND name = ?")
-                .bind(tenant)
-                .bind(name)
-                .fetch_optional(&mut *tx)
+        // Insert, or else replace: of two racing writers of a new name exactly one inserts.
+        let mut tx = self.begin_plain().await?;
+        let inserted = tx
+            .target()
+            .execute(
+                "INSERT INTO secrets (tenant, name, ciphertext, created_at, updated_at) \
+                 VALUES ($1, $2, $3, {now}, {now}) ON CONFLICT (tenant, name) DO NOTHING",
+                args![tenant, name, ciphertext],
+            )
+            .await?
+            == 1;
+        if !inserted {
+            tx.target()
+                .execute(
+                    "UPDATE secrets SET ciphertext = $3, updated_at = {now} \
+                     WHERE tenant = $1 AND name = $2",
+                    args![tenant, name, ciphertext],
+                )
                 .await?;
-        sqlx::query(
-            "INSERT INTO secrets (tenant, name, ciphertext, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) ON CONFLICT (tenant, name) DO UPDATE SET \
-             ciphertext = excluded.ciphertext, updated_at = excluded.updated_at",
-        )
-        .bind(tenant)
-        .bind(name)
-        .bind(ciphertext)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
+        }
         tx.commit().await?;
-        Ok(existed.is_none())
-    }
-
-    async fn secret_ciphertext(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT ciphertext FROM secrets WHERE tenant = ? AND name = ?")
-                .bind(tenant)
-                .bind(name)
-                .fetch_optional(&self.reader)
-                .await?,
-        )
-    }
-
-    async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>> {
-        let rows = sqlx::query(
-            "SELECT name, created_at, updated_at FROM secrets WHERE tenant = ? ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(info_from_row).collect()
-    }
-
-    async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM secrets WHERE tenant = ? AND name = ?")
-            .bind(tenant)
-            .bind(name)
-            .execute(&self.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-}
-
-#[async_trait]
-impl AuditStore for SqliteStore {
-    async fn append_audit(&self, r: &AuditRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (tenant, at, actor, action, object_type, object_id, outcome) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&r.tenant)
-        .bind(if r.at == 0 { now_ms() } else { r.at })
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.object_type)
-        .bind(&r.object_id)
-        .bind(&r.outcome)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE tenant = ? \
-             AND (? IS NULL OR (object_type = 'run' AND object_id = ?)) \
-             AND (? IS NULL OR at >= ?) ORDER BY seq LIMIT ?",
-        )
-        .bind(&q.tenant)
-        .bind(&q.run)
-        .bind(&q.run)
-        .bind(q.since)
-        .bind(q.since)
-        .bind(limit_of(q))
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(audit_from_row).collect()
-    }
-}
-
-#[async_trait]
-impl SecretStore for PgStore {
-    async fn put_secret(&self, tenant: &str, name: &str, ciphertext: &[u8]) -> Result<bool> {
-        // `xmax = 0` tells an inserted row from an updated one.
-        let inserted: bool = sqlx::query_scalar(
-            "INSERT INTO secrets (tenant, name, ciphertext, created_at, updated_at) \
-             VALUES ($1, $2, $3, weft_now_ms(), weft_now_ms()) ON CONFLICT (tenant, name) \
-             DO UPDATE SET ciphertext = EXCLUDED.ciphertext, updated_at = EXCLUDED.updated_at \
-             RETURNING (xmax = 0)",
-        )
-        .bind(tenant)
-        .bind(name)
-        .bind(ciphertext)
-        .fetch_one(&self.pool)
-        .await?;
         Ok(inserted)
     }
 
     async fn secret_ciphertext(&self, tenant: &str, name: &str) -> Result<Option<Vec<u8>>> {
-        Ok(
-            sqlx::query_scalar("SELECT ciphertext FROM secrets WHERE tenant = $1 AND name = $2")
-                .bind(tenant)
-                .bind(name)
-                .fetch_optional(&self.pool)
-                .await?,
-        )
+        self.read()
+            .optional(
+                "SELECT ciphertext FROM secrets WHERE tenant = $1 AND name = $2",
+                args![tenant, name],
+                |r| r.get("ciphertext"),
+            )
+            .await
     }
 
     async fn secrets(&self, tenant: &str) -> Result<Vec<SecretInfo>> {
-        let rows = sqlx::query(
-            "SELECT name, created_at, updated_at FROM secrets WHERE tenant = $1 ORDER BY name",
-        )
-        .bind(tenant)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(info_from_row).collect()
+        self.read()
+            .all(
+                "SELECT name, created_at, updated_at FROM secrets WHERE tenant = $1 \
+                 ORDER BY name COLLATE {binary}",
+                args![tenant],
+                info_from_row,
+            )
+            .await
     }
 
     async fn delete_secret(&self, tenant: &str, name: &str) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM secrets WHERE tenant = $1 AND name = $2")
-            .bind(tenant)
-            .bind(name)
-            .execute(&self.pool)
+        let done = self
+            .write()
+            .execute(
+                "DELETE FROM secrets WHERE tenant = $1 AND name = $2",
+                args![tenant, name],
+            )
             .await?;
-        Ok(done.rows_affected() == 1)
+        Ok(done == 1)
     }
 }
 
 #[async_trait]
-impl AuditStore for PgStore {
+impl AuditStore for SqlStore {
     async fn append_audit(&self, r: &AuditRecord) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO audit_log (tenant, at, actor, action, object_type, object_id, outcome) \
-             VALUES ($1, COALESCE($2, weft_now_ms()), $3, $4, $5, $6, $7)",
-        )
-        .bind(&r.tenant)
-        .bind((r.at != 0).then_some(r.at))
-        .bind(&r.actor)
-        .bind(&r.action)
-        .bind(&r.object_type)
-        .bind(&r.object_id)
-        .bind(&r.outcome)
-        .execute(&self.pool)
-        .await?;
+        self.write()
+            .execute(
+                "INSERT INTO audit_log (tenant, at, actor, action, object_type, object_id, \
+                 outcome) VALUES ($1, COALESCE($2, {now}), $3, $4, $5, $6, $7)",
+                args![
+                    &r.tenant,
+                    (r.at != 0).then_some(r.at),
+                    &r.actor,
+                    &r.action,
+                    &r.object_type,
+                    &r.object_id,
+                    &r.outcome
+                ],
+            )
+            .await?;
         Ok(())
     }
 
     async fn audit(&self, q: &AuditQuery) -> Result<Vec<AuditRecord>> {
-        let rows = sqlx::query(
-            "SELECT * FROM audit_log WHERE tenant = $1 \
-             AND ($2::TEXT IS NULL OR (object_type = 'run' AND object_id = $2)) \
-             AND ($3::BIGINT IS NULL OR at >= $3) ORDER BY seq LIMIT $4",
-        )
-        .bind(&q.tenant)
-        .bind(&q.run)
-        .bind(q.since)
-        .bind(limit_of(q))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(audit_from_row).collect()
+        self.read()
+            .all(
+                "SELECT * FROM audit_log WHERE tenant = $1 \
+                 AND ($2 IS NULL OR (object_type = 'run' AND object_id = $2)) \
+                 AND ($3 IS NULL OR at >= $3) ORDER BY seq LIMIT $4",
+                args![&q.tenant, &q.run, q.since, limit_of(q)],
+                audit_from_row,
+            )
+            .await
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::args;
     use crate::sqlite::Durability;
 
     fn record(tenant: &str, action: &str, run: &str) -> AuditRecord {
@@ -313,7 +218,7 @@ mod tests {
     #[tokio::test]
     async fn secrets_and_audit_are_per_tenant_and_audit_is_append_only() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+        let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
             .await
             .expect("store");
         assert!(
@@ -384,14 +289,16 @@ mod tests {
         assert!(later.is_empty());
         // The database itself refuses to rewrite history.
         assert!(
-            sqlx::query("UPDATE audit_log SET outcome = 'x'")
-                .execute(&store.writer)
+            store
+                .write()
+                .execute("UPDATE audit_log SET outcome = 'x'", args![])
                 .await
                 .is_err()
         );
         assert!(
-            sqlx::query("DELETE FROM audit_log")
-                .execute(&store.writer)
+            store
+                .write()
+                .execute("DELETE FROM audit_log", args![])
                 .await
                 .is_err()
         );

@@ -5,14 +5,13 @@
 //! and revoked by a trigger in the transaction that takes the attempt out of `running`
 //! (`migrations/*/0007_task_tokens.sql`), so "no valid token for an attempt that is not
 //! running" holds whatever code path ends the attempt. Expiry and revocation times come from
-//! the database clock. Both SQLite and PostgreSQL implement the same contract here.
+//! the database clock.
 
 use async_trait::async_trait;
-use sqlx::Row;
 
-use crate::postgres::PgStore;
-use crate::sqlite::SqliteStore;
-use crate::{Error, Result, TaskStatus};
+use crate::db::{Arg, Conn, Row, SqlStore, args, values_sql};
+use crate::error::{Error, Result};
+use crate::records::TaskStatus;
 
 /// A token to record: its hash and what it allows. Issue and expiry are the store's clock.
 #[derive(Debug, Clone, PartialEq)]
@@ -109,141 +108,84 @@ fn scopes_text(scopes: &[String]) -> String {
     serde_json::to_string(scopes).unwrap_or_else(|_| "[]".into())
 }
 
-fn state_from_row<R: Row>(r: &R) -> Result<TaskTokenState>
-where
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    i64: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    Option<i64>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    String: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-    Option<String>: for<'a> sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
-{
-    let hash: String = r.try_get("hash")?;
-    let scopes: String = r.try_get("scopes")?;
+fn state_from_row(r: &Row) -> Result<TaskTokenState> {
+    let hash: String = r.get("hash")?;
+    let scopes: String = r.get("scopes")?;
     let scopes: Vec<String> = serde_json::from_str(&scopes)
         .map_err(|e| Error::Corrupt(format!("task token scopes: {e}")))?;
-    let u32_of = |v: i64| u32::try_from(v).map_err(|_| Error::Corrupt(format!("number {v}")));
-    let item: Option<i64> = r.try_get("item")?;
-    let task_status: Option<String> = r.try_get("task_status")?;
-    let task_attempt: Option<i64> = r.try_get("task_attempt")?;
+    let task_status: Option<String> = r.get("task_status")?;
     Ok(TaskTokenState {
         id: token_id(&hash),
-        tenant: r.try_get("tenant")?,
-        run_id: r.try_get("run_id")?,
-        step_id: r.try_get("step_id")?,
-        task_id: r.try_get("task_id")?,
-        item: item.map(u32_of).transpose()?,
-        attempt: u32_of(r.try_get("attempt")?)?,
+        tenant: r.get("tenant")?,
+        run_id: r.get("run_id")?,
+        step_id: r.get("step_id")?,
+        task_id: r.get("task_id")?,
+        item: r.opt_u32("item")?,
+        attempt: r.u32("attempt")?,
         scopes,
-        issued_at: r.try_get("issued_at")?,
-        expires_at: r.try_get("expires_at")?,
-        revoked_at: r.try_get("revoked_at")?,
+        issued_at: r.get("issued_at")?,
+        expires_at: r.get("expires_at")?,
+        revoked_at: r.get("revoked_at")?,
         task_status: task_status.as_deref().and_then(TaskStatus::parse),
-        task_attempt: task_attempt.map(u32_of).transpose()?,
-        lease_expires: r.try_get("lease_expires")?,
-        now: r.try_get("now")?,
+        task_attempt: r.opt_u32("task_attempt")?,
+        lease_expires: r.get("lease_expires")?,
+        now: r.get("now")?,
     })
 }
 
-/// One multi-row INSERT per 1,000 tokens; the same statement on both backends.
-macro_rules! insert_tokens {
-    ($db:ty, $conn:expr, $now:expr, $tokens:expr) => {{
-        for chunk in $tokens.chunks(1_000) {
-            let mut q = sqlx::QueryBuilder::<$db>::new(
-                "INSERT INTO task_tokens (hash, tenant, run_id, step_id, task_id, item, attempt, \
-                 scopes, issued_at, expires_at) ",
-            );
-            q.push_values(chunk, |mut row, t| {
-                row.push_bind(t.hash.clone())
-                    .push_bind(t.tenant.clone())
-                    .push_bind(t.run_id.clone())
-                    .push_bind(t.step_id.clone())
-                    .push_bind(t.task_id)
-                    .push_bind(t.item.map(i64::from))
-                    .push_bind(i64::from(t.attempt))
-                    .push_bind(scopes_text(&t.scopes))
-                    .push_bind($now)
-                    .push_bind($now + t.ttl_ms);
-            });
-            q.build().execute(&mut *$conn).await?;
+/// `Tx::insert_task_tokens`: one multi-row INSERT per 1,000 tokens, issued at the
+/// transaction's clock.
+pub(crate) async fn insert(conn: &mut Conn, now: i64, tokens: &[NewTaskToken]) -> Result<()> {
+    for chunk in tokens.chunks(1_000) {
+        let mut values = Vec::with_capacity(chunk.len() * 10);
+        for t in chunk {
+            values.extend([
+                Arg::from(&t.hash),
+                Arg::from(&t.tenant),
+                Arg::from(&t.run_id),
+                Arg::from(&t.step_id),
+                Arg::from(t.task_id),
+                Arg::from(t.item),
+                Arg::from(t.attempt),
+                Arg::from(scopes_text(&t.scopes)),
+                Arg::from(now),
+                Arg::from(now + t.ttl_ms),
+            ]);
         }
-        Ok(())
-    }};
-}
-
-/// `Tx::insert_task_tokens` for SQLite.
-pub(crate) async fn insert_sqlite(
-    conn: &mut sqlx::SqliteConnection,
-    now: i64,
-    tokens: &[NewTaskToken],
-) -> Result<()> {
-    insert_tokens!(sqlx::Sqlite, conn, now, tokens)
-}
-
-/// `Tx::insert_task_tokens` for PostgreSQL: issued at the transaction's database clock.
-pub(crate) async fn insert_pg(
-    conn: &mut sqlx::PgConnection,
-    now: i64,
-    tokens: &[NewTaskToken],
-) -> Result<()> {
-    insert_tokens!(sqlx::Postgres, conn, now, tokens)
-}
-
-const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
-
-#[async_trait]
-impl TaskTokenStore for SqliteStore {
-    async fn task_token(&self, hash: &str) -> Result<Option<TaskTokenState>> {
-        let sql = format!(
-            "SELECT k.*, t.status AS task_status, t.attempt AS task_attempt, t.lease_expires, \
-             {SQLITE_NOW} AS now FROM task_tokens k LEFT JOIN tasks t ON t.id = k.task_id \
-             WHERE k.hash = ?"
+        let sql = values_sql(
+            "INSERT INTO task_tokens (hash, tenant, run_id, step_id, task_id, item, attempt, \
+             scopes, issued_at, expires_at)",
+            10,
+            chunk.len(),
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(hash)
-            .fetch_optional(&self.reader)
-            .await?;
-        row.as_ref().map(state_from_row).transpose()
+        conn.target().execute(sql, &values).await?;
     }
-
-    async fn renew_task_token(&self, hash: &str, ttl_ms: i64, max_ms: i64) -> Result<Option<i64>> {
-        let sql = format!(
-            "UPDATE task_tokens SET expires_at = MIN({SQLITE_NOW} + ?, issued_at + ?) \
-             WHERE hash = ? AND revoked_at IS NULL AND expires_at > {SQLITE_NOW} \
-             RETURNING expires_at"
-        );
-        Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
-            .bind(ttl_ms)
-            .bind(max_ms)
-            .bind(hash)
-            .fetch_optional(&self.writer)
-            .await?)
-    }
+    Ok(())
 }
 
 #[async_trait]
-impl TaskTokenStore for PgStore {
+impl TaskTokenStore for SqlStore {
     async fn task_token(&self, hash: &str) -> Result<Option<TaskTokenState>> {
-        let row = sqlx::query(
-            "SELECT k.*, t.status AS task_status, t.attempt AS task_attempt, t.lease_expires, \
-             weft_now_ms() AS now FROM task_tokens k LEFT JOIN tasks t ON t.id = k.task_id \
-             WHERE k.hash = $1",
-        )
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?;
-        row.as_ref().map(state_from_row).transpose()
+        self.read()
+            .optional(
+                "SELECT k.*, t.status AS task_status, t.attempt AS task_attempt, \
+                 t.lease_expires, {now} AS now FROM task_tokens k \
+                 LEFT JOIN tasks t ON t.id = k.task_id WHERE k.hash = $1",
+                args![hash],
+                state_from_row,
+            )
+            .await
     }
 
     async fn renew_task_token(&self, hash: &str, ttl_ms: i64, max_ms: i64) -> Result<Option<i64>> {
-        Ok(sqlx::query_scalar(
-            "UPDATE task_tokens SET expires_at = LEAST(weft_now_ms() + $1, issued_at + $2) \
-             WHERE hash = $3 AND revoked_at IS NULL AND expires_at > weft_now_ms() \
-             RETURNING expires_at",
-        )
-        .bind(ttl_ms)
-        .bind(max_ms)
-        .bind(hash)
-        .fetch_optional(&self.pool)
-        .await?)
+        self.write()
+            .optional(
+                "UPDATE task_tokens SET expires_at = {pg:LEAST}{sqlite:MIN}({now} + $1, \
+                 issued_at + $2) WHERE hash = $3 AND revoked_at IS NULL \
+                 AND expires_at > {now} RETURNING expires_at",
+                args![ttl_ms, max_ms, hash],
+                |r| r.get("expires_at"),
+            )
+            .await
     }
 }

@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::db::Row;
+use crate::error::Result;
+
 /// The usage one attempt reported, added to its task's row.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TaskUsage {
@@ -121,49 +124,49 @@ pub(crate) fn refusal(
     })
 }
 
-/// The SQL both backends share for a usage sum over tasks `t` (the rest of the statement is
-/// theirs). `cache_hit` is the column as a condition (`t.cache_hit` or `t.cache_hit = 1`).
-/// Sums are cast so both backends return 64-bit integers and doubles.
-pub(crate) fn sum_columns(cache_hit: &str) -> String {
-    format!(
+/// A usage sum over tasks `t` (the rest of the statement is the caller's). Sums are cast so
+/// both backends return 64-bit integers and doubles.
+macro_rules! sum_columns {
+    () => {
         "COUNT(t.id) AS tasks, \
-         CAST(COALESCE(SUM(CASE WHEN t.id IS NULL OR {cache_hit} THEN 0 \
+         CAST(COALESCE(SUM(CASE WHEN t.id IS NULL OR t.cache_hit THEN 0 \
              WHEN t.status IN ('succeeded', 'failed', 'running') THEN t.attempt \
              ELSE t.attempt - 1 END), 0) AS BIGINT) AS tool_calls, \
-         CAST(COALESCE(SUM(CASE WHEN {cache_hit} THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
+         CAST(COALESCE(SUM(CASE WHEN t.cache_hit THEN 1 ELSE 0 END), 0) AS BIGINT) AS cache_hits, \
          CAST(COALESCE(SUM(t.llm_prompt_tokens), 0) AS BIGINT) AS llm_prompt_tokens, \
          CAST(COALESCE(SUM(t.llm_completion_tokens), 0) AS BIGINT) AS llm_completion_tokens, \
          CAST(COALESCE(SUM(t.cost_usd), 0) AS DOUBLE PRECISION) AS cost_usd, \
          CAST(COALESCE(SUM(CASE WHEN t.finished_at IS NOT NULL AND t.started_at IS NOT NULL \
              THEN t.finished_at - t.started_at ELSE 0 END), 0) AS BIGINT) AS duration_ms"
-    )
+    };
 }
 
-/// Reads the columns of [`sum_columns`] from a row of either backend.
-pub(crate) fn usage_from_row<'r, R>(r: &'r R) -> crate::Result<RunUsage>
-where
-    R: sqlx::Row,
-    usize: sqlx::ColumnIndex<R>,
-    for<'a> &'a str: sqlx::ColumnIndex<R>,
-    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-    f64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
-{
-    let n = |col: &str| -> crate::Result<u64> { Ok(r.try_get::<i64, _>(col)?.max(0) as u64) };
+pub(crate) const SUM_COLUMNS: &str = sum_columns!();
+
+/// A run's usage so far (in and outside a transaction).
+pub(crate) const RUN_USAGE: &str = concat!(
+    "SELECT ",
+    sum_columns!(),
+    " FROM tasks t WHERE t.run_id = $1"
+);
+
+/// Reads the columns of [`SUM_COLUMNS`].
+pub(crate) fn usage_from_row(r: &Row) -> Result<RunUsage> {
     Ok(RunUsage {
-        tasks: n("tasks")?,
-        tool_calls: n("tool_calls")?,
-        cache_hits: n("cache_hits")?,
-        llm_prompt_tokens: n("llm_prompt_tokens")?,
-        llm_completion_tokens: n("llm_completion_tokens")?,
-        cost_usd: r.try_get::<f64, _>("cost_usd")?,
-        duration_ms: n("duration_ms")?,
+        tasks: r.u64("tasks")?,
+        tool_calls: r.u64("tool_calls")?,
+        cache_hits: r.u64("cache_hits")?,
+        llm_prompt_tokens: r.u64("llm_prompt_tokens")?,
+        llm_completion_tokens: r.u64("llm_completion_tokens")?,
+        cost_usd: r.get("cost_usd")?,
+        duration_ms: r.u64("duration_ms")?,
     })
 }
 
 /// A report's start as a user writes it: an RFC 3339 time (`2026-11-25T08:00:00Z`), a UTC
 /// date (`2026-11-25`), or a span back from `now` (`90m`, `24h`, `7d`, `2w`). Milliseconds
 /// since the epoch; the error says what is accepted.
-pub fn parse_since(text: &str, now: i64) -> Result<i64, String> {
+pub fn parse_since(text: &str, now: i64) -> std::result::Result<i64, String> {
     let text = text.trim();
     if let Ok(t) = chrono::DateTime::parse_from_rfc3339(text) {
         return Ok(t.timestamp_millis());

@@ -4,12 +4,12 @@
 //! counts the live ones with `weft status` or the `weft_workers_alive` gauge.
 //!
 //! The `Store` methods (`register_worker`, `heartbeat_worker`, `deregister_worker`,
-//! `workers`) of both backends are the functions here.
+//! `workers`) are the functions here.
 
 use serde::Serialize;
-use sqlx::Row as _;
 
-use crate::Result;
+use crate::db::{Row, SqlStore, args};
+use crate::error::Result;
 
 /// Rows whose heartbeat is older than this are removed when a worker registers.
 const FORGET_AFTER_MS: i64 = 7 * 24 * 3600 * 1000;
@@ -61,147 +61,74 @@ impl WorkersStatus {
     }
 }
 
-fn row(r: &impl RowLike) -> Result<WorkerRow> {
-    r.worker_row()
+fn worker_from_row(r: &Row) -> Result<WorkerRow> {
+    Ok(WorkerRow {
+        id: r.get("id")?,
+        host: r.get("host")?,
+        pid: r.get("pid")?,
+        version: r.get("version")?,
+        lease_ms: r.get("lease_ms")?,
+        started_at: r.get("started_at")?,
+        last_heartbeat_at: r.get("last_heartbeat_at")?,
+    })
 }
 
-/// Reads a worker row from either backend's row type.
-trait RowLike {
-    fn worker_row(&self) -> Result<WorkerRow>;
+pub(crate) async fn register(store: &SqlStore, w: &WorkerInfo) -> Result<()> {
+    let mut tx = store.begin_plain().await?;
+    tx.target()
+        .execute(
+            "DELETE FROM workers WHERE last_heartbeat_at < {now} - $1",
+            args![FORGET_AFTER_MS],
+        )
+        .await?;
+    tx.target()
+        .execute(
+            "INSERT INTO workers (id, host, pid, version, lease_ms, started_at, \
+             last_heartbeat_at) VALUES ($1, $2, $3, $4, $5, {now}, {now}) \
+             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
+            args![&w.id, &w.host, w.pid, &w.version, w.lease_ms],
+        )
+        .await?;
+    tx.commit().await
 }
 
-macro_rules! row_like {
-    ($t:ty) => {
-        impl RowLike for $t {
-            fn worker_row(&self) -> Result<WorkerRow> {
-                Ok(WorkerRow {
-                    id: self.try_get("id")?,
-                    host: self.try_get("host")?,
-                    pid: self.try_get("pid")?,
-                    version: self.try_get("version")?,
-                    lease_ms: self.try_get("lease_ms")?,
-                    started_at: self.try_get("started_at")?,
-                    last_heartbeat_at: self.try_get("last_heartbeat_at")?,
-                })
-            }
-        }
+pub(crate) async fn heartbeat(store: &SqlStore, id: &str) -> Result<bool> {
+    let done = store
+        .write()
+        .execute(
+            "UPDATE workers SET last_heartbeat_at = {now} WHERE id = $1",
+            args![id],
+        )
+        .await?;
+    Ok(done == 1)
+}
+
+pub(crate) async fn deregister(store: &SqlStore, id: &str) -> Result<()> {
+    store
+        .write()
+        .execute("DELETE FROM workers WHERE id = $1", args![id])
+        .await?;
+    Ok(())
+}
+
+pub(crate) async fn list(store: &SqlStore) -> Result<WorkersStatus> {
+    // The clock and the rows in one statement, so they agree.
+    let rows = store
+        .read()
+        .fetch_all(
+            "SELECT w.*, c.now FROM (SELECT {now} AS now) c \
+             LEFT JOIN workers w ON TRUE ORDER BY w.started_at, w.id",
+            args![],
+        )
+        .await?;
+    let now = match rows.first() {
+        Some(r) => r.get("now")?,
+        None => 0,
     };
-}
-row_like!(sqlx::sqlite::SqliteRow);
-row_like!(sqlx::postgres::PgRow);
-
-pub(crate) mod sqlite {
-    use super::*;
-    use crate::sqlite::{SqliteStore, now_ms};
-
-    pub async fn register(store: &SqliteStore, w: &WorkerInfo) -> Result<()> {
-        let now = now_ms();
-        let mut tx = store.writer.begin().await?;
-        sqlx::query("DELETE FROM workers WHERE last_heartbeat_at < ?")
-            .bind(now - FORGET_AFTER_MS)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO workers (id, host, pid, version, lease_ms, started_at, last_heartbeat_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
-        )
-        .bind(&w.id)
-        .bind(&w.host)
-        .bind(w.pid)
-        .bind(&w.version)
-        .bind(w.lease_ms)
-        .bind(now)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn heartbeat(store: &SqliteStore, id: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE workers SET last_heartbeat_at = ? WHERE id = ?")
-            .bind(now_ms())
-            .bind(id)
-            .execute(&store.writer)
-            .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn deregister(store: &SqliteStore, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM workers WHERE id = ?")
-            .bind(id)
-            .execute(&store.writer)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn list(store: &SqliteStore) -> Result<WorkersStatus> {
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at, id")
-            .fetch_all(&store.reader)
-            .await?;
-        Ok(WorkersStatus {
-            now: now_ms(),
-            workers: rows.iter().map(row).collect::<Result<_>>()?,
-        })
-    }
-}
-
-pub(crate) mod postgres {
-    use super::*;
-    use crate::postgres::PgStore;
-
-    pub async fn register(store: &PgStore, w: &WorkerInfo) -> Result<()> {
-        let mut tx = store.pool.begin().await?;
-        sqlx::query("DELETE FROM workers WHERE last_heartbeat_at < weft_now_ms() - $1")
-            .bind(FORGET_AFTER_MS)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query(
-            "INSERT INTO workers (id, host, pid, version, lease_ms, started_at, last_heartbeat_at) \
-             VALUES ($1, $2, $3, $4, $5, weft_now_ms(), weft_now_ms()) \
-             ON CONFLICT (id) DO UPDATE SET last_heartbeat_at = excluded.last_heartbeat_at",
-        )
-        .bind(&w.id)
-        .bind(&w.host)
-        .bind(w.pid)
-        .bind(&w.version)
-        .bind(w.lease_ms)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
-    pub async fn heartbeat(store: &PgStore, id: &str) -> Result<bool> {
-        let done =
-            sqlx::query("UPDATE workers SET last_heartbeat_at = weft_now_ms() WHERE id = $1")
-                .bind(id)
-                .execute(&store.pool)
-                .await?;
-        Ok(done.rows_affected() == 1)
-    }
-
-    pub async fn deregister(store: &PgStore, id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM workers WHERE id = $1")
-            .bind(id)
-            .execute(&store.pool)
-            .await?;
-        Ok(())
-    }
-
-    pub async fn list(store: &PgStore) -> Result<WorkersStatus> {
-        let mut tx = store.pool.begin().await?;
-        let now: i64 = sqlx::query_scalar("SELECT weft_now_ms()")
-            .fetch_one(&mut *tx)
-            .await?;
-        let rows = sqlx::query("SELECT * FROM workers ORDER BY started_at, id")
-            .fetch_all(&mut *tx)
-            .await?;
-        tx.commit().await?;
-        Ok(WorkersStatus {
-            now,
-            workers: rows.iter().map(row).collect::<Result<_>>()?,
-        })
-    }
+    let workers = rows
+        .iter()
+        .filter(|r| matches!(r.get::<Option<String>>("id"), Ok(Some(_))))
+        .map(worker_from_row)
+        .collect::<Result<_>>()?;
+    Ok(WorkersStatus { now, workers })
 }

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
+use weft_store::SqlStore;
 use weft_store::Store;
 use weft_store::conformance::Fixture;
 use weft_store::conformance_server::ServerFixture;
-use weft_store::postgres::{PgStore, testing};
+use weft_store::postgres::testing;
 use weft_store::server::ServerStore;
 
 struct Postgres {
-    store: Arc<PgStore>,
+    store: Arc<SqlStore>,
     server: String,
     name: String,
 }
@@ -39,7 +40,7 @@ async fn fixture() -> Option<Postgres> {
     let (name, url) = testing::create_database(&server)
         .await
         .expect("create a database");
-    let store = PgStore::open(&url).await.expect("open PostgreSQL");
+    let store = SqlStore::postgres(&url).await.expect("open PostgreSQL");
     Some(Postgres {
         store: Arc::new(store),
         server,
@@ -63,7 +64,7 @@ async fn concurrent_opens_migrate_once() {
     let mut opens = tokio::task::JoinSet::new();
     for _ in 0..6 {
         let url = url.clone();
-        opens.spawn(async move { PgStore::open(&url).await });
+        opens.spawn(async move { SqlStore::postgres(&url).await });
     }
     let mut stores = Vec::new();
     while let Some(opened) = opens.join_next().await {

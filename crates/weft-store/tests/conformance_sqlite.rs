@@ -2,14 +2,15 @@
 
 use std::sync::Arc;
 
+use weft_store::SqlStore;
 use weft_store::Store;
 use weft_store::conformance::Fixture;
 use weft_store::conformance_server::ServerFixture;
 use weft_store::server::ServerStore;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 
 struct Sqlite {
-    store: Arc<SqliteStore>,
+    store: Arc<SqlStore>,
     _dir: tempfile::TempDir,
 }
 
@@ -28,7 +29,7 @@ impl ServerFixture for Sqlite {
 
 async fn fixture() -> Option<Sqlite> {
     let dir = tempfile::tempdir().expect("a temp dir");
-    let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open SQLite");
     Some(Sqlite {
@@ -45,7 +46,7 @@ weft_store::usage_conformance_tests!(fixture);
 async fn task_tokens_live_only_while_their_attempt_runs() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let store = Arc::new(
-        SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+        SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
             .await
             .expect("open SQLite"),
     );

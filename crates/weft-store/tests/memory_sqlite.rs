@@ -1,13 +1,14 @@
 //! The memory table on SQLite: upsert, tenant isolation, keyword search, delete.
 
 use serde_json::json;
+use weft_store::SqlStore;
 use weft_store::memory::MemoryStore;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 
 #[tokio::test]
 async fn memory_is_per_tenant_namespaced_and_searchable() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open");
     store

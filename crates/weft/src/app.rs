@@ -8,8 +8,9 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use serde::Deserialize;
 use weft_engine::Engine;
+use weft_store::SqlStore;
 use weft_store::Store;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_tools::{Registry, ToolsConfig};
 
 /// An error in how weft was called or in a template: exit code 2.
@@ -132,6 +133,9 @@ pub struct App {
     pub artifacts: weft_tools::artifacts::ArtifactStore,
     /// How tools' processes are confined, probed once when first asked.
     confinement: std::sync::OnceLock<weft_engine::policy::Confinement>,
+    /// The process's one store, opened on first use ([`App::sql_store`]) and shared by the
+    /// engine, the server's tables, audit, schedules and secrets.
+    store: tokio::sync::OnceCell<Arc<SqlStore>>,
 }
 
 impl App {
@@ -173,6 +177,7 @@ impl App {
             memory,
             artifacts,
             confinement: std::sync::OnceLock::new(),
+            store: tokio::sync::OnceCell::new(),
         })
     }
 
@@ -232,16 +237,33 @@ impl App {
         PathBuf::from(raw)
     }
 
+    /// The store, opened once per process (the composition root): every later call hands out
+    /// the same connections, so a process holds one SQLite writer and runs the migration
+    /// check once.
+    pub async fn sql_store(&self) -> anyhow::Result<Arc<SqlStore>> {
+        let store = self
+            .store
+            .get_or_try_init(|| async {
+                let store = self.open_store().await?;
+                // The memory tools (`weft worker`, `weft run`, `weft serve`) use it too.
+                self.memory.attach(store.clone());
+                anyhow::Ok(store)
+            })
+            .await?;
+        Ok(store.clone())
+    }
+
+    /// The store as the engine sees it.
     pub async fn store(&self) -> anyhow::Result<Arc<dyn Store>> {
+        Ok(self.sql_store().await?)
+    }
+
+    async fn open_store(&self) -> anyhow::Result<Arc<SqlStore>> {
         if let Some(url) = self.postgres_url() {
-            let store = Arc::new(
-                weft_store::postgres::PgStore::open(&url)
-                    .await
-                    .context("cannot open the PostgreSQL store")?,
-            );
-            // `weft worker` and `weft run` on PostgreSQL run the memory tools too.
-            self.memory.attach(store.clone());
-            return Ok(store);
+            let store = SqlStore::postgres(&url)
+                .await
+                .context("cannot open the PostgreSQL store")?;
+            return Ok(Arc::new(store));
         }
         let path = self.db_path();
         let durability = match self
@@ -258,12 +280,10 @@ impl App {
                 )));
             }
         };
-        let store = SqliteStore::open(&path, durability)
+        let store = SqlStore::sqlite(&path, durability)
             .await
             .with_context(|| format!("cannot open the store at {}", path.display()))?;
-        let store = Arc::new(store);
-        self.memory.attach(store.clone());
-        Ok(store)
+        Ok(Arc::new(store))
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {

@@ -53,6 +53,25 @@ fn hello_runs_offline_and_prints_its_report() {
     assert!(dir.path().join(".weft/weft.db").exists());
 }
 
+/// A `weft run` process opens its store once: one SQLite pool (one writer, one migration
+/// check) shared by the engine, the server's tables, audit, schedules and secrets. The store
+/// logs each open at debug level.
+#[test]
+fn a_run_opens_the_store_once() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = weft(dir.path())
+        .env("RUST_LOG", "weft_store=debug")
+        .args(["run"])
+        .arg(examples().join("hello.yaml"))
+        .args(["-i", "name=Ada", "-i", "cities=2"])
+        .output()
+        .expect("run weft");
+    let (stdout, stderr) = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{stderr}");
+    let opens = stderr.matches("Opened the SQLite store").count();
+    assert_eq!(opens, 1, "the store was opened {opens} times:\n{stderr}");
+}
+
 #[test]
 fn json_output_is_one_document_with_steps() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -324,7 +343,7 @@ output: "{{ steps.items.output | map(attribute='n') | list }}"
         .expect("runtime")
         .block_on(async {
             use weft_store::Store;
-            let store = weft_store::sqlite::SqliteStore::open(
+            let store = weft_store::SqlStore::sqlite(
                 &dir.path().join(".weft/weft.db"),
                 weft_store::sqlite::Durability::Full,
             )

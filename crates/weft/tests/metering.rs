@@ -316,7 +316,7 @@ fn a_run_sums_its_llm_usage_and_weft_usage_groups_it() {
 fn store_view(dir: &Path, run_id: &str) -> (Vec<weft_store::Task>, Vec<String>) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
-        let store = weft_store::sqlite::SqliteStore::open(
+        let store = weft_store::SqlStore::sqlite(
             &dir.join(".weft/weft.db"),
             weft_store::sqlite::Durability::Full,
         )

@@ -86,9 +86,7 @@ async fn a_waiting_run_outlives_its_worker_and_finishes_its_child_on_another() {
     weft(d, &db, &["migrate"]);
     // The child is registered in the store (as `POST /v1/templates` does), not in a folder:
     // the worker that starts it finds it there.
-    let store = weft_store::postgres::PgStore::open(&db)
-        .await
-        .expect("open");
+    let store = weft_store::SqlStore::postgres(&db).await.expect("open");
     weft_store::server::TemplateStore::put_template(
         &store,
         &weft_store::server::TemplateRecord {

@@ -7,8 +7,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use weft_store::SqlStore;
 use weft_store::Store;
-use weft_store::postgres::{PgStore, testing};
+use weft_store::postgres::testing;
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
 
@@ -117,7 +118,7 @@ async fn runs_finish_across_a_postgres_restart() {
     for w in workers.iter_mut() {
         let _ = w.wait();
     }
-    let store = PgStore::open(&url).await.expect("open");
+    let store = SqlStore::postgres(&url).await.expect("open");
     for run_id in &run_ids {
         let tasks = store.tasks(run_id).await.expect("tasks");
         assert_eq!(tasks.len(), 300);

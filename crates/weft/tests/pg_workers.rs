@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
-use weft_store::postgres::{PgStore, testing};
+use weft_store::SqlStore;
+use weft_store::postgres::testing;
 use weft_store::{Event, Store, TaskStatus};
 
 const WEFT: &str = env!("CARGO_BIN_EXE_weft");
@@ -191,7 +192,7 @@ async fn killed_workers_lose_nothing_and_commit_nothing_twice() {
 
     let mut workers: Vec<Child> = (0..3).map(|n| spawn_worker(&db.url, d, n, "1s")).collect();
     let run_id = detach(&db.url, d, "fanout.yaml", &["--input-file", "inputs.json"]);
-    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url).await.expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(SqlStore::postgres(&db.url).await.expect("open store"));
 
     // Kill -9 a random worker at random moments while the run is going, restarting it.
     let mut rng = Lcg(0x5eed ^ u64::from(std::process::id()));
@@ -408,7 +409,7 @@ async fn a_paused_worker_cannot_commit_after_its_lease_expired() {
     let dir = tempfile::tempdir().expect("temp dir");
     let d = dir.path();
     std::fs::write(d.join("slow.yaml"), SLOW_ONE).expect("write template");
-    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url).await.expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(SqlStore::postgres(&db.url).await.expect("open store"));
 
     let mut paused = spawn_worker(&db.url, d, 0, "600ms");
     let run_id = detach(&db.url, d, "slow.yaml", &[]);
@@ -486,7 +487,7 @@ async fn hundred_concurrent_identical_requests_make_one_run() {
         &weft_tools::ToolsConfig::default(),
     ));
     let plan = Arc::new(weft_core::load::load_file(&file, &*tools).expect("template loads"));
-    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url).await.expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(SqlStore::postgres(&db.url).await.expect("open store"));
     let engine = weft_engine::Engine::new(store.clone(), tools);
     let inputs = serde_json::json!({"who": "there"});
     let mut requests = tokio::task::JoinSet::new();

@@ -16,8 +16,9 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
 use weft_engine::Engine;
 use weft_server::{Server, ServerOptions, SharedTemplate};
+use weft_store::SqlStore;
 use weft_store::server::ServerStore;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 use weft_tools::{Registry, ToolsConfig};
 
 /// A PostgreSQL database made for one harness, dropped with it.
@@ -53,12 +54,12 @@ async fn open_store(dir: &std::path::Path) -> (Arc<dyn ServerStore>, Option<PgDb
         let (name, url) = weft_store::postgres::testing::create_database(&server)
             .await
             .expect("create a database");
-        let store = weft_store::postgres::PgStore::open(&url)
+        let store = weft_store::SqlStore::postgres(&url)
             .await
             .expect("open PostgreSQL");
         return (Arc::new(store), Some(PgDb { server, name }));
     }
-    let store = SqliteStore::open(&dir.join("weft.db"), Durability::Relaxed)
+    let store = SqlStore::sqlite(&dir.join("weft.db"), Durability::Relaxed)
         .await
         .expect("store");
     (Arc::new(store), None)

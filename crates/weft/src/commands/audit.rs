@@ -23,10 +23,7 @@ pub struct AuditArgs {
 
 /// The store as secrets and the audit trail see it: SQLite or PostgreSQL.
 pub async fn store(app: &App) -> anyhow::Result<Arc<dyn SecretsAudit>> {
-    if let Some(url) = app.postgres_url() {
-        return Ok(Arc::new(weft_store::postgres::PgStore::open(&url).await?));
-    }
-    Ok(crate::commands::serve::server_store(app).await?)
+    Ok(app.sql_store().await?)
 }
 
 /// Appends a record by the CLI; a failure to record is said on stderr, not hidden.

@@ -46,11 +46,7 @@ pub enum SchedulesCommand {
 
 /// The store as schedules see it: SQLite or PostgreSQL.
 pub async fn store(app: &App) -> anyhow::Result<Arc<dyn ScheduleStore>> {
-    if let Some(url) = app.postgres_url() {
-        return Ok(Arc::new(weft_store::postgres::PgStore::open(&url).await?));
-    }
-    let store = crate::commands::serve::server_store(app).await?;
-    Ok(store)
+    Ok(app.sql_store().await?)
 }
 
 /// `2026-11-30T06:00:00Z` or `-`.

@@ -13,8 +13,9 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, WorkerOptions};
 use weft_server::{Server, ServerOptions, SharedTemplate};
+use weft_store::SqlStore;
 use weft_store::server::ServerStore;
-use weft_store::sqlite::{Durability, SqliteStore};
+use weft_store::sqlite::Durability;
 
 use crate::app::{App, usage};
 
@@ -39,33 +40,10 @@ pub struct ServeArgs {
     pub body_limit: usize,
 }
 
-/// Opens the store as the server needs it (with tenants, keys, templates and memory), SQLite
-/// or PostgreSQL, and points the memory tools at it.
+/// The process's store as the server needs it (with tenants, keys, templates and memory),
+/// SQLite or PostgreSQL: the same one [`App::sql_store`] opened for the engine.
 pub async fn server_store(app: &App) -> anyhow::Result<Arc<dyn ServerStore>> {
-    let store: Arc<dyn ServerStore> = if let Some(url) = app.postgres_url() {
-        Arc::new(
-            weft_store::postgres::PgStore::open(&url)
-                .await
-                .context("cannot open the PostgreSQL store")?,
-        )
-    } else {
-        let durability = match app
-            .global
-            .durability
-            .as_deref()
-            .or(app.config.durability.as_deref())
-        {
-            Some("relaxed") => Durability::Relaxed,
-            _ => Durability::Full,
-        };
-        let path = app.db_path();
-        let store = SqliteStore::open(&path, durability)
-            .await
-            .with_context(|| format!("cannot open the store at {}", path.display()))?;
-        Arc::new(store)
-    };
-    app.memory.attach(store.clone());
-    Ok(store)
+    Ok(app.sql_store().await?)
 }
 
 /// Where `serve` keeps the first admin key: beside a SQLite file, in `.weft/` for PostgreSQL.
