@@ -173,7 +173,9 @@ pub(crate) fn limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+/// SQLite's clock in whole ms, the same as the process clock (`ROUND`: the day fraction is a
+/// double, and truncating it could land one ms early).
+const SQLITE_NOW: &str = "CAST(ROUND((julianday('now') - 2440587.5) * 86400000) AS INTEGER)";
 
 /// A statement's text, fixed (`&'static str`) or built (`String`, only from fixed parts).
 pub(crate) type Sql = Cow<'static, str>;

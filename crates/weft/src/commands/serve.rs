@@ -13,9 +13,7 @@ use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
 use weft_engine::{Engine, WorkerOptions};
 use weft_server::{Server, ServerOptions, SharedTemplate};
-use weft_store::SqlStore;
 use weft_store::server::ServerStore;
-use weft_store::sqlite::Durability;
 
 use crate::app::{App, usage};
 
