@@ -529,7 +529,7 @@ fn report(backend: &str, seeds: u64, started: Instant, f: &Figures) {
 async fn sqlite_survives_a_crash_at_every_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
     let store: Arc<dyn Store> = Arc::new(
-        weft_store::sqlite::SqliteStore::open(
+        weft_store::SqlStore::sqlite(
             &dir.path().join("weft.db"),
             weft_store::sqlite::Durability::Relaxed,
         )
@@ -557,7 +557,7 @@ async fn postgres_survives_a_crash_at_every_commit() {
         .await
         .expect("create a database");
     let store: Arc<dyn Store> = Arc::new(
-        weft_store::postgres::PgStore::open(&url)
+        weft_store::SqlStore::postgres(&url)
             .await
             .expect("open store"),
     );

@@ -14,9 +14,6 @@
 //! implementation). This file only declares and re-exports.
 
 mod api;
-pub mod conformance;
-pub mod conformance_server;
-pub mod conformance_usage;
 mod db;
 mod error;
 pub mod memory;

@@ -63,7 +63,7 @@ fn events(dir: &Path, run_id: &str) -> Vec<weft_store::Event> {
     tokio::runtime::Runtime::new()
         .expect("runtime")
         .block_on(async {
-            let store = weft_store::sqlite::SqliteStore::open(
+            let store = weft_store::SqlStore::sqlite(
                 &dir.join(".weft/weft.db"),
                 weft_store::sqlite::Durability::Full,
             )

@@ -355,7 +355,7 @@ async fn workers_killed_with_default_settings_fail_no_item() {
         .map(|n| spawn_worker_with(&db.url, d, n, &[]))
         .collect();
     let run_id = detach(&db.url, d, "plain.yaml", &["--input-file", "inputs.json"]);
-    let store: Arc<dyn Store> = Arc::new(PgStore::open(&db.url).await.expect("open store"));
+    let store: Arc<dyn Store> = Arc::new(SqlStore::postgres(&db.url).await.expect("open store"));
 
     // Two workers killed with SIGKILL while they hold tasks, then started again.
     let mut kills = 0;

@@ -6,10 +6,10 @@ use std::sync::Arc;
 
 use weft_store::SqlStore;
 use weft_store::Store;
-use weft_store::conformance::Fixture;
-use weft_store::conformance_server::ServerFixture;
 use weft_store::postgres::testing;
 use weft_store::server::ServerStore;
+use weft_store_conformance::conformance::Fixture;
+use weft_store_conformance::conformance_server::ServerFixture;
 
 struct Postgres {
     store: Arc<SqlStore>,
@@ -48,9 +48,9 @@ async fn fixture() -> Option<Postgres> {
     })
 }
 
-weft_store::conformance_tests!(fixture);
-weft_store::server_conformance_tests!(fixture);
-weft_store::usage_conformance_tests!(fixture);
+weft_store_conformance::conformance_tests!(fixture);
+weft_store_conformance::server_conformance_tests!(fixture);
+weft_store_conformance::usage_conformance_tests!(fixture);
 
 /// Several processes starting at once all migrate the same fresh database without errors.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -88,7 +88,7 @@ async fn task_tokens_live_only_while_their_attempt_runs() {
         return;
     };
     let store = fixture.store.clone();
-    weft_store::conformance::task_tokens_live_only_while_their_attempt_runs(
+    weft_store_conformance::conformance::task_tokens_live_only_while_their_attempt_runs(
         store.clone(),
         store.clone(),
         store,

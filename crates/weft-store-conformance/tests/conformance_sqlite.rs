@@ -4,10 +4,10 @@ use std::sync::Arc;
 
 use weft_store::SqlStore;
 use weft_store::Store;
-use weft_store::conformance::Fixture;
-use weft_store::conformance_server::ServerFixture;
 use weft_store::server::ServerStore;
 use weft_store::sqlite::Durability;
+use weft_store_conformance::conformance::Fixture;
+use weft_store_conformance::conformance_server::ServerFixture;
 
 struct Sqlite {
     store: Arc<SqlStore>,
@@ -38,9 +38,9 @@ async fn fixture() -> Option<Sqlite> {
     })
 }
 
-weft_store::conformance_tests!(fixture);
-weft_store::server_conformance_tests!(fixture);
-weft_store::usage_conformance_tests!(fixture);
+weft_store_conformance::conformance_tests!(fixture);
+weft_store_conformance::server_conformance_tests!(fixture);
+weft_store_conformance::usage_conformance_tests!(fixture);
 
 #[tokio::test]
 async fn task_tokens_live_only_while_their_attempt_runs() {
@@ -50,7 +50,7 @@ async fn task_tokens_live_only_while_their_attempt_runs() {
             .await
             .expect("open SQLite"),
     );
-    weft_store::conformance::task_tokens_live_only_while_their_attempt_runs(
+    weft_store_conformance::conformance::task_tokens_live_only_while_their_attempt_runs(
         store.clone(),
         store.clone(),
         store,

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::*;
+use weft_store::*;
 
 /// A fresh store for one check, and whatever it takes to clean it up afterwards.
 pub trait Fixture: Send {
@@ -1374,7 +1374,7 @@ pub async fn waiting_tasks_are_never_claimed_and_decided_once(store: Arc<dyn Sto
 /// Worker rows: registration and heartbeats are stamped by the store's clock, a heartbeat for
 /// an unknown id says so, re-registering keeps the start, and a clean stop removes the row.
 pub async fn workers_register_beat_and_leave(store: Arc<dyn Store>) {
-    use crate::workers::WorkerInfo;
+    use weft_store::workers::WorkerInfo;
     let info = |id: &str| WorkerInfo {
         id: id.into(),
         host: "host-a".into(),
@@ -1432,10 +1432,10 @@ pub async fn workers_register_beat_and_leave(store: Arc<dyn Store>) {
 /// the token reads beside `Store`; each backend's test file calls it.
 pub async fn task_tokens_live_only_while_their_attempt_runs(
     store: Arc<dyn Store>,
-    tokens: Arc<dyn crate::tokens::TaskTokenStore>,
-    audit: Arc<dyn crate::secrets::AuditStore>,
+    tokens: Arc<dyn weft_store::tokens::TaskTokenStore>,
+    audit: Arc<dyn weft_store::secrets::AuditStore>,
 ) {
-    use crate::tokens::{NewTaskToken, TokenRefusal};
+    use weft_store::tokens::{NewTaskToken, TokenRefusal};
     running_run(&store, "run_tok", &[("s", None)]).await;
     queue_items(&store, "run_tok", "s", 4).await;
     let mint = |t: &Task, hash: &str, ttl_ms: i64| NewTaskToken {
@@ -1539,7 +1539,7 @@ pub async fn task_tokens_live_only_while_their_attempt_runs(
     assert_eq!(finished.check(), Err(TokenRefusal::Revoked));
 
     let records = audit
-        .audit(&crate::secrets::AuditQuery {
+        .audit(&weft_store::secrets::AuditQuery {
             tenant: TENANT.into(),
             run: Some("run_tok".into()),
             ..Default::default()

@@ -13,9 +13,9 @@ use std::time::Duration;
 use serde_json::json;
 
 use crate::conformance::{Fixture, sample_run};
-use crate::memory::MemoryStore;
-use crate::server::*;
-use crate::*;
+use weft_store::memory::MemoryStore;
+use weft_store::server::*;
+use weft_store::*;
 
 /// A [`Fixture`] whose store also keeps what `weft serve` needs.
 pub trait ServerFixture: Fixture {
@@ -483,7 +483,7 @@ pub async fn memory_is_per_tenant_and_searchable(store: Arc<dyn ServerStore>) {
         None
     );
 
-    let keys = |v: Vec<crate::memory::MemoryEntry>| {
+    let keys = |v: Vec<weft_store::memory::MemoryEntry>| {
         v.into_iter()
             .map(|e| format!("{}/{}", e.namespace, e.key))
             .collect::<BTreeSet<_>>()

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use serde_json::json;
 
 use crate::conformance::sample_run;
-use crate::usage::*;
-use crate::*;
+use weft_store::usage::*;
+use weft_store::*;
 
 /// Generates one `#[tokio::test]` per metering check; `$fixture` as for `conformance_tests!`.
 #[macro_export]
