@@ -205,7 +205,7 @@ async fn w1(dir: &Path, weft: &Path, figures: &mut Figures) -> anyhow::Result<()
     );
     // 1,000 runs in the store for `runs list`: the rest created in process.
     {
-        let store = SqliteStore::open(&sub.path().join("w1.db"), Durability::Full).await?;
+        let store = SqlStore::sqlite(&sub.path().join("w1.db"), Durability::Full).await?;
         let tools = Registry::with_builtins(&ToolsConfig::default());
         let engine = Engine::new(Arc::new(store), Arc::new(tools));
         for _ in 40..1000 {
