@@ -29,7 +29,8 @@ pub struct Tenant {
 
 /// Reads a stored `allowed_tools` column (a JSON array of names).
 pub(crate) fn tools_of(text: &str) -> Result<Vec<String>> {
-    serde_json::from_str(text).map_err(|e| crate::error::Error::Corrupt(format!("allowed_tools: {e}")))
+    serde_json::from_str(text)
+        .map_err(|e| crate::error::Error::Corrupt(format!("allowed_tools: {e}")))
 }
 
 /// Writes an `allowed_tools` column.
