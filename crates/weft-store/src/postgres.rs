@@ -11,7 +11,7 @@
 //! - events are written at commit, under a per-run advisory lock, so within a run `seq` order
 //!   is commit order and a reader paging with `seq > after` never skips an event that commits
 //!   late;
-//! - the event tail ([`crate::server::EventFeed`]) needs care that SQLite does not: `seq` is
+//! - the event tail (`EventFeed::events_since`) needs care that SQLite does not: `seq` is
 //!   handed out when a transaction inserts its events, not when it commits, so two committers
 //!   can make `seq` 10 visible before `seq` 9. Every transaction that writes events therefore
 //!   holds [`LOCK_EVENT_FEED`] in shared mode from its insert to its commit, and the tail takes
@@ -193,7 +193,7 @@ pub(crate) async fn flush_events(
     // Lock in key order so two committers never wait on each other in a cycle. Held until
     // commit, so a run's events commit in seq order. First (the sort below consumes every
     // row before the outer locks are taken), the event feed's lock in shared mode, so the
-    // global tail never reads past an insert that has yet to commit (`postgres_server.rs`).
+    // global tail never reads past an insert that has yet to commit (`server.rs`).
     sqlx::query(
         "SELECT pg_advisory_xact_lock($1, k) FROM \
              (SELECT DISTINCT hashtext(r) AS k FROM unnest($2::text[]) AS r \
