@@ -179,6 +179,8 @@ fn a_template_with_every_kind_of_tool_runs_through_the_api() {
         ),
     )
     .expect("weft.toml");
+    std::fs::create_dir_all(d.join("templates")).expect("mkdir templates");
+    std::fs::write(d.join("templates/every-tool.yaml"), TEMPLATE).expect("operator template");
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_weft"))
         .current_dir(d)
@@ -210,7 +212,11 @@ fn a_template_with_every_kind_of_tool_runs_through_the_api() {
         &key,
         Some(("application/yaml", TEMPLATE.as_bytes())),
     );
-    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    // Stdio MCP servers and skills start processes on the host: a tenant may not register
+    // them (issue 14), so the same template runs from the operator's own folder instead.
+    assert_eq!(status, 422, "{}", String::from_utf8_lossy(&body));
+    let problem = json_of(&body);
+    assert_eq!(problem["diagnostics"][0]["code"], "WEFT-E015", "{problem}");
 
     let port = serve_page();
     let request = json!({
