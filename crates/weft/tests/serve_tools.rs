@@ -1,5 +1,6 @@
-//! Every kind of tool through the API: a template registered with `POST /v1/templates` and run
-//! with `POST /v1/runs` on a real `weft serve` calls two real MCP servers (npm's
+//! Every kind of tool through the API: a tenant may not register the template with
+//! `POST /v1/templates` (its tools start host processes: WEFT-E015), so the operator's copy in
+//! `templates/`, run with `POST /v1/runs` on a real `weft serve`, calls two real MCP servers (npm's
 //! server-everything, PyPI's mcp-server-time), a skill, memory, and headless Chromium whose
 //! screenshot the artifacts hook stores; the artifact is then fetched from `/v1/artifacts/{id}`.
 
