@@ -49,7 +49,14 @@ async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
         Some(("application/yaml", &yaml)),
     )
     .await;
-    assert_eq!(r.status, 201, "{:?}", r.body);
+    // Its steps start host processes, which a tenant may not register (WEFT-E015): the
+    // operator's copy (the harness's shared templates) is the one that runs.
+    assert_eq!(r.status, 422, "{:?}", r.body);
+    assert_eq!(
+        r.body["diagnostics"][0]["code"], "WEFT-E015",
+        "{:?}",
+        r.body
+    );
 
     // A run waiting for a worker: the queue shows it.
     let first = start_run(&h, &key, "ops", json!({"token": "hunter2-secret"})).await;
