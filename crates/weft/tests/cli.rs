@@ -8,6 +8,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+use common::{FAILING_TEMPLATE, text};
+
 fn weft(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
     cmd.current_dir(dir)
@@ -19,13 +22,6 @@ fn weft(dir: &Path) -> Command {
 
 fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 fn json_of(out: &Output) -> Value {
@@ -135,11 +131,7 @@ fn inputs_of_the_wrong_type_are_usage_errors() {
 #[test]
 fn a_failed_run_exits_1_and_shows_the_error() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("fail.yaml"),
-        "name: fail\nsteps:\n  - id: boom\n    tool: command\n    with: { argv: [sh, -c, 'echo kaput >&2; exit 3'] }\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("fail.yaml"), FAILING_TEMPLATE).expect("write");
     let out = weft(dir.path())
         .args(["run", "fail.yaml"])
         .output()

@@ -8,6 +8,9 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 
+mod common;
+use common::{FAILING_TEMPLATE, text};
+
 /// `weft` in `dir`, as a user's shell starts it: no `NO_COLOR`, no configuration.
 fn weft(dir: &Path) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
@@ -17,13 +20,6 @@ fn weft(dir: &Path) -> Command {
         .env_remove("NO_COLOR")
         .env_remove("RUST_LOG");
     cmd
-}
-
-fn text(out: &Output) -> (String, String) {
-    (
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
 }
 
 fn run_ok(dir: &Path, args: &[&str]) -> (String, String) {
@@ -66,11 +62,7 @@ fn output_into_a_closed_pipe_ends_quietly() {
 #[test]
 fn a_failed_or_cancelled_run_says_why_once_without_colours() {
     let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        dir.path().join("fail.yaml"),
-        "name: fail\nsteps:\n  - id: boom\n    tool: command\n    with: { argv: [sh, -c, 'echo kaput >&2; exit 3'] }\n",
-    )
-    .expect("write");
+    std::fs::write(dir.path().join("fail.yaml"), FAILING_TEMPLATE).expect("write");
     let out = weft(dir.path())
         .args(["run", "fail.yaml"])
         .output()
