@@ -9,7 +9,7 @@
 
 use serde_json::Value;
 
-use crate::text::{Kind, Token, is_stopword};
+use crate::text::{Kind, Token, Vocab, is_instruction, is_stopword};
 
 /// How a slot's value is read from the sentence, from the input's declaration.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,8 +23,22 @@ pub enum SlotType {
     UrlList,
     /// A repository, `owner/name`: one token, never the word after it.
     Repo,
-    /// Free text: a run of words.
-    Text,
+    /// Free text: a run of words, read as its flavour says.
+    Text(Flavour),
+}
+
+/// What kind of free text an input takes, from its declaration.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Flavour {
+    /// What to research or ask about: taken as written ("the history of Rome", "how plumbers
+    /// find customers"), across commas.
+    Query,
+    /// A category or a title ("HVAC", "data engineer"): no article or "good" in front, no
+    /// pronoun, never across a comma.
+    Term,
+    /// A person's or a company's name ("Acme Corp"): when the sentence is written with
+    /// capitals (`cased`), capitalized words only.
+    Name { cased: bool },
 }
 
 /// A slot's declaration as the aligner needs it.
@@ -54,6 +68,7 @@ pub struct Alignment {
 }
 
 const FUZZY: f64 = 0.3;
+const INFLECTED: f64 = 0.1;
 const MAX_TEXT: usize = 12;
 
 fn literal_miss(norm: &str) -> f64 {
@@ -67,6 +82,10 @@ pub fn extra_word(token: &Token) -> f64 {
     }
     match token.kind {
         Kind::Word if is_stopword(&token.norm) => 0.2,
+        // Another template's word says this one may be the wrong one; a word of this
+        // template's own description says it may be the right one.
+        Kind::Word if token.vocab == Vocab::Foreign => 1.0,
+        Kind::Word if token.vocab == Vocab::Own => 0.45,
         Kind::Word => 0.6,
         // A typed value the example has no place for says the example is the wrong one.
         _ => 0.8,
@@ -80,6 +99,14 @@ fn literal_match(lit: &str, token: &Token) -> Option<(f64, bool)> {
     }
     if lit == token.norm {
         return Some((0.0, true));
+    }
+    // Another form of the same verb: "reading" for "read", "known" for "know".
+    if lit.len() >= 3
+        && crate::text::verb_bases(&token.norm)
+            .iter()
+            .any(|b| b == lit)
+    {
+        return Some((INFLECTED, true));
     }
     if lit.chars().count() >= 4 && token.norm.chars().count() >= 4 {
         let sim = strsim::normalized_damerau_levenshtein(lit, &token.norm);
@@ -143,14 +170,27 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
         SlotType::Choice(allowed) => {
             let text = join(span);
             let lower = text.to_lowercase();
+            if let Some(a) = allowed.iter().find(|a| a.to_lowercase() == lower) {
+                return Some((0.0, Value::String(a.clone())));
+            }
+            // A typo of a value, never another word: "many" is not "any", "mid" not "mind".
+            if let [token] = span
+                && (token.kind != Kind::Word || is_stopword(&token.norm) || token.keyword)
+            {
+                return None;
+            }
             allowed
                 .iter()
+                .filter(|a| {
+                    a.chars().count() >= 5
+                        && a.chars().next().map(|c| c.to_ascii_lowercase()) == lower.chars().next()
+                })
                 .map(|a| (strsim::normalized_levenshtein(&a.to_lowercase(), &lower), a))
                 .filter(|(sim, _)| *sim >= 0.75)
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(sim, a)| ((1.0 - sim) * 2.0, Value::String(a.clone())))
         }
-        SlotType::Text => {
+        SlotType::Text(flavour) => {
             if span.len() > MAX_TEXT
                 || span
                     .iter()
@@ -163,33 +203,117 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
             {
                 return Some((0.0, Value::String(token.surface.clone())));
             }
-            let text = trim_text(span);
+            // A value never runs on into the next instruction ("X and give me the gist").
+            let new_instruction = span.windows(2).any(|w| {
+                matches!(w[0].surface.to_lowercase().as_str(), "and" | "then" | "&")
+                    && w[1].kind == Kind::Word
+                    && is_instruction(&w[1].norm)
+            });
+            if new_instruction {
+                return None;
+            }
+            let last = span.len() - 1;
+            let crosses_clause = span[..last].iter().any(|t| t.ends_clause);
+            match flavour {
+                Flavour::Query => {}
+                Flavour::Term => {
+                    // A category is no one's: "my dentist appointment" is not a niche.
+                    if crosses_clause
+                        || span
+                            .iter()
+                            .any(|t| PRONOUNS.contains(&t.surface.to_lowercase().as_str()))
+                    {
+                        return None;
+                    }
+                }
+                Flavour::Name { cased } => {
+                    if crosses_clause || !name_words(span, *cased) {
+                        return None;
+                    }
+                }
+            }
+            let text = trim_text(span, *flavour);
             if text.is_empty() {
                 return None;
             }
-            Some((0.1 + text_cost(span), Value::String(text)))
+            Some((0.1 + text_cost(span, *flavour), Value::String(text)))
         }
     }
 }
 
+/// Words that point at someone: never part of a category.
+const PRONOUNS: &[&str] = &[
+    "my", "me", "i", "you", "your", "our", "us", "we", "they", "them", "their", "it", "its", "his",
+    "her", "him", "she", "he", "mine", "yours",
+];
+
+/// Whether a span can be a name: in a sentence written with capitals, capitalized words
+/// (joined by "&", "of", "and" or "de" inside), none of them a job word ("Find").
+fn name_words(span: &[Token], cased: bool) -> bool {
+    let last = span.len() - 1;
+    span.iter().enumerate().all(|(idx, t)| {
+        let lower = t.surface.to_lowercase();
+        let joiner = matches!(lower.as_str(), "&" | "of" | "and" | "de" | "the");
+        match t.kind {
+            Kind::Word if t.keyword => false,
+            Kind::Word if joiner => idx > 0 && idx < last,
+            Kind::Word if !cased => !is_stopword(&t.norm),
+            Kind::Word => t
+                .surface
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_uppercase() || c.is_ascii_digit()),
+            Kind::Quoted => true,
+            _ => false,
+        }
+    })
+}
+
 /// What free text costs per word: little for content words, more for words that belong to
 /// the sentence's frame (a stopword at either edge, a job word such as "find" or "in", a typed
-/// value), so a slot takes "HVAC repair" but not "me every" or "in production".
-fn text_cost(span: &[Token]) -> f64 {
+/// value), so a slot takes "HVAC repair" but not "me every" or "in production". A query may
+/// start with a question word or an article ("how plumbers find customers", "the history of
+/// jazz").
+fn text_cost(span: &[Token], flavour: Flavour) -> f64 {
     let last = span.len().saturating_sub(1);
     span.iter()
         .enumerate()
         .map(|(idx, token)| match token.kind {
+            // A query is about anything: "the rise of e-bikes in Europe", "reviews of
+            // roofing companies".
+            Kind::Word if token.keyword && flavour == Flavour::Query => {
+                if idx == 0 {
+                    1.2
+                } else if idx == last {
+                    0.6
+                } else {
+                    0.1
+                }
+            }
             Kind::Word if token.keyword && (idx == 0 || idx == last) => 1.2,
             Kind::Word if token.keyword => 0.8,
+            Kind::Word
+                if idx == 0
+                    && idx < last
+                    && flavour == Flavour::Query
+                    && QUERY_OPENERS.contains(&token.surface.to_lowercase().as_str()) =>
+            {
+                0.05
+            }
             // A value does not start with "for", "me" or "how".
             Kind::Word if is_stopword(&token.norm) && idx == 0 => 1.0,
             Kind::Word if is_stopword(&token.norm) && idx == last => 0.45,
+            Kind::Word if token.vocab == Vocab::Foreign => 0.6,
             Kind::Word | Kind::Quoted => 0.05,
             _ => 0.5,
         })
         .sum()
 }
+
+/// Words a query may start with.
+const QUERY_OPENERS: &[&str] = &[
+    "the", "a", "an", "how", "what", "why", "when", "where", "who", "which", "whether",
+];
 
 fn join(span: &[Token]) -> String {
     span.iter()
@@ -199,24 +323,50 @@ fn join(span: &[Token]) -> String {
 }
 
 /// A free-text value read from `span`, as a `{slot}` would take it.
-pub fn text_value(span: &[Token]) -> Option<String> {
-    match fill(&SlotType::Text, span) {
+pub fn text_value(span: &[Token], flavour: Flavour) -> Option<String> {
+    match fill(&SlotType::Text(flavour), span) {
         Some((_, Value::String(s))) => Some(s),
         _ => None,
     }
 }
 
-/// Free text without leading articles or trailing stopwords ("the history of Rome" is
-/// "history of Rome"; "rust async runtimes for me" is "rust async runtimes").
-fn trim_text(span: &[Token]) -> String {
+/// Words in front of a category or a name that are not part of it: "the", "every", "good"
+/// ("any good auto repair shops" are "auto repair" shops).
+const NOT_PART_OF_A_TERM: &[&str] = &[
+    "the",
+    "a",
+    "an",
+    "some",
+    "any",
+    "all",
+    "every",
+    "each",
+    "good",
+    "great",
+    "best",
+    "decent",
+    "reliable",
+    "reputable",
+    "trusted",
+    "local",
+    "nearby",
+    "new",
+    "top-rated",
+];
+
+/// Free text without trailing stopwords ("rust async runtimes for me" is "rust async
+/// runtimes"); a category or name also without what stands in front of it ("the", "every",
+/// "good"), a query as written ("the history of Rome").
+fn trim_text(span: &[Token], flavour: Flavour) -> String {
     let mut start = 0;
     let mut end = span.len();
+    let lead: &[&str] = match flavour {
+        Flavour::Query => &["some", "any", "all"],
+        Flavour::Term | Flavour::Name { .. } => NOT_PART_OF_A_TERM,
+    };
     while start < end
         && span[start].kind == Kind::Word
-        && matches!(
-            span[start].surface.to_lowercase().as_str(),
-            "the" | "a" | "an" | "some" | "any" | "all"
-        )
+        && lead.contains(&span[start].surface.to_lowercase().as_str())
     {
         start += 1;
     }
@@ -268,7 +418,7 @@ pub fn align(
             match &example[i].kind {
                 Kind::Slot(name) => {
                     let spec = slot(name).unwrap_or(SlotSpec {
-                        ty: SlotType::Text,
+                        ty: SlotType::Text(Flavour::Term),
                         required: false,
                     });
                     let skip = here + if spec.required { 1.5 } else { 0.5 };
@@ -276,9 +426,17 @@ pub fn align(
                         cost[i + 1][j] = skip;
                         back[i + 1][j] = Step::SkipSlot;
                     }
+                    // A slot starts where it is introduced: a content word passed over just
+                    // before it ("of db7, flag anything") is the value, not an extra.
+                    let passed_over = j > 0
+                        && matches!(back[i][j], Step::Extra)
+                        && sentence[j - 1].kind == Kind::Word
+                        && !sentence[j - 1].claimed
+                        && !is_stopword(&sentence[j - 1].norm);
+                    let late = if passed_over { 0.6 } else { 0.0 };
                     for k in j + 1..=n.min(j + MAX_TEXT) {
                         if let Some((c, _)) = fill(&spec.ty, &sentence[j..k]) {
-                            let c = here + c;
+                            let c = here + c + late;
                             if c < cost[i + 1][k] {
                                 cost[i + 1][k] = c;
                                 back[i + 1][k] = Step::Slot(j);
@@ -312,7 +470,7 @@ pub fn align(
         .iter()
         .filter(|t| t.kind == Kind::Word && !is_stopword(&t.norm))
         .count();
-    let typed = |name: &str| slot(name).is_some_and(|s| !matches!(s.ty, SlotType::Text));
+    let typed = |name: &str| slot(name).is_some_and(|s| !matches!(s.ty, SlotType::Text(_)));
     let typed_slots = example
         .iter()
         .filter(|t| matches!(&t.kind, Kind::Slot(name) if typed(name)))
@@ -338,7 +496,9 @@ pub fn align(
             }
             Step::Slot(from) => {
                 if let Kind::Slot(name) = &example[i - 1].kind {
-                    let spec = slot(name).map(|s| s.ty).unwrap_or(SlotType::Text);
+                    let spec = slot(name)
+                        .map(|s| s.ty)
+                        .unwrap_or(SlotType::Text(Flavour::Term));
                     if let Some((_, value)) = fill(&spec, &sentence[from..j]) {
                         typed_filled += usize::from(typed(name));
                         values.push((name.clone(), value));

@@ -166,6 +166,11 @@ pub fn load_plans(paths: &[PathBuf]) -> Result<Vec<Plan>, String> {
         .collect()
 }
 
+/// Loads one template from its text, for matching only (tools are not checked).
+pub fn plan_from_str(source: &str) -> Result<Plan, String> {
+    weft_core::load::load_str(source, "template.yaml", None, &AnyTool).map_err(|d| d.to_string())
+}
+
 /// The tuned evaluation set.
 pub fn builtin_cases() -> Result<Vec<Case>, String> {
     serde_yaml_ng::from_str(include_str!("../eval/phrasings.yaml")).map_err(|e| e.to_string())

@@ -10,6 +10,8 @@
 //!
 //! No model, no network: the matcher is a pure function of the plans and the sentence.
 
+use std::collections::{HashMap, HashSet};
+
 use indexmap::IndexMap;
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -21,8 +23,8 @@ pub mod align;
 pub mod eval;
 pub mod text;
 
-use align::{SlotSpec, SlotType, align};
-use text::{CityRun, Token, city_runs, tokenize};
+use align::{Flavour, SlotSpec, SlotType, align};
+use text::{CityRun, Token, Vocab, city_runs, tokenize};
 
 /// Below this confidence the matcher asks rather than guesses.
 pub const MIN_CONFIDENCE: f64 = 0.45;
@@ -82,13 +84,22 @@ enum InputKind {
     Place,
     /// A deployment environment: production, staging...
     Environment,
-    Text,
+    /// Free text, and what kind (`Name` is completed with the sentence's casing when read).
+    Text(Flavour),
     /// Objects and other arrays: never read from a sentence.
     Other,
 }
 
 struct Entry {
     name: String,
+    /// The words that say this template's job: its examples' content words, enum values,
+    /// feature phrases.
+    signature: HashSet<String>,
+    /// Every word of its own: the signature, its description, its inputs' names and
+    /// descriptions.
+    own: HashSet<String>,
+    /// Other templates' signature words that are not its own.
+    foreign: HashSet<String>,
     description: Option<String>,
     examples: Vec<Vec<Token>>,
     inputs: IndexMap<String, InputSpec>,
@@ -108,7 +119,31 @@ impl Matcher {
     /// Prepares every plan's examples; a template without examples is matched on its name
     /// and description.
     pub fn new<'a>(plans: impl IntoIterator<Item = &'a Plan>) -> Matcher {
-        let entries = plans.into_iter().map(entry).collect();
+        let mut entries: Vec<Entry> = plans.into_iter().map(entry).collect();
+        // A word that says one template's job ("jobs", "senior", "invoices") is a sign
+        // against the others, unless many templates use it ("find").
+        let mut uses: HashMap<&str, usize> = HashMap::new();
+        for e in &entries {
+            for w in &e.signature {
+                *uses.entry(w.as_str()).or_default() += 1;
+            }
+        }
+        let generic = |w: &str| uses.get(w).copied().unwrap_or(0) * 2 > entries.len().max(2);
+        let foreign: Vec<HashSet<String>> = (0..entries.len())
+            .map(|i| {
+                entries
+                    .iter()
+                    .enumerate()
+                    .filter(|(k, _)| *k != i)
+                    .flat_map(|(_, e)| e.signature.iter())
+                    .filter(|w| !entries[i].own.contains(*w) && !generic(w))
+                    .cloned()
+                    .collect()
+            })
+            .collect();
+        for (e, f) in entries.iter_mut().zip(foreign) {
+            e.foreign = f;
+        }
         Matcher { entries }
     }
 
@@ -232,6 +267,35 @@ fn entry(plan: &Plan) -> Entry {
             (name.clone(), words)
         })
         .collect();
+    let mut signature: HashSet<String> = literals
+        .iter()
+        .filter(|w| !text::is_stopword(w))
+        .cloned()
+        .collect();
+    for kind in kinds.values() {
+        match kind {
+            InputKind::Choice(allowed) => signature.extend(
+                allowed
+                    .iter()
+                    .map(|a| text::normalize(&a.to_lowercase()))
+                    .filter(|w| !text::is_stopword(w) && !text::is_keyword(w)),
+            ),
+            InputKind::Switch(phrases, _) => signature.extend(phrases.iter().flatten().cloned()),
+            _ => {}
+        }
+    }
+    let mut own = signature.clone();
+    let about = plan.inputs.iter().fold(
+        plan.description.clone().unwrap_or_default(),
+        |mut acc, (name, spec)| {
+            acc.push(' ');
+            acc.push_str(&name.replace('_', " "));
+            acc.push(' ');
+            acc.push_str(spec.description.as_deref().unwrap_or(""));
+            acc
+        },
+    );
+    own.extend(content_norms(&about));
     let city_input = kinds
         .iter()
         .find(|(_, k)| **k == InputKind::CityList)
@@ -248,6 +312,9 @@ fn entry(plan: &Plan) -> Entry {
         kinds,
         counts,
         cities_and_state: city_input.zip(state_input),
+        signature,
+        own,
+        foreign: HashSet::new(),
     }
 }
 
@@ -306,10 +373,46 @@ fn input_kind(name: &str, spec: &InputSpec, literals: &[String]) -> InputKind {
             {
                 InputKind::Place
             }
-            None => InputKind::Text,
+            None => InputKind::Text(flavour(name, &about)),
         },
         _ => InputKind::Other,
     }
+}
+
+/// What kind of free text an input takes, from its name and description (`about`, lower
+/// case): what to research or ask is a query; who to greet or chase is a name; anything else
+/// (a category, a title, a host) is a term.
+fn flavour(name: &str, about: &str) -> Flavour {
+    let words: Vec<&str> = about
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+        .collect();
+    let has = |list: &[&str]| words.iter().any(|w| list.contains(w));
+    let query_name = [
+        "query", "topic", "question", "prompt", "q", "subject", "about", "search", "research",
+        "ask",
+    ];
+    if query_name.contains(&name) || has(&["research", "topic", "query", "question"]) {
+        return Flavour::Query;
+    }
+    let name_words = [
+        "who",
+        "whom",
+        "whose",
+        "customer",
+        "client",
+        "company",
+        "person",
+        "people",
+        "organization",
+        "organisation",
+        "recipient",
+        "greet",
+    ];
+    if has(&name_words) {
+        return Flavour::Name { cased: true };
+    }
+    Flavour::Term
 }
 
 /// A phrase's words as the matcher compares them: normalized, stopwords left out.
@@ -337,6 +440,8 @@ struct Variant {
     tokens: Vec<Token>,
     /// Inputs read before aligning (feature phrases, counted numbers, sizes).
     claimed: Map<String, Value>,
+    /// A question the claimed values raise ("90 minutes" for a count of hours).
+    question: Option<String>,
     /// The cities each `Cities` token stands for, by token index.
     cities: Vec<(usize, CityRun)>,
     /// What reading the sentence this way costs.
@@ -344,13 +449,26 @@ struct Variant {
 }
 
 fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
+    let mut sentence = sentence.to_vec();
+    for token in &mut sentence {
+        if token.kind == text::Kind::Word && !text::is_stopword(&token.norm) {
+            token.vocab = if entry.own.contains(&token.norm) {
+                Vocab::Own
+            } else if entry.foreign.contains(&token.norm) {
+                Vocab::Foreign
+            } else {
+                Vocab::Neutral
+            };
+        }
+    }
+    let sentence = sentence.as_slice();
     let mut shapes = vec![(sentence.to_vec(), 0.0)];
     if let Some(moved) = reorder_relative(sentence) {
         shapes.push((moved, 0.1));
     }
     let mut out = Vec::new();
     for (mut tokens, penalty) in shapes {
-        let claimed = claim(entry, &mut tokens);
+        let (claimed, question) = claim(entry, &mut tokens);
         if entry.cities_and_state.is_some() {
             let runs = city_runs(&tokens);
             if !runs.is_empty() {
@@ -371,6 +489,8 @@ fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
                         kind: text::Kind::Cities(run.states.clone()),
                         keyword: false,
                         claimed: false,
+                        ends_clause: tokens[run.range.end - 1].ends_clause,
+                        vocab: Vocab::Neutral,
                     });
                     at = run.range.end;
                 }
@@ -378,6 +498,7 @@ fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
                 out.push(Variant {
                     tokens: with_cities,
                     claimed: claimed.clone(),
+                    question: question.clone(),
                     cities,
                     penalty,
                 });
@@ -386,6 +507,7 @@ fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
         out.push(Variant {
             tokens,
             claimed,
+            question,
             cities: Vec::new(),
             penalty,
         });
@@ -475,7 +597,7 @@ const NEGATIONS: &[&str] = &[
 /// that switch a boolean on ("and tell me which ones have online booking"), counted numbers
 /// ("in the 3 largest cities", "top 5 results", "800 pixels wide") and sizes ("1920x1080").
 /// The words used are marked `claimed`: free as extra words, never inside a free-text value.
-fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
+fn claim(entry: &Entry, tokens: &mut [Token]) -> (Map<String, Value>, Option<String>) {
     let mut inputs = Map::new();
     // Phrases that switch a boolean on; "without booking" leaves it off.
     for (name, kind) in &entry.kinds {
@@ -543,6 +665,7 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
             }
         }
     }
+    let question = claim_durations(entry, tokens, &mut inputs);
     // Counted numbers: the words after (or the word before) the number say what it counts.
     for i in 0..tokens.len() {
         let text::Kind::Number(n) = tokens[i].kind else {
@@ -593,22 +716,267 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> Map<String, Value> {
             }
             inputs.insert(name.clone(), value);
             let from = hits.iter().copied().chain([i]).min().unwrap_or(i);
+            let from = quantifier_start(tokens, from);
             let to = hits.iter().copied().chain([i]).max().unwrap_or(i);
             for token in &mut tokens[from..=to] {
                 token.claimed = true;
             }
         }
     }
-    inputs
+    (inputs, question)
+}
+
+/// Units of time as people write them, in seconds.
+const TIME_UNITS: &[(&str, f64)] = &[
+    ("second", 1.0),
+    ("sec", 1.0),
+    ("secs", 1.0),
+    ("minute", 60.0),
+    ("min", 60.0),
+    ("mins", 60.0),
+    ("hour", 3600.0),
+    ("hr", 3600.0),
+    ("hrs", 3600.0),
+    ("day", 86400.0),
+    ("week", 604_800.0),
+    ("wk", 604_800.0),
+    ("wks", 604_800.0),
+    ("fortnight", 1_209_600.0),
+    ("month", 2_592_000.0),
+    ("year", 31_536_000.0),
+];
+
+/// The seconds of one unit named by a (normalized) word: "weeks" -> 604800.
+fn time_unit(norm: &str) -> Option<f64> {
+    TIME_UNITS
+        .iter()
+        .find(|(unit, _)| *unit == norm)
+        .map(|(_, secs)| *secs)
+}
+
+/// The unit a numeric input counts time in, from its name and description ("min_days_overdue"
+/// counts days): the first unit written in full, never an abbreviation ("min" there is
+/// "minimum").
+fn input_time_unit(words: &[String]) -> Option<f64> {
+    words
+        .iter()
+        .filter(|w| w.len() >= 3 && !matches!(w.as_str(), "sec" | "secs" | "min" | "mins" | "hrs"))
+        .find_map(|w| time_unit(w))
+}
+
+/// Durations ("2 weeks", "a fortnight", "90 minutes", "48h", "half an hour") fill the numeric
+/// input that counts time, converted to its unit ("2 weeks" is 14 for a count of days). With
+/// several such inputs, the one whose words stand next to the duration; a value that is not
+/// whole for an integer input is left to the question.
+fn claim_durations(
+    entry: &Entry,
+    tokens: &mut [Token],
+    inputs: &mut Map<String, Value>,
+) -> Option<String> {
+    let timed: Vec<(&String, f64)> = entry
+        .counts
+        .iter()
+        .filter_map(|(name, words)| input_time_unit(words).map(|u| (name, u)))
+        .collect();
+    if timed.is_empty() {
+        return None;
+    }
+    let mut question = None;
+    let mut i = 0;
+    while i < tokens.len() {
+        let Some((from, to, secs)) = duration_at(tokens, i) else {
+            i += 1;
+            continue;
+        };
+        i = to;
+        if tokens[from..to].iter().any(|t| t.claimed) {
+            continue;
+        }
+        let open: Vec<&(&String, f64)> = timed
+            .iter()
+            .filter(|(name, _)| !inputs.contains_key(*name))
+            .collect();
+        let near = |name: &str| {
+            let words = &entry.counts[name];
+            (from.saturating_sub(3)..tokens.len().min(to + 3))
+                .filter(|&k| k < from || k >= to)
+                .filter(|&k| words.contains(&tokens[k].norm))
+                .count()
+        };
+        let chosen = match open.as_slice() {
+            [] => None,
+            [one] => Some(*one),
+            many => {
+                let mut by: Vec<(usize, &(&String, f64))> =
+                    many.iter().map(|t| (near(t.0), *t)).collect();
+                by.sort_by_key(|b| std::cmp::Reverse(b.0));
+                (by[0].0 > by[1].0).then_some(by[0].1)
+            }
+        };
+        let Some((name, unit)) = chosen else {
+            continue;
+        };
+        let amount = secs / unit;
+        let spec = &entry.inputs[*name];
+        let rounded = amount.round();
+        let value = if (amount - rounded).abs() < 1e-9 {
+            number_value(spec, rounded)
+        } else {
+            number_value(spec, amount)
+        };
+        let said = tokens[from..to]
+            .iter()
+            .map(|t| t.surface.as_str())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let from = quantifier_start(tokens, from);
+        for token in &mut tokens[from..to] {
+            token.claimed = true;
+        }
+        if value.is_null() {
+            // "90 minutes" for a whole number of hours: asked, never rounded.
+            let unit_name = TIME_UNITS
+                .iter()
+                .find(|(w, secs)| *secs == *unit && w.len() > 3)
+                .map(|(w, _)| *w)
+                .unwrap_or("unit");
+            question = Some(format!(
+                "{name} is a whole number of {unit_name}s, and \"{said}\" is {amount} {unit_name}s. What should {name} be?",
+            ));
+            continue;
+        }
+        inputs.insert((*name).clone(), value);
+    }
+    question
+}
+
+/// Where the words that introduce a quantity begin ("older than 2 days", "at least 30",
+/// "over 90 days", "the top 5"): they belong to the quantity, never to a free-text value.
+fn quantifier_start(tokens: &[Token], at: usize) -> usize {
+    let word = |i: usize| tokens[i].surface.to_lowercase();
+    let mut from = at;
+    loop {
+        let Some(prev) = from.checked_sub(1) else {
+            return from;
+        };
+        let w = word(prev);
+        if w == "than" {
+            // "more than", "older than", "no less than".
+            from = prev;
+            if let Some(p) = prev.checked_sub(1)
+                && tokens[p].kind == text::Kind::Word
+            {
+                from = p;
+            }
+        } else if matches!(w.as_str(), "least" | "most")
+            && prev.checked_sub(1).is_some_and(|p| word(p) == "at")
+        {
+            from = prev - 1;
+        } else if matches!(
+            w.as_str(),
+            "over"
+                | "under"
+                | "past"
+                | "within"
+                | "about"
+                | "around"
+                | "approximately"
+                | "roughly"
+                | "exactly"
+                | "only"
+                | "top"
+                | "first"
+                | "last"
+                | "just"
+                | "beyond"
+                | "after"
+        ) {
+            from = prev;
+        } else {
+            return from;
+        }
+    }
+}
+
+/// A duration starting at token `i`: its tokens (`from..to`) and length in seconds.
+fn duration_at(tokens: &[Token], i: usize) -> Option<(usize, usize, f64)> {
+    let unit_at = |k: usize| {
+        tokens
+            .get(k)
+            .filter(|t| t.kind == text::Kind::Word)
+            .and_then(|t| time_unit(&t.norm))
+    };
+    let token = &tokens[i];
+    let lower = token.surface.to_lowercase();
+    match &token.kind {
+        // "2 weeks", "90 minutes", "2-week" (split by the tokenizer's number reading).
+        text::Kind::Number(n) => {
+            let unit = unit_at(i + 1)?;
+            Some((i, i + 2, n * unit))
+        }
+        text::Kind::Word => {
+            // "48h", "30d", "2wks", "2-week".
+            let digits: String = lower
+                .chars()
+                .take_while(|c| c.is_ascii_digit() || *c == '.')
+                .collect();
+            if !digits.is_empty() {
+                let rest = lower[digits.len()..].trim_start_matches('-');
+                let unit = match rest {
+                    "h" => Some(3600.0),
+                    "d" => Some(86400.0),
+                    "w" => Some(604_800.0),
+                    "m" => Some(60.0),
+                    "s" => Some(1.0),
+                    other => time_unit(&text::normalize(other)),
+                }?;
+                let n: f64 = digits.parse().ok()?;
+                return Some((i, i + 1, n * unit));
+            }
+            match lower.as_str() {
+                // "a fortnight", "an hour", "one week" (numbers are tokens of their own).
+                "a" | "an" => {
+                    let unit = unit_at(i + 1)?;
+                    Some((i, i + 2, unit))
+                }
+                // "half an hour", "half a day".
+                "half"
+                    if matches!(tokens.get(i + 1).map(|t| t.norm.as_str()), Some("a" | "an")) =>
+                {
+                    let unit = unit_at(i + 2)?;
+                    Some((i, i + 3, unit / 2.0))
+                }
+                // "a couple of weeks".
+                "couple" if tokens.get(i + 1).is_some_and(|t| t.norm == "of") => {
+                    let unit = unit_at(i + 2)?;
+                    Some((i, i + 3, 2.0 * unit))
+                }
+                // "fortnight" alone.
+                _ if lower == "fortnight" => Some((i, i + 1, 1_209_600.0)),
+                _ => None,
+            }
+        }
+        _ => None,
+    }
+}
+
+/// Whether the sentence is written with capitals: a capitalized word ("Oregon", "Priya") past
+/// the first; acronyms ("HVAC", "LLM") say nothing, people type them in capitals anyway.
+fn is_cased(sentence: &[Token]) -> bool {
+    sentence.iter().skip(1).any(|t| {
+        let mut chars = t.surface.chars();
+        chars.next().is_some_and(char::is_uppercase) && chars.any(char::is_lowercase)
+    })
 }
 
 /// The best reading of a template: every example against every variant of the sentence.
 fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
+    let cased = is_cased(sentence);
     let slot = |name: &str| {
         entry
             .kinds
             .get(name)
-            .map(|kind| slot_spec(kind, &entry.inputs[name]))
+            .map(|kind| slot_spec(kind, &entry.inputs[name], cased))
     };
     let mut best = Reading {
         confidence: 0.0,
@@ -640,7 +1008,8 @@ fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
                 &mut free,
                 &mut inputs,
                 &mut refund,
-            );
+            )
+            .or_else(|| variant.question.clone());
             // A value the template found no input for (a URL for a template that takes
             // none) says the template is the wrong one.
             let stray = (0..tokens.len())
@@ -787,7 +1156,7 @@ fn fill_leftovers(
         .filter(|(name, _)| {
             matches!(
                 entry.kinds.get(name),
-                Some(InputKind::Text | InputKind::Place)
+                Some(InputKind::Text(_) | InputKind::Place)
             )
         })
         .cloned()
@@ -838,7 +1207,14 @@ fn fill_leftovers(
             } else {
                 range.end -= 1;
             }
-            match align::text_value(&tokens[range.clone()]) {
+            let flavour = match entry.kinds.get(text_name.as_str()) {
+                Some(InputKind::Text(Flavour::Name { .. })) => Flavour::Name {
+                    cased: is_cased(tokens),
+                },
+                Some(InputKind::Text(flavour)) => *flavour,
+                _ => Flavour::Term,
+            };
+            match align::text_value(&tokens[range.clone()], flavour) {
                 Some(v) => inputs.insert(text_name.clone(), Value::String(v)),
                 None => inputs.remove(text_name.as_str()),
             };
@@ -928,14 +1304,31 @@ fn fill_leftovers(
         if *kind != InputKind::UrlList {
             continue;
         }
-        let Some(Value::Array(urls)) = inputs.get_mut(name) else {
+        let Some(Value::Array(before)) = inputs.get(name) else {
             continue;
         };
+        let before = before.clone();
+        let span = alignment
+            .spans
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, span)| span.clone())
+            .unwrap_or_default();
+        // In the order the sentence names them ("A vs B vs C"), wherever the example put
+        // its slot.
+        let mut urls = Vec::new();
         for i in 0..tokens.len() {
-            if let (true, text::Kind::Url(u)) = (free[i], &tokens[i].kind) {
-                urls.push(Value::String(u.clone()));
+            let text::Kind::Url(u) = &tokens[i].kind else {
+                continue;
+            };
+            let value = Value::String(u.clone());
+            if (free[i] || span.contains(&i) || before.contains(&value)) && !urls.contains(&value) {
+                urls.push(value);
                 take(free, i, refund);
             }
+        }
+        if !urls.is_empty() {
+            inputs.insert(name.clone(), Value::Array(urls));
         }
     }
     question
@@ -1030,8 +1423,10 @@ fn ask_for(template: &str, missing: &[String], inputs: &IndexMap<String, InputSp
 }
 
 /// How an input's value is read from a sentence.
-fn slot_spec(kind: &InputKind, spec: &InputSpec) -> SlotSpec {
+fn slot_spec(kind: &InputKind, spec: &InputSpec, cased: bool) -> SlotSpec {
     let ty = match kind {
+        InputKind::Text(Flavour::Name { .. }) => SlotType::Text(Flavour::Name { cased }),
+        InputKind::Text(flavour) => SlotType::Text(*flavour),
         InputKind::State => SlotType::State,
         InputKind::Choice(allowed) => SlotType::Choice(allowed.clone()),
         InputKind::Integer => SlotType::Integer,
@@ -1039,7 +1434,7 @@ fn slot_spec(kind: &InputKind, spec: &InputSpec) -> SlotSpec {
         InputKind::Url => SlotType::Url,
         InputKind::UrlList => SlotType::UrlList,
         InputKind::Repo => SlotType::Repo,
-        _ => SlotType::Text,
+        _ => SlotType::Text(Flavour::Term),
     };
     SlotSpec {
         ty,

@@ -23,6 +23,22 @@ pub struct Token {
     /// Read already as another input's value ("3 largest cities", "online booking"): free as
     /// an extra word, never part of a free-text value.
     pub claimed: bool,
+    /// Written with a clause mark after it ("Chicago, 25 of them"): a name or a category ends
+    /// there.
+    pub ends_clause: bool,
+    /// Whose word it is, for the template being read ([`Vocab`]).
+    pub vocab: Vocab,
+}
+
+/// Whether a word belongs to the template being read: its own (its examples, description,
+/// inputs), another template's and not its own ("jobs" read as a business search), or
+/// nobody's in particular.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Vocab {
+    #[default]
+    Neutral,
+    Own,
+    Foreign,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -83,8 +99,19 @@ const SYNONYMS: &[&[&str]] = &[
         "image",
         "picture",
         "shot",
+        "png",
+        "jpeg",
+        "jpg",
     ],
-    &["deployment", "deploy", "release", "rollout", "deployed"],
+    &[
+        "deployment",
+        "deploy",
+        "release",
+        "rollout",
+        "deployed",
+        "ship",
+        "shipped",
+    ],
     &["research", "investigate", "study", "explore", "dig"],
     &[
         "summary",
@@ -93,6 +120,9 @@ const SYNONYMS: &[&[&str]] = &[
         "rundown",
         "brief",
         "digest",
+        "gist",
+        "sum",
+        "tldr",
     ],
     &[
         "check", "verify", "inspect", "audit", "status", "healthy", "health",
@@ -119,12 +149,23 @@ const SYNONYMS: &[&[&str]] = &[
     &["pixel", "px"],
     &["largest", "biggest", "top", "major", "populous"],
     &["source", "article", "result"],
-    &["remind", "reminder", "chase", "nudge", "notice"],
+    &["remind", "reminder", "chase", "nudge", "notice", "dunning"],
     &[
-        "job", "posting", "opening", "position", "vacancy", "listing",
+        "job", "posting", "opening", "position", "vacancy", "listing", "hiring", "role", "career",
     ],
     &["monitor", "watch", "track", "alert"],
-    &["overdue", "unpaid", "outstanding", "late", "delinquent"],
+    &[
+        "overdue",
+        "unpaid",
+        "outstanding",
+        "late",
+        "delinquent",
+        "owe",
+        "owes",
+        "owed",
+        "owing",
+    ],
+    &["cc", "copy", "bcc"],
     &["invoice", "bill"],
 ];
 
@@ -137,6 +178,23 @@ const PHRASES: &[(&str, &str)] = &[
     ("keep track of", "track"),
     ("notify me about", "alert"),
     ("past due", "overdue"),
+    ("find out about", "research"),
+    ("find out", "research"),
+    ("learn about", "research"),
+    ("pull together", "find"),
+    ("round up", "find"),
+    ("ping me", "alert"),
+    ("let me know", "alert"),
+    ("loop in", "cc"),
+    ("sum up", "summarize"),
+    ("hasn't paid", "unpaid"),
+    ("has not paid", "unpaid"),
+    ("haven't paid", "unpaid"),
+    ("have not paid", "unpaid"),
+    ("didn't pay", "unpaid"),
+    ("did not pay", "unpaid"),
+    ("not paid", "unpaid"),
+    ("not yet paid", "unpaid"),
 ];
 
 /// Small numbers people write as words.
@@ -177,6 +235,33 @@ pub fn is_keyword(norm: &str) -> bool {
                     w.len() >= 6 && strsim::normalized_damerau_levenshtein(w, norm) >= 0.8
                 }))
     })
+}
+
+/// Verbs that start a new instruction after "and" ("... and give me the gist", "... and loop
+/// in accounting"): a free-text value ends before them.
+const INSTRUCTIONS: &[&str] = &[
+    "give", "tell", "send", "show", "let", "make", "take", "write", "email", "ping", "loop", "cc",
+    "copy", "visit", "tour", "post", "read", "include", "keep", "put", "add", "save", "note",
+    "notify", "draft", "run", "store", "rank", "sort", "flag", "mark", "report",
+];
+
+/// Groups of [`SYNONYMS`] whose head is a verb of a job ("find", "check", "summarize").
+const VERB_HEADS: &[&str] = &[
+    "find",
+    "screenshot",
+    "research",
+    "summary",
+    "check",
+    "compare",
+    "scrape",
+    "hello",
+    "remind",
+    "monitor",
+];
+
+/// Whether a (normalized) word starts an instruction of its own after "and".
+pub fn is_instruction(norm: &str) -> bool {
+    INSTRUCTIONS.contains(&norm) || VERB_HEADS.contains(&norm)
 }
 
 /// Splits a sentence (or an intent example) into tokens.
@@ -231,11 +316,23 @@ pub fn tokenize(text: &str) -> Vec<Token> {
                     kind: Kind::Quoted,
                     keyword: false,
                     claimed: false,
+                    ends_clause: false,
+                    vocab: Vocab::Neutral,
                 });
             }
             continue;
         }
+        let before = tokens.len();
         push_chunk(&chunk, &mut tokens);
+        let marked = chunk
+            .trim_end_matches(['"', '\'', ')', ']'])
+            .ends_with([',', ';', ':', '.', '!', '?']);
+        if marked
+            && tokens.len() > before
+            && let Some(last) = tokens.last_mut()
+        {
+            last.ends_clause = true;
+        }
     }
     // Phrases that say one word ("look up" is "lookup", "keep an eye on" is "watch").
     let mut i = 0;
@@ -263,6 +360,8 @@ pub fn tokenize(text: &str) -> Vec<Token> {
                     kind: Kind::Word,
                     keyword: false,
                     claimed: false,
+                    ends_clause: tokens[i + width - 1].ends_clause,
+                    vocab: Vocab::Neutral,
                 }],
             );
         }
@@ -288,6 +387,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
                 kind: Kind::Slot(name.to_string()),
                 keyword: false,
                 claimed: false,
+                ends_clause: false,
+                vocab: Vocab::Neutral,
             });
             return;
         }
@@ -308,6 +409,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             kind: Kind::Url(url),
             keyword: false,
             claimed: false,
+            ends_clause: false,
+            vocab: Vocab::Neutral,
         });
         return;
     }
@@ -322,6 +425,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             kind: Kind::Word,
             keyword: false,
             claimed: false,
+            ends_clause: false,
+            vocab: Vocab::Neutral,
         });
         return;
     }
@@ -335,6 +440,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             kind: Kind::Word,
             keyword: false,
             claimed: false,
+            ends_clause: false,
+            vocab: Vocab::Neutral,
         });
         tokens.push(number(trimmed, f64::from(h)));
         return;
@@ -348,6 +455,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             kind: Kind::Number(n),
             keyword: false,
             claimed: false,
+            ends_clause: false,
+            vocab: Vocab::Neutral,
         });
         return;
     }
@@ -358,6 +467,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
             kind: Kind::Number(*n),
             keyword: false,
             claimed: false,
+            ends_clause: false,
+            vocab: Vocab::Neutral,
         });
         return;
     }
@@ -375,6 +486,8 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
         kind: Kind::Word,
         keyword: false,
         claimed: false,
+        ends_clause: false,
+        vocab: Vocab::Neutral,
     });
 }
 
@@ -385,6 +498,8 @@ fn number(surface: &str, n: f64) -> Token {
         kind: Kind::Number(n),
         keyword: false,
         claimed: false,
+        ends_clause: false,
+        vocab: Vocab::Neutral,
     }
 }
 
@@ -709,12 +824,44 @@ fn as_url(text: &str) -> Option<String> {
 pub fn normalize(word: &str) -> String {
     let word = word.trim_matches(|c: char| !c.is_alphanumeric());
     let stem = singular(word);
+    let bases = verb_bases(word);
     for group in SYNONYMS {
-        if group.iter().any(|w| *w == stem || *w == word) {
+        if group
+            .iter()
+            .any(|w| *w == stem || *w == word || bases.iter().any(|b| b == w))
+        {
             return group[0].to_string();
         }
     }
     stem
+}
+
+/// What a verb form may come from: "deploying" -> deploy, "shipped" -> ship, "hiring" ->
+/// hire, "known" -> know.
+pub fn verb_bases(word: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if !word.is_ascii() {
+        return out;
+    }
+    for suffix in ["ing", "ed", "en", "n", "ly"] {
+        let Some(base) = word.strip_suffix(suffix) else {
+            continue;
+        };
+        if base.len() < 3 {
+            continue;
+        }
+        out.push(base.to_string());
+        // "shipped" -> "ship", "running" -> "run".
+        let b = base.as_bytes();
+        if b.len() >= 4 && b[b.len() - 1] == b[b.len() - 2] {
+            out.push(base[..base.len() - 1].to_string());
+        }
+        // "hiring" -> "hire", "used" -> "use".
+        if suffix != "n" {
+            out.push(format!("{base}e"));
+        }
+    }
+    out
 }
 
 /// A crude singular: enough that "businesses", "companies" and "shops" meet their examples.
@@ -797,6 +944,8 @@ fn mark_states(tokens: &mut Vec<Token>) {
                     kind: Kind::State(name),
                     keyword: false,
                     claimed: false,
+                    ends_clause: tokens[i + width - 1].ends_clause,
+                    vocab: Vocab::Neutral,
                 }],
             );
         }

@@ -1,0 +1,131 @@
+//! The matcher's general mechanisms, each shown on a template written here (one the matcher's
+//! code has never seen) rather than on the built-in ones: durations converted to an input's
+//! unit, URL lists in the order written, enum values never matched by a near word.
+
+use serde_json::{Value, json};
+use weft_intent::eval::plan_from_str;
+use weft_intent::{Answer, Matcher};
+
+/// A backup auditor: a host, an age in hours, a report style, and report URLs to compare.
+const BACKUPS: &str = r#"
+name: backup-audit
+description: Audit a server's backups - list snapshots older than a maximum age, verify their checksums, and write a report.
+intent:
+  examples:
+    - "audit the backups of {host}"
+    - "check backups on {host} older than {max_age_hours} hours"
+    - "write a {report} backup report for {host}"
+inputs:
+  host: { type: string, description: "The server to audit, e.g. db1" }
+  max_age_hours: { type: integer, default: 24, description: "Flag snapshots older than this many hours" }
+  report:
+    type: string
+    enum: [full, brief, many]
+    default: brief
+    description: "full: every snapshot; brief: a short summary; many: one report per disk"
+steps:
+  - id: audit
+    tool: transform
+    with: { data: 1, jq: "." }
+"#;
+
+/// A page differ: a list of pages, nothing else.
+const PAGES: &str = r#"
+name: page-diff
+description: Fetch several web pages and diff their text.
+intent:
+  examples:
+    - "diff {pages}"
+    - "diff the text of {pages}"
+inputs:
+  pages: { type: array, items: { type: string }, description: "The pages to diff" }
+steps:
+  - id: diff
+    tool: transform
+    with: { data: 1, jq: "." }
+"#;
+
+fn ask(sentence: &str) -> Answer {
+    let plans = [BACKUPS, PAGES]
+        .iter()
+        .map(|s| plan_from_str(s).expect("test template loads"))
+        .collect::<Vec<_>>();
+    Matcher::new(&plans).ask(sentence)
+}
+
+#[test]
+fn durations_fill_the_input_in_its_own_unit() {
+    for (sentence, hours) in [
+        ("audit the backups of db7 older than 2 days", 48),
+        ("check backups on db7 older than a week", 168),
+        (
+            "audit the backups of db7, flag anything older than a fortnight",
+            336,
+        ),
+        ("audit the backups of db7 older than 90 minutes", -1),
+        ("audit the backups of db7 older than 120 minutes", 2),
+        ("check backups on db7 older than 36h", 36),
+        ("check backups on db7 older than half a day", 12),
+    ] {
+        let answer = ask(sentence);
+        assert_eq!(
+            answer.template.as_deref(),
+            Some("backup-audit"),
+            "{sentence}"
+        );
+        assert_eq!(
+            answer.inputs.get("host"),
+            Some(&json!("db7")),
+            "{sentence}: {answer:?}"
+        );
+        let want = (hours >= 0).then(|| json!(hours));
+        // 90 minutes is not a whole number of hours: never rounded, asked.
+        assert_eq!(
+            answer.inputs.get("max_age_hours"),
+            want.as_ref(),
+            "{sentence}"
+        );
+        assert_eq!(
+            answer.question.is_some(),
+            hours < 0,
+            "{sentence}: {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn url_lists_keep_the_order_written() {
+    let answer = ask("diff https://c.example vs https://a.example vs https://b.example");
+    assert_eq!(answer.template.as_deref(), Some("page-diff"));
+    assert_eq!(
+        answer.inputs.get("pages"),
+        Some(&json!([
+            "https://c.example",
+            "https://a.example",
+            "https://b.example"
+        ]))
+    );
+    let answer = ask("https://c.example, https://a.example and https://b.example: diff them");
+    assert_eq!(
+        answer
+            .inputs
+            .get("pages")
+            .and_then(Value::as_array)
+            .map(Vec::len),
+        Some(3)
+    );
+    assert_eq!(
+        answer.inputs["pages"][0],
+        json!("https://c.example"),
+        "{answer:?}"
+    );
+}
+
+#[test]
+fn an_enum_value_is_not_read_from_a_word_it_is_one_letter_from() {
+    // "many" is a value of `report`; "any" and "man" are not it.
+    let answer = ask("write a full backup report for db2");
+    assert_eq!(answer.inputs.get("report"), Some(&json!("full")));
+    let answer = ask("audit the backups of db2 for any problems");
+    assert_eq!(answer.inputs.get("report"), None, "{answer:?}");
+}
