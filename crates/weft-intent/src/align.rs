@@ -36,6 +36,8 @@ pub enum Flavour {
     /// A category or a title ("HVAC", "data engineer"): no article or "good" in front, no
     /// pronoun, never across a comma.
     Term,
+    /// A place ("Denver", "Texas"): a term that may be a state.
+    Place,
     /// A person's or a company's name ("Acme Corp"): when the sentence is written with
     /// capitals (`cased`), capitalized words only.
     Name { cased: bool },
@@ -168,6 +170,9 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
             Some((0.0, Value::Array(urls)))
         }
         SlotType::Choice(allowed) => {
+            if span.iter().any(|t| t.claimed) {
+                return None;
+            }
             let text = join(span);
             let lower = text.to_lowercase();
             if let Some(a) = allowed.iter().find(|a| a.to_lowercase() == lower) {
@@ -216,12 +221,18 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
             let crosses_clause = span[..last].iter().any(|t| t.ends_clause);
             match flavour {
                 Flavour::Query => {}
-                Flavour::Term => {
-                    // A category is no one's: "my dentist appointment" is not a niche.
+                Flavour::Term | Flavour::Place => {
+                    // A category is no one's ("my dentist appointment" is not a niche), has no
+                    // relative clause ("New York that are remote-friendly") and no typed value
+                    // ("Colorado HVAC").
                     if crosses_clause
-                        || span
-                            .iter()
-                            .any(|t| PRONOUNS.contains(&t.surface.to_lowercase().as_str()))
+                        || span.iter().any(|t| {
+                            let lower = t.surface.to_lowercase();
+                            PRONOUNS.contains(&lower.as_str())
+                                || matches!(lower.as_str(), "that" | "which" | "who" | "whose")
+                                || matches!(t.kind, Kind::Number(_))
+                                || (matches!(t.kind, Kind::State(_)) && *flavour == Flavour::Term)
+                        })
                     {
                         return None;
                     }
@@ -255,7 +266,7 @@ fn name_words(span: &[Token], cased: bool) -> bool {
         let lower = t.surface.to_lowercase();
         let joiner = matches!(lower.as_str(), "&" | "of" | "and" | "de" | "the");
         match t.kind {
-            Kind::Word if t.keyword => false,
+            Kind::Word if t.keyword || PRONOUNS.contains(&lower.as_str()) => false,
             Kind::Word if joiner => idx > 0 && idx < last,
             Kind::Word if !cased => !is_stopword(&t.norm),
             Kind::Word => t
@@ -285,7 +296,7 @@ fn text_cost(span: &[Token], flavour: Flavour) -> f64 {
                 if idx == 0 {
                     1.2
                 } else if idx == last {
-                    0.6
+                    0.35
                 } else {
                     0.1
                 }
@@ -362,7 +373,7 @@ fn trim_text(span: &[Token], flavour: Flavour) -> String {
     let mut end = span.len();
     let lead: &[&str] = match flavour {
         Flavour::Query => &["some", "any", "all"],
-        Flavour::Term | Flavour::Name { .. } => NOT_PART_OF_A_TERM,
+        Flavour::Term | Flavour::Place | Flavour::Name { .. } => NOT_PART_OF_A_TERM,
     };
     while start < end
         && span[start].kind == Kind::Word

@@ -106,6 +106,8 @@ struct Entry {
     kinds: IndexMap<String, InputKind>,
     /// Each numeric input's words (name and description), for "3 largest cities".
     counts: IndexMap<String, Vec<String>>,
+    /// Each enum input's values with what its description says of them.
+    notes: IndexMap<String, Vec<ValueNote>>,
     /// The city-list input and the state input, when the template has both.
     cities_and_state: Option<(String, String)>,
 }
@@ -150,11 +152,12 @@ impl Matcher {
     /// The template the sentence most likely means, its inputs, and the others.
     pub fn ask(&self, sentence: &str) -> Answer {
         let tokens = tokenize(sentence);
+        let cased = text::is_cased(sentence);
         let mut scored: Vec<(Reading, usize)> = self
             .entries
             .iter()
             .enumerate()
-            .map(|(idx, entry)| (best_reading(entry, &tokens), idx))
+            .map(|(idx, entry)| (best_reading(entry, &tokens, cased), idx))
             .collect();
         scored.sort_by(|a, b| {
             b.0.confidence
@@ -284,6 +287,21 @@ fn entry(plan: &Plan) -> Entry {
             _ => {}
         }
     }
+    let notes = plan
+        .inputs
+        .iter()
+        .filter_map(|(name, spec)| match kinds.get(name) {
+            Some(InputKind::Choice(allowed)) => Some((
+                name.clone(),
+                value_notes(
+                    allowed,
+                    spec.description.as_deref().unwrap_or(""),
+                    &signature,
+                ),
+            )),
+            _ => None,
+        })
+        .collect();
     let mut own = signature.clone();
     let about = plan.inputs.iter().fold(
         plan.description.clone().unwrap_or_default(),
@@ -312,6 +330,7 @@ fn entry(plan: &Plan) -> Entry {
         kinds,
         counts,
         cities_and_state: city_input.zip(state_input),
+        notes,
         signature,
         own,
         foreign: HashSet::new(),
@@ -446,9 +465,11 @@ struct Variant {
     cities: Vec<(usize, CityRun)>,
     /// What reading the sentence this way costs.
     penalty: f64,
+    /// Whether the sentence is written with capitals ([`text::is_cased`]).
+    cased: bool,
 }
 
-fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
+fn variants(entry: &Entry, sentence: &[Token], cased: bool) -> Vec<Variant> {
     let mut sentence = sentence.to_vec();
     for token in &mut sentence {
         if token.kind == text::Kind::Word && !text::is_stopword(&token.norm) {
@@ -501,6 +522,7 @@ fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
                     question: question.clone(),
                     cities,
                     penalty,
+                    cased,
                 });
             }
         }
@@ -510,6 +532,7 @@ fn variants(entry: &Entry, sentence: &[Token]) -> Vec<Variant> {
             question,
             cities: Vec::new(),
             penalty,
+            cased,
         });
     }
     out
@@ -557,6 +580,20 @@ fn reorder_relative(tokens: &[Token]) -> Option<Vec<Token>> {
             && tokens[k - 1].norm == "business"
         {
             Some((k, k + 1))
+        } else if k >= 3
+            && VERBS.contains(&word.as_str())
+            && !matches!(word.as_str(), "are" | "is")
+            && (tokens[k - 1].kind != text::Kind::Word
+                || tokens[k - 1]
+                    .surface
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_uppercase))
+            && matches!(lower(k - 2).as_str(), "in" | "across" | "near" | "around")
+            && tokens[k - 3].norm == "business"
+        {
+            // "businesses in Michigan do window cleaning".
+            Some((k, k + 1))
         } else {
             None
         }
@@ -588,6 +625,156 @@ fn reorder_relative(tokens: &[Token]) -> Option<Vec<Token>> {
     Some(out)
 }
 
+/// What an enum input's description says of one value: "digest: no LLM" in
+/// "auto: ...; llm: the LLM summary or fail; digest: no LLM".
+#[derive(Debug, Clone)]
+struct ValueNote {
+    value: String,
+    /// The note's words (normalized, stopwords left out).
+    words: Vec<String>,
+    /// The note's words that no other value's note has and the template's examples do not
+    /// use ("polite" for a friendly tone): a sentence word among them names the value.
+    marks: Vec<String>,
+    /// The note says "no ..." or "without ...": the value that turns the input's thing off.
+    off: bool,
+}
+
+/// Reads `value: note; value: note` from an enum input's description. `signature`: the
+/// template's own job words, which name no value.
+fn value_notes(
+    allowed: &[String],
+    description: &str,
+    signature: &HashSet<String>,
+) -> Vec<ValueNote> {
+    let mut notes: Vec<ValueNote> = allowed
+        .iter()
+        .map(|value| {
+            let lower = value.to_lowercase();
+            let said = description
+                .split(';')
+                .filter_map(|part| part.split_once(':'))
+                .find(|(v, _)| v.trim().to_lowercase() == lower)
+                .map(|(_, note)| note.trim().to_lowercase())
+                .unwrap_or_default();
+            let off = said
+                .split_whitespace()
+                .next()
+                .is_some_and(|w| matches!(w, "no" | "without" | "none" | "skip" | "never"));
+            ValueNote {
+                value: value.clone(),
+                words: content_norms(&said),
+                marks: Vec::new(),
+                off,
+            }
+        })
+        .collect();
+    for idx in 0..notes.len() {
+        let marks = notes[idx]
+            .words
+            .iter()
+            .filter(|w| {
+                w.len() >= 4
+                    && !text::is_keyword(w)
+                    && !signature.contains(*w)
+                    && notes
+                        .iter()
+                        .enumerate()
+                        .all(|(k, other)| k == idx || !other.words.contains(w))
+            })
+            .cloned()
+            .collect();
+        notes[idx].marks = marks;
+    }
+    notes
+}
+
+/// Enum values said without their name: "no LLM" is the value whose note says "no LLM"
+/// (`summarize: digest`), "without the summary" the value that turns the input's thing off,
+/// "politely" the value whose note alone says "polite". A negated value ("not firm") is claimed
+/// and set to nothing.
+fn claim_choices(entry: &Entry, tokens: &mut [Token], inputs: &mut Map<String, Value>) {
+    for (name, notes) in &entry.notes {
+        if inputs.contains_key(name) {
+            continue;
+        }
+        let name_norm = text::normalize(&name.replace('_', " "));
+        let named = |t: &Token, w: &str| {
+            t.kind == text::Kind::Word
+                && (t.norm == w || text::verb_bases(&t.norm).iter().any(|b| b == w))
+        };
+        // Negated: "no LLM", "without the summary", "not firm".
+        let mut done = false;
+        for i in 0..tokens.len() {
+            let lower = tokens[i].surface.to_lowercase();
+            if tokens[i].claimed || !NEGATIONS.contains(&lower.as_str()) {
+                continue;
+            }
+            let Some(k) = (i + 1..tokens.len().min(i + 4)).find(|&k| {
+                !text::is_stopword(&tokens[k].norm) || tokens[k].kind != text::Kind::Word
+            }) else {
+                continue;
+            };
+            let word = tokens[k].surface.to_lowercase();
+            let norm = tokens[k].norm.clone();
+            let is_value = notes.iter().any(|n| n.value.to_lowercase() == word);
+            let off_value = notes.iter().find(|n| {
+                n.off
+                    && (n.words.iter().any(|w| *w == norm || *w == word)
+                        || norm == name_norm
+                        || (is_value && n.value.to_lowercase() != word))
+            });
+            if off_value.is_none() && !is_value {
+                continue;
+            }
+            if let Some(note) = off_value {
+                inputs.insert(name.clone(), Value::String(note.value.clone()));
+            }
+            for token in &mut tokens[i..=k] {
+                token.claimed = true;
+            }
+            done = true;
+            break;
+        }
+        if done {
+            continue;
+        }
+        // A value next to the input's own name: "an llm summary", "firm tone".
+        let beside = (0..tokens.len()).find_map(|i| {
+            let t = &tokens[i];
+            let lower = t.surface.to_lowercase();
+            let note = notes.iter().find(|n| n.value.to_lowercase() == lower)?;
+            if t.claimed || t.kind != text::Kind::Word {
+                return None;
+            }
+            [i.wrapping_sub(1), i + 1]
+                .into_iter()
+                .find(|&k| k < tokens.len() && !tokens[k].claimed && tokens[k].norm == name_norm)
+                .map(|k| (i.min(k), i.max(k), note.value.clone()))
+        });
+        if let Some((from, to, value)) = beside {
+            inputs.insert(name.clone(), Value::String(value));
+            for token in &mut tokens[from..=to] {
+                token.claimed = true;
+            }
+            continue;
+        }
+        // A word only one value's note has: "politely" -> the value noted "a polite nudge".
+        let hit = (0..tokens.len()).find_map(|i| {
+            let t = &tokens[i];
+            if t.claimed {
+                return None;
+            }
+            let mut found = notes.iter().filter(|n| n.marks.iter().any(|m| named(t, m)));
+            let first = found.next()?;
+            found.next().is_none().then(|| (i, first.value.clone()))
+        });
+        if let Some((i, value)) = hit {
+            inputs.insert(name.clone(), Value::String(value));
+            tokens[i].claimed = true;
+        }
+    }
+}
+
 /// Words before a phrase that turn it off ("without booking checks").
 const NEGATIONS: &[&str] = &[
     "no", "not", "without", "skip", "don't", "dont", "never", "except",
@@ -599,6 +786,7 @@ const NEGATIONS: &[&str] = &[
 /// The words used are marked `claimed`: free as extra words, never inside a free-text value.
 fn claim(entry: &Entry, tokens: &mut [Token]) -> (Map<String, Value>, Option<String>) {
     let mut inputs = Map::new();
+    claim_choices(entry, tokens, &mut inputs);
     // Phrases that switch a boolean on; "without booking" leaves it off.
     for (name, kind) in &entry.kinds {
         let InputKind::Switch(phrases, words) = kind else {
@@ -960,18 +1148,8 @@ fn duration_at(tokens: &[Token], i: usize) -> Option<(usize, usize, f64)> {
     }
 }
 
-/// Whether the sentence is written with capitals: a capitalized word ("Oregon", "Priya") past
-/// the first; acronyms ("HVAC", "LLM") say nothing, people type them in capitals anyway.
-fn is_cased(sentence: &[Token]) -> bool {
-    sentence.iter().skip(1).any(|t| {
-        let mut chars = t.surface.chars();
-        chars.next().is_some_and(char::is_uppercase) && chars.any(char::is_lowercase)
-    })
-}
-
 /// The best reading of a template: every example against every variant of the sentence.
-fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
-    let cased = is_cased(sentence);
+fn best_reading(entry: &Entry, sentence: &[Token], cased: bool) -> Reading {
     let slot = |name: &str| {
         entry
             .kinds
@@ -983,7 +1161,7 @@ fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
         inputs: Map::new(),
         question: None,
     };
-    for variant in variants(entry, sentence) {
+    for variant in variants(entry, sentence, cased) {
         let tokens = &variant.tokens;
         for example in &entry.examples {
             let alignment = align(example, tokens, &slot);
@@ -1024,11 +1202,18 @@ fn best_reading(entry: &Entry, sentence: &[Token]) -> Reading {
             let cost = (alignment.cost - refund).max(0.0) + variant.penalty + 0.7 * stray;
             let length = sentence.len().max(example.len()).max(1) as f64;
             let fit = (1.0 - cost / length).max(0.0);
+            // Another template's words left in the sentence ("senior", "jobs" read as a
+            // business search) count against the reading like literals it lacks.
+            let foreign = tokens
+                .iter()
+                .filter(|t| t.vocab == Vocab::Foreign && !t.claimed)
+                .count();
             let evidence = alignment.content_literals + alignment.typed_slots;
             let literals = if evidence == 0 {
-                0.5
+                0.5 * (1.0 / (1.0 + foreign as f64))
             } else {
-                (alignment.matched_literals + alignment.typed_filled) as f64 / evidence as f64
+                (alignment.matched_literals + alignment.typed_filled) as f64
+                    / (evidence + foreign) as f64
             };
             // A reading that leaves a required input out is a weaker one (unless the
             // question about it is already asked).
@@ -1209,9 +1394,10 @@ fn fill_leftovers(
             }
             let flavour = match entry.kinds.get(text_name.as_str()) {
                 Some(InputKind::Text(Flavour::Name { .. })) => Flavour::Name {
-                    cased: is_cased(tokens),
+                    cased: variant.cased,
                 },
                 Some(InputKind::Text(flavour)) => *flavour,
+                Some(InputKind::Place) => Flavour::Place,
                 _ => Flavour::Term,
             };
             match align::text_value(&tokens[range.clone()], flavour) {
@@ -1348,8 +1534,14 @@ fn number_value(spec: &InputSpec, n: f64) -> Value {
 /// misspelt.
 fn find_phrase(tokens: &[Token], phrase: &[String]) -> Option<std::ops::Range<usize>> {
     let same = |t: &Token, w: &str| {
+        // An address is a page: "the whole of https://..." is the whole page.
+        if matches!(t.kind, text::Kind::Url(_)) {
+            return w == "page";
+        }
         t.kind == text::Kind::Word
             && (t.norm == w
+                // "remote-friendly" says "remote".
+                || (t.norm.contains('-') && t.norm.split('-').any(|part| part == w))
                 || (w.len() >= 5
                     && t.norm.chars().next() == w.chars().next()
                     && strsim::damerau_levenshtein(&t.norm, w) <= 1))
@@ -1434,6 +1626,7 @@ fn slot_spec(kind: &InputKind, spec: &InputSpec, cased: bool) -> SlotSpec {
         InputKind::Url => SlotType::Url,
         InputKind::UrlList => SlotType::UrlList,
         InputKind::Repo => SlotType::Repo,
+        InputKind::Place => SlotType::Text(Flavour::Place),
         _ => SlotType::Text(Flavour::Term),
     };
     SlotSpec {

@@ -64,12 +64,12 @@ const STOPWORDS: &[&str] = &[
     "let", "give", "that", "this", "these", "those", "what", "is", "are", "be", "there", "it",
     "its", "go", "across", "how", "will", "we", "from", "about", "by", "just", "quick", "quickly",
     "many", "much", "which", "who", "where", "ones", "have", "has", "had", "tell", "know",
-    "whether", "if", "also", "them", "they", "their", "then", "so", "as", "into", "really",
-    "looking", "i'm", "im", "wanna", "trying", "help", "see", "using", "via", "only",
+    "whether", "if", "does", "doing", "also", "them", "they", "their", "then", "so", "as", "into",
+    "really", "looking", "i'm", "im", "wanna", "trying", "help", "see", "using", "via", "only",
 ];
 
 /// Words dropped before matching: politeness says nothing about the job.
-const FILLER: &[&str] = &["please", "pls", "thanks", "thank", "kindly"];
+const FILLER: &[&str] = &["please", "pls", "thanks", "thx", "kindly"];
 
 /// Synonym groups; every word of a group is folded to the first.
 const SYNONYMS: &[&[&str]] = &[
@@ -264,6 +264,16 @@ pub fn is_instruction(norm: &str) -> bool {
     INSTRUCTIONS.contains(&norm) || VERB_HEADS.contains(&norm)
 }
 
+/// Whether a sentence is written with capitals: a capitalized word ("Oregon", "Priya") past
+/// the first word; acronyms ("HVAC", "LLM") say nothing, people type them in capitals anyway.
+pub fn is_cased(text: &str) -> bool {
+    text.split_whitespace().skip(1).any(|w| {
+        let w = w.trim_start_matches(|c: char| !c.is_alphanumeric());
+        let mut chars = w.chars();
+        chars.next().is_some_and(char::is_uppercase) && chars.any(char::is_lowercase)
+    })
+}
+
 /// Splits a sentence (or an intent example) into tokens.
 pub fn tokenize(text: &str) -> Vec<Token> {
     let mut raw: Vec<(String, bool)> = Vec::new();
@@ -366,6 +376,17 @@ pub fn tokenize(text: &str) -> Vec<Token> {
             );
         }
         i += 1;
+    }
+    // "thank you" is politeness; "thank Priya" is a job.
+    let mut k = 0;
+    while k + 1 < tokens.len() {
+        if tokens[k].surface.eq_ignore_ascii_case("thank")
+            && tokens[k + 1].surface.eq_ignore_ascii_case("you")
+        {
+            tokens.drain(k..k + 2);
+        } else {
+            k += 1;
+        }
     }
     mark_states(&mut tokens);
     for token in &mut tokens {
@@ -480,9 +501,16 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
         .strip_suffix("'s")
         .or_else(|| lower.strip_suffix("’s"))
         .unwrap_or(&lower);
+    // "US" and "IT" written in capitals are names, not "us" and "it".
+    let acronym = trimmed.len() >= 2 && trimmed.chars().all(|c| c.is_ascii_uppercase());
+    let norm = if acronym && is_stopword(base) {
+        trimmed.to_string()
+    } else {
+        normalize(base)
+    };
     tokens.push(Token {
         surface: trimmed.to_string(),
-        norm: normalize(base),
+        norm,
         kind: Kind::Word,
         keyword: false,
         claimed: false,
@@ -823,6 +851,10 @@ fn as_url(text: &str) -> Option<String> {
 /// Lower case, singular, synonyms folded.
 pub fn normalize(word: &str) -> String {
     let word = word.trim_matches(|c: char| !c.is_alphanumeric());
+    if STOPWORDS.contains(&word) {
+        // "does" is not the plural of "doe".
+        return word.to_string();
+    }
     let stem = singular(word);
     let bases = verb_bases(word);
     for group in SYNONYMS {

@@ -35,22 +35,22 @@ fn tuned_set_meets_its_targets() {
     }
     show("tuned", &report);
     assert!(
-        cases.len() >= 180,
+        cases.len() >= 188,
         "the tuned set has {} phrasings",
         cases.len()
     );
     assert!(
-        report.template_accuracy() >= 0.98,
+        report.template_accuracy() >= 0.99,
         "template accuracy {:.3}",
         report.template_accuracy()
     );
     assert!(
-        report.inputs_accuracy() >= 0.97,
+        report.inputs_accuracy() >= 0.98,
         "exact inputs {:.3}",
         report.inputs_accuracy()
     );
     assert!(
-        report.template_precision() >= 0.98,
+        report.template_precision() >= 0.99,
         "template precision when running {:.3}",
         report.template_precision()
     );
@@ -91,6 +91,6 @@ fn heldout_set_meets_its_targets() {
 }
 
 /// Measured held-out figures, rounded down (the goals are 0.95, 0.90 and 0.97).
-const HELDOUT_TEMPLATE: f64 = 0.95;
-const HELDOUT_INPUTS: f64 = 0.83;
-const HELDOUT_PRECISION: f64 = 0.98;
+const HELDOUT_TEMPLATE: f64 = 0.97;
+const HELDOUT_INPUTS: f64 = 0.91;
+const HELDOUT_PRECISION: f64 = 0.99;

@@ -23,6 +23,11 @@ inputs:
     enum: [full, brief, many]
     default: brief
     description: "full: every snapshot; brief: a short summary; many: one report per disk"
+  summary:
+    type: string
+    enum: [auto, model, plain]
+    default: auto
+    description: "auto: a model's summary when one answers, else plain text; model: the model's summary or fail; plain: no model"
 steps:
   - id: audit
     tool: transform
@@ -45,12 +50,45 @@ steps:
     with: { data: 1, jq: "." }
 "#;
 
+/// A thank-you sender: a person's name and where they are.
+const THANKS: &str = r#"
+name: thank-you
+description: Send a thank-you note to someone.
+intent:
+  examples:
+    - "thank {person}"
+    - "send a thank-you note to {person}"
+inputs:
+  person: { type: string, description: "Who to thank" }
+  city: { type: string, required: false, description: "Where they live: a US state or city" }
+steps:
+  - id: note
+    tool: transform
+    with: { data: 1, jq: "." }
+"#;
+
 fn ask(sentence: &str) -> Answer {
-    let plans = [BACKUPS, PAGES]
+    let plans = [BACKUPS, PAGES, THANKS]
         .iter()
         .map(|s| plan_from_str(s).expect("test template loads"))
         .collect::<Vec<_>>();
     Matcher::new(&plans).ask(sentence)
+}
+
+/// The answer to a sentence about db7's backups, which must read as that.
+fn ask_backups_of_db7(sentence: &str) -> Answer {
+    let answer = ask(sentence);
+    assert_eq!(
+        answer.template.as_deref(),
+        Some("backup-audit"),
+        "{sentence}"
+    );
+    assert_eq!(
+        answer.inputs.get("host"),
+        Some(&json!("db7")),
+        "{sentence}: {answer:?}"
+    );
+    answer
 }
 
 #[test]
@@ -67,17 +105,7 @@ fn durations_fill_the_input_in_its_own_unit() {
         ("check backups on db7 older than 36h", 36),
         ("check backups on db7 older than half a day", 12),
     ] {
-        let answer = ask(sentence);
-        assert_eq!(
-            answer.template.as_deref(),
-            Some("backup-audit"),
-            "{sentence}"
-        );
-        assert_eq!(
-            answer.inputs.get("host"),
-            Some(&json!("db7")),
-            "{sentence}: {answer:?}"
-        );
+        let answer = ask_backups_of_db7(sentence);
         let want = (hours >= 0).then(|| json!(hours));
         // 90 minutes is not a whole number of hours: never rounded, asked.
         assert_eq!(
@@ -128,4 +156,52 @@ fn an_enum_value_is_not_read_from_a_word_it_is_one_letter_from() {
     assert_eq!(answer.inputs.get("report"), Some(&json!("full")));
     let answer = ask("audit the backups of db2 for any problems");
     assert_eq!(answer.inputs.get("report"), None, "{answer:?}");
+}
+
+#[test]
+fn enum_values_from_negation_notes_and_the_inputs_name() {
+    for (sentence, want) in [
+        // "plain: no model": the value whose note says it.
+        ("audit the backups of db7 with no model", Some("plain")),
+        // Turning the input's own thing off is the value noted "no ...".
+        ("audit the backups of db7 without a summary", Some("plain")),
+        // A value beside the input's name.
+        (
+            "audit the backups of db7, model summary please",
+            Some("model"),
+        ),
+        ("audit the backups of db7", None),
+    ] {
+        let answer = ask_backups_of_db7(sentence);
+        assert_eq!(
+            answer.inputs.get("summary").and_then(Value::as_str),
+            want,
+            "{sentence}: {answer:?}"
+        );
+    }
+    // A negated value is not that value, and nothing else either.
+    let answer = ask("write a backup report for db7, not full");
+    assert_eq!(answer.inputs.get("report"), None, "{answer:?}");
+}
+
+#[test]
+fn a_name_is_its_capitalized_words_and_stops_at_a_clause() {
+    for (sentence, person) in [
+        ("thank Priya and tell her she rocks", "Priya"),
+        (
+            "send a thank-you note to Ana Lopez, she lives in Denver",
+            "Ana Lopez",
+        ),
+        ("thank Bob from Texas", "Bob"),
+        // Written without capitals: the words themselves.
+        ("thank ada", "ada"),
+    ] {
+        let answer = ask(sentence);
+        assert_eq!(answer.template.as_deref(), Some("thank-you"), "{sentence}");
+        assert_eq!(
+            answer.inputs.get("person"),
+            Some(&json!(person)),
+            "{sentence}: {answer:?}"
+        );
+    }
 }
