@@ -71,6 +71,7 @@ pub struct Alignment {
 
 const FUZZY: f64 = 0.3;
 const INFLECTED: f64 = 0.1;
+const SUBSTITUTE: f64 = 0.8;
 const MAX_TEXT: usize = 12;
 
 fn literal_miss(norm: &str) -> f64 {
@@ -175,7 +176,11 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
             }
             let text = join(span);
             let lower = text.to_lowercase();
-            if let Some(a) = allowed.iter().find(|a| a.to_lowercase() == lower) {
+            // "any remote roles": "any" is a word before it is a value.
+            let common = matches!(span, [t] if is_stopword(&t.norm) || t.keyword);
+            if let Some(a) = allowed.iter().find(|a| a.to_lowercase() == lower)
+                && !common
+            {
                 return Some((0.0, Value::String(a.clone())));
             }
             // A typo of a value, never another word: "many" is not "any", "mid" not "mind".
@@ -225,7 +230,16 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
                     // A category is no one's ("my dentist appointment" is not a niche), has no
                     // relative clause ("New York that are remote-friendly") and no typed value
                     // ("Colorado HVAC").
+                    // "gather all the tree service": a determiner inside starts the value.
+                    let lead = span
+                        .iter()
+                        .take_while(|t| DETERMINERS.contains(&t.surface.to_lowercase().as_str()))
+                        .count();
+                    let inner_determiner = span[lead..]
+                        .iter()
+                        .any(|t| DETERMINERS.contains(&t.surface.to_lowercase().as_str()));
                     if crosses_clause
+                        || inner_determiner
                         || span.iter().any(|t| {
                             let lower = t.surface.to_lowercase();
                             PRONOUNS.contains(&lower.as_str())
@@ -251,6 +265,9 @@ fn fill(ty: &SlotType, span: &[Token]) -> Option<(f64, Value)> {
         }
     }
 }
+
+/// Words that open a noun phrase: inside a category they start it.
+const DETERMINERS: &[&str] = &["all", "every", "each", "the", "a", "an", "some", "any"];
 
 /// Words that point at someone: never part of a category.
 const PRONOUNS: &[&str] = &[
@@ -316,6 +333,7 @@ fn text_cost(span: &[Token], flavour: Flavour) -> f64 {
             Kind::Word if is_stopword(&token.norm) && idx == last => 0.45,
             Kind::Word if token.vocab == Vocab::Foreign => 0.6,
             Kind::Word | Kind::Quoted => 0.05,
+            Kind::State(_) if flavour == Flavour::Place => 0.0,
             _ => 0.5,
         })
         .sum()
@@ -364,6 +382,11 @@ const NOT_PART_OF_A_TERM: &[&str] = &[
     "new",
     "top-rated",
 ];
+
+/// Whether a word stands in front of a category without being part of it ("the", "new").
+pub fn is_lead_word(token: &Token) -> bool {
+    token.kind == Kind::Word && NOT_PART_OF_A_TERM.contains(&token.surface.to_lowercase().as_str())
+}
 
 /// Free text without trailing stopwords ("rust async runtimes for me" is "rust async
 /// runtimes"); a category or name also without what stands in front of it ("the", "every",
@@ -469,6 +492,21 @@ pub fn align(
                         if c < cost[i + 1][j + 1] {
                             cost[i + 1][j + 1] = c;
                             back[i + 1][j + 1] = Step::Match(!is_stopword(lit));
+                        }
+                    } else if j < n
+                        && example[i].keyword
+                        && sentence[j].keyword
+                        && sentence[j].kind == Kind::Word
+                        && sentence[j].vocab == Vocab::Own
+                        && !sentence[j].claimed
+                    {
+                        // Another of the template's own job words where the example has one
+                        // ("find" where it says "track"): cheaper than a miss and an extra,
+                        // but no evidence.
+                        let c = here + SUBSTITUTE;
+                        if c < cost[i + 1][j + 1] {
+                            cost[i + 1][j + 1] = c;
+                            back[i + 1][j + 1] = Step::Match(false);
                         }
                     }
                 }

@@ -892,11 +892,32 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> (Map<String, Value>, Option<Str
             .filter(|(score, _, _)| *score > 0)
             .collect();
         scores.sort_by_key(|s| std::cmp::Reverse(s.0));
-        let clear = match scores.as_slice() {
+        let mut clear = match scores.as_slice() {
             [one] => Some(one.clone()),
             [a, b, ..] if a.0 > b.0 => Some(a.clone()),
             _ => None,
         };
+        // "top 5", "the first 10", "25 of them": a count, for the one input that counts
+        // ("How many ...") when no word names another.
+        if clear.is_none() && scores.is_empty() {
+            let word = |k: usize| tokens.get(k).map(|t| t.surface.to_lowercase());
+            let before = i.checked_sub(1).and_then(word);
+            let cue = matches!(before.as_deref(), Some("top" | "first" | "last"))
+                || (word(i + 1).as_deref() == Some("of")
+                    && matches!(word(i + 2).as_deref(), Some("them" | "those" | "these")));
+            let counting: Vec<&String> = entry
+                .counts
+                .keys()
+                .filter(|name| !inputs.contains_key(*name) && is_count(name, &entry.inputs[*name]))
+                .collect();
+            if cue && let [name] = counting.as_slice() {
+                let mut hits = Vec::new();
+                if word(i + 1).as_deref() == Some("of") {
+                    hits = vec![i + 1, i + 2];
+                }
+                clear = Some((1, *name, hits));
+            }
+        }
         if let Some((_, name, hits)) = clear {
             let value = number_value(&entry.inputs[name], n);
             if value.is_null() {
@@ -912,6 +933,18 @@ fn claim(entry: &Entry, tokens: &mut [Token]) -> (Map<String, Value>, Option<Str
         }
     }
     (inputs, question)
+}
+
+/// Whether a numeric input is a count of results: "How many ..." or named so.
+fn is_count(name: &str, spec: &InputSpec) -> bool {
+    spec.ty == InputType::Integer
+        && (matches!(
+            name,
+            "count" | "limit" | "max" | "top" | "n" | "number" | "results"
+        ) || spec
+            .description
+            .as_deref()
+            .is_some_and(|d| d.to_lowercase().starts_with("how many")))
 }
 
 /// Units of time as people write them, in seconds.
@@ -1359,7 +1392,16 @@ fn fill_leftovers(
             if token.kind != text::Kind::Word || lower.len() < 3 {
                 return None;
             }
-            let value = allowed.iter().find(|a| a.to_lowercase() == lower)?;
+            // "mid-level" says "mid".
+            let head = lower.split('-').next().unwrap_or_default();
+            let value = allowed
+                .iter()
+                .find(|a| a.to_lowercase() == lower)
+                .or_else(|| {
+                    (lower.contains('-') && head.len() >= 3)
+                        .then(|| allowed.iter().find(|a| a.to_lowercase() == head))
+                        .flatten()
+                })?;
             // "any" is a word before it is the default value.
             let common = token.keyword || text::is_stopword(&token.norm);
             if common && entry.inputs[name].default.as_ref().and_then(Value::as_str) == Some(value)
@@ -1371,9 +1413,10 @@ fn fill_leftovers(
             }
             // The first or last word of a longer free-text value.
             texts.iter().enumerate().find_map(|(t, (_, r))| {
+                let lead = (r.start..i).all(|k| align::is_lead_word(&tokens[k]));
                 if r.len() < 2 {
                     None
-                } else if r.start == i {
+                } else if r.start == i || (r.start < i && lead) {
                     Some((i, value.clone(), Some((t, true))))
                 } else if r.end == i + 1 {
                     Some((i, value.clone(), Some((t, false))))
@@ -1388,7 +1431,7 @@ fn fill_leftovers(
         if let Some((t, front)) = edge {
             let (text_name, range) = &mut texts[t];
             if front {
-                range.start += 1;
+                range.start = i + 1;
             } else {
                 range.end -= 1;
             }

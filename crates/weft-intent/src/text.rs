@@ -87,7 +87,8 @@ const SYNONYMS: &[&[&str]] = &[
         "agency",
     ],
     &[
-        "find", "search", "discover", "locate", "list", "lookup", "get", "show", "pull",
+        "find", "search", "discover", "locate", "list", "lookup", "get", "show", "pull", "gather",
+        "compile",
     ],
     &[
         "screenshot",
@@ -858,9 +859,11 @@ pub fn normalize(word: &str) -> String {
     let stem = singular(word);
     let bases = verb_bases(word);
     for group in SYNONYMS {
+        // Verb forms fold only into groups of verbs ("deploying"), not nouns ("billing").
+        let verbs = VERB_HEADS.contains(&group[0]) || group[0] == "deployment";
         if group
             .iter()
-            .any(|w| *w == stem || *w == word || bases.iter().any(|b| b == w))
+            .any(|w| *w == stem || *w == word || (verbs && bases.iter().any(|b| b == w)))
         {
             return group[0].to_string();
         }

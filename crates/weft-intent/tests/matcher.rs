@@ -10,11 +10,7 @@ use weft_intent::{Answer, Matcher};
 const BACKUPS: &str = r#"
 name: backup-audit
 description: Audit a server's backups - list snapshots older than a maximum age, verify their checksums, and write a report.
-intent:
-  examples:
-    - "audit the backups of {host}"
-    - "check backups on {host} older than {max_age_hours} hours"
-    - "write a {report} backup report for {host}"
+intent: { examples: ["audit the backups of {host}", "check backups on {host} older than {max_age_hours} hours", "write a {report} backup report for {host}"] }
 inputs:
   host: { type: string, description: "The server to audit, e.g. db1" }
   max_age_hours: { type: integer, default: 24, description: "Flag snapshots older than this many hours" }
@@ -28,61 +24,59 @@ inputs:
     enum: [auto, model, plain]
     default: auto
     description: "auto: a model's summary when one answers, else plain text; model: the model's summary or fail; plain: no model"
-steps:
-  - id: audit
-    tool: transform
-    with: { data: 1, jq: "." }
 "#;
 
 /// A page differ: a list of pages, nothing else.
 const PAGES: &str = r#"
 name: page-diff
 description: Fetch several web pages and diff their text.
-intent:
-  examples:
-    - "diff {pages}"
-    - "diff the text of {pages}"
+intent: { examples: ["diff {pages}", "diff the text of {pages}"] }
 inputs:
   pages: { type: array, items: { type: string }, description: "The pages to diff" }
-steps:
-  - id: diff
-    tool: transform
-    with: { data: 1, jq: "." }
 "#;
 
 /// A thank-you sender: a person's name and where they are.
 const THANKS: &str = r#"
 name: thank-you
 description: Send a thank-you note to someone.
-intent:
-  examples:
-    - "thank {person}"
-    - "send a thank-you note to {person}"
+intent: { examples: ["thank {person}", "send a thank-you note to {person}"] }
 inputs:
   person: { type: string, description: "Who to thank" }
   city: { type: string, required: false, description: "Where they live: a US state or city" }
-steps:
-  - id: note
-    tool: transform
-    with: { data: 1, jq: "." }
 "#;
 
+/// A ticket lister: a team, a count, a priority.
+const TICKETS: &str = r#"
+name: ticket-list
+description: List the newest support tickets of a team.
+intent: { examples: ["list tickets for {team}", "show the {count} newest {priority} tickets of {team}"] }
+inputs:
+  team: { type: string, description: "The team whose tickets to list, e.g. payments" }
+  count: { type: integer, default: 10, description: "How many tickets to list" }
+  priority: { type: string, enum: [any, low, urgent], default: any, description: "Which priority" }
+"#;
+
+/// The one step every test template has: matching reads only the rest.
+const STEP: &str = "steps:\n  - { id: step, tool: transform, with: { data: 1, jq: \".\" } }\n";
+
 fn ask(sentence: &str) -> Answer {
-    let plans = [BACKUPS, PAGES, THANKS]
+    let plans = [BACKUPS, PAGES, THANKS, TICKETS]
         .iter()
-        .map(|s| plan_from_str(s).expect("test template loads"))
+        .map(|s| plan_from_str(&format!("{s}{STEP}")).expect("test template loads"))
         .collect::<Vec<_>>();
     Matcher::new(&plans).ask(sentence)
 }
 
+/// The answer to a sentence, which must choose `template`.
+fn ask_for(template: &str, sentence: &str) -> Answer {
+    let answer = ask(sentence);
+    assert_eq!(answer.template.as_deref(), Some(template), "{sentence}");
+    answer
+}
+
 /// The answer to a sentence about db7's backups, which must read as that.
 fn ask_backups_of_db7(sentence: &str) -> Answer {
-    let answer = ask(sentence);
-    assert_eq!(
-        answer.template.as_deref(),
-        Some("backup-audit"),
-        "{sentence}"
-    );
+    let answer = ask_for("backup-audit", sentence);
     assert_eq!(
         answer.inputs.get("host"),
         Some(&json!("db7")),
@@ -196,11 +190,36 @@ fn a_name_is_its_capitalized_words_and_stops_at_a_clause() {
         // Written without capitals: the words themselves.
         ("thank ada", "ada"),
     ] {
-        let answer = ask(sentence);
-        assert_eq!(answer.template.as_deref(), Some("thank-you"), "{sentence}");
+        let answer = ask_for("thank-you", sentence);
         assert_eq!(
             answer.inputs.get("person"),
             Some(&json!(person)),
+            "{sentence}: {answer:?}"
+        );
+    }
+}
+
+#[test]
+fn counts_from_cues_and_values_from_compound_words() {
+    for (sentence, inputs) in [
+        (
+            "list tickets for payments, top 7",
+            json!({"team": "payments", "count": 7}),
+        ),
+        (
+            "list tickets for payments, 12 of them",
+            json!({"team": "payments", "count": 12}),
+        ),
+        // "urgent-only" says urgent; "any" in front of a noun is a word, not the value.
+        (
+            "list any urgent-only tickets for payments",
+            json!({"team": "payments", "priority": "urgent"}),
+        ),
+    ] {
+        let answer = ask_for("ticket-list", sentence);
+        assert_eq!(
+            Value::Object(answer.inputs.clone()),
+            inputs,
             "{sentence}: {answer:?}"
         );
     }
