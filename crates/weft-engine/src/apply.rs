@@ -200,8 +200,8 @@ impl Engine {
                     Err(f) => events.push(task_event(
                         &c,
                         "task.failed",
-                        json!({"error": f.message, "duration_ms": c.duration_ms,
-                               "attempts": c.attempt}),
+                        json!({"error": f.message, "reason": f.reason,
+                               "duration_ms": c.duration_ms, "attempts": c.attempt}),
                     )),
                 }
                 if !run_live {

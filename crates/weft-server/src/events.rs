@@ -237,7 +237,8 @@ fn parse_after(text: &str, field: &str) -> ApiResult<i64> {
 /// Each event's `id:` is its `seq` and its `data:` the JSON of the event. Comments without an
 /// `id:` are heartbeats. The stream ends at the run's current end: after the replay when the
 /// run has ended, else after the terminal event that follows (an end before a `run.resumed`
-/// does not end it). A client that falls
+/// does not end it), with one last event named `output` (`{status, output, output_html}`,
+/// no `id:`). A client that falls
 /// too far behind is disconnected and reconnects with `Last-Event-ID`.
 #[utoipa::path(get, path = "/v1/runs/{id}/events", tag = "runs",
     security(("bearer" = []), ()),
@@ -379,6 +380,7 @@ async fn forward(
         }
     }
     if checked_end {
+        send_output(store.as_ref(), &tenant, &run_id, &tx).await;
         return;
     }
     // Live.
@@ -399,7 +401,30 @@ async fn forward(
             return;
         }
         if is_terminal(&event.kind) {
+            send_output(store.as_ref(), &tenant, &run_id, &tx).await;
             return;
         }
     }
+}
+
+/// The run's end as one last SSE event named `output` (no `id:`: it is not in the log):
+/// `{status, output, output_html}`, so a page holding only a stream ticket (`<weft-run>`)
+/// can show what the run produced.
+async fn send_output(
+    store: &dyn ServerStore,
+    tenant: &str,
+    run_id: &str,
+    tx: &mpsc::Sender<SseEvent>,
+) {
+    let Ok(Some(run)) = store.run(tenant, run_id).await else {
+        return;
+    };
+    let body = serde_json::json!({
+        "status": run.status.as_str(),
+        "output": run.output,
+        "output_html": crate::api::steps::html_of(run.output.as_ref()),
+    });
+    let _ = tx
+        .send(SseEvent::default().event("output").data(body.to_string()))
+        .await;
 }

@@ -41,6 +41,7 @@ use weft_store::server::ServerStore;
 pub mod api;
 pub mod auth;
 pub mod events;
+pub mod markdown;
 pub mod mcp;
 pub mod metrics;
 pub mod problem;
@@ -221,6 +222,9 @@ impl Server {
             .routes(routes!(runs::cancel_run))
             .routes(routes!(runs::resume_run))
             .routes(routes!(runs::create_stream_ticket))
+            .routes(routes!(api::steps::get_step))
+            .routes(routes!(api::steps::get_item))
+            .routes(routes!(api::steps::get_history))
             .routes(routes!(api::follow::decide_approval))
             .routes(routes!(api::follow::start_action))
             .routes(routes!(ask::ask))

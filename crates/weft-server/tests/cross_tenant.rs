@@ -87,6 +87,9 @@ async fn every_route_hides_other_tenants_records() {
         ("post", "/v1/runs/{id}/approvals/{step}"),
         ("post", "/v1/runs/{id}/actions/{name}"),
         ("get", "/v1/runs/{id}/events"),
+        ("get", "/v1/runs/{id}/steps/{step}"),
+        ("get", "/v1/runs/{id}/steps/{step}/items/{item}"),
+        ("get", "/v1/runs/{id}/history"),
         ("get", "/v1/templates/{name}"),
         ("delete", "/v1/secrets/{name}"),
         ("get", "/v1/artifacts/{id}"),
@@ -165,7 +168,8 @@ async fn every_route_hides_other_tenants_records() {
             &path
                 .replace("{id}", theirs)
                 .replace("{name}", theirs)
-                .replace("{step}", "s"),
+                .replace("{step}", "a")
+                .replace("{item}", "0"),
             beta,
             None,
         )
@@ -176,7 +180,8 @@ async fn every_route_hides_other_tenants_records() {
             &path
                 .replace("{id}", missing)
                 .replace("{name}", missing)
-                .replace("{step}", "s"),
+                .replace("{step}", "a")
+                .replace("{item}", "0"),
             beta,
             None,
         )

@@ -10,10 +10,16 @@
 // before the run ends and `ticket-url` is set, the element POSTs there for a new ticket
 // (expects JSON `{ticket}`) and resumes after the last event it saw. It sets its `status`
 // attribute to the run's status and fires `weft-run:end` when the run ends.
+//
+// A run waiting for a person shows each approval's prompt. With `decide-url` set, it also
+// shows Approve and Reject buttons that POST JSON `{step, item, decision, comment}` there (your
+// backend decides with its API key: POST /v1/runs/{id}/approvals/{step}); without it the
+// prompt only says the run waits. When the run ends it shows the run's output: text as the
+// server rendered and sanitized it (markdown), anything else as JSON.
 (function () {
   "use strict";
   if (customElements.get("weft-run")) return;
-  var ICONS = { pending: "○", running: "◐", succeeded: "✓", failed: "✗", skipped: "⤼", cancelled: "⊘" };
+  var ICONS = { pending: "○", running: "◐", waiting: "⏸", succeeded: "✓", failed: "✗", skipped: "⤼", cancelled: "⊘" };
   var CSS = [
     ":host{display:block;font:14px/1.4 system-ui,sans-serif;border:1px solid #d0d7de;border-radius:8px;background:#fff;color:#1f2328;max-width:480px}",
     "button.head{all:unset;display:flex;gap:8px;align-items:center;width:100%;box-sizing:border-box;padding:8px 12px;cursor:pointer;font-weight:600}",
@@ -25,6 +31,13 @@
     ".skipped,.cancelled{color:#6e7781}",
     ".items{color:#6e7781;font-size:12px}",
     ".error{color:#cf222e;white-space:pre-wrap;font-size:12px;padding:0 12px 8px 32px}",
+    ".waiting .icon,.icon.waiting{color:#8250df}",
+    ".approval{margin:0 12px 8px;padding:8px;border:1px solid #d8b9ff;border-radius:6px;background:#fbefff}",
+    ".approval .prompt{font-weight:600;margin-bottom:4px}.approval .note{color:#6e7781;font-size:12px}",
+    ".approval button{font:inherit;padding:2px 10px;margin-right:6px;border:1px solid #d0d7de;border-radius:6px;background:#f6f8fa;cursor:pointer}",
+    ".approval .decided{font-size:12px}.approval.rejected{border-color:#d4a72c;background:#fff8c5}",
+    ".output{border-top:1px solid #d0d7de;padding:4px 12px 8px;overflow-x:auto}.output table{border-collapse:collapse}.output td,.output th{border:1px solid #d0d7de;padding:2px 6px}",
+    ".output pre{white-space:pre-wrap;font-size:12px}",
     "[hidden]{display:none}",
     "@keyframes spin{to{transform:rotate(360deg)}}"
   ].join("\n");
@@ -48,6 +61,8 @@
       this.last = 0;
       this.collapsed = false;
       this.source = null;
+      this.approvals = [];
+      this.output = null;
     }
     connectedCallback() {
       this.render();
@@ -64,6 +79,13 @@
       if (!ticket) { this.fail("no stream ticket"); return; }
       var source = new EventSource(this.eventsUrl(ticket));
       this.source = source;
+      // The stream's last word: the run's output (not in the event log, so no id).
+      source.addEventListener("output", function (m) {
+        var o;
+        try { o = JSON.parse(m.data); } catch (_) { return; }
+        self.output = o;
+        self.render();
+      });
       source.onmessage = function (m) {
         var e;
         try { e = JSON.parse(m.data); } catch (_) { return; }
@@ -98,6 +120,23 @@
           .catch(function () { self.reconnect(); });
       }, delay);
     }
+    approval(step, item) {
+      var key = step + "/" + (item == null ? "" : item);
+      var found = this.approvals.filter(function (a) { return a.key === key; })[0];
+      if (!found) { found = { key: key, step: step, item: item }; this.approvals.push(found); }
+      return found;
+    }
+    decide(a, decision, comment) {
+      var self = this, url = this.getAttribute("decide-url");
+      a.sending = true;
+      this.render();
+      fetch(url, {
+        method: "POST", credentials: "same-origin", headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ step: a.step, item: a.item, decision: decision, comment: comment || undefined })
+      }).then(function (r) { if (!r.ok) throw new Error("the decision was refused (" + r.status + ")"); })
+        .catch(function (err) { a.problem = err.message; })
+        .then(function () { a.sending = false; self.render(); });
+    }
     ended() { return /^(succeeded|failed|cancelled)$/.test(this.runStatus); }
     fail(message) { this.runError = this.runError || message; this.render(); }
     step(id) {
@@ -111,7 +150,17 @@
         case "run.started":
           (d.steps || []).forEach(this.step, this);
           this.template = d.template; this.runStatus = "running"; break;
-        case "run.resumed": this.runStatus = "running"; this.runError = null; break;
+        case "run.resumed": this.runStatus = "running"; this.runError = null; this.output = null; break;
+        case "run.waiting": this.runStatus = "waiting"; break;
+        case "run.continued": this.runStatus = "running"; break;
+        case "approval.requested":
+          s.status = "waiting";
+          this.approval(e.step_id, e.item).prompt = d.prompt;
+          break;
+        case "approval.decided":
+          var a = this.approval(e.step_id, e.item);
+          a.decided = { approved: d.approved, by: d.by, comment: d.comment };
+          break;
         case "run.succeeded": this.runStatus = "succeeded"; break;
         case "run.failed": this.runStatus = "failed"; this.runError = d.error || "the run failed"; break;
         case "run.cancelled": this.runStatus = "cancelled"; break;
@@ -161,8 +210,44 @@
         return el("div", "error step-error", [s.id + ": " + s.error]);
       });
       if (this.runError && !errors.length) errors.push(el("div", "error", [this.runError]));
+      var canDecide = !!this.getAttribute("decide-url");
+      var prompts = this.approvals.map(function (a) {
+        var box = el("div", "approval" + (a.decided && !a.decided.approved ? " rejected" : ""), [
+          el("div", "prompt", [(a.prompt || "Approve?") + (a.item != null ? " [" + a.item + "]" : "")])
+        ]);
+        box.dataset.step = a.step;
+        if (a.item != null) box.dataset.item = a.item;
+        if (a.decided) {
+          box.appendChild(el("div", "decided", [(a.decided.approved ? "✓ Approved" : "⊘ Rejected") + " by " + a.decided.by +
+            (a.decided.comment ? ": " + a.decided.comment : "")]));
+        } else if (canDecide) {
+          ["approve", "reject"].forEach(function (d) {
+            var b = el("button", d, [d === "approve" ? "Approve" : "Reject"]);
+            b.type = "button";
+            b.disabled = !!a.sending;
+            b.onclick = function () { self.decide(a, d); };
+            box.appendChild(b);
+          });
+        } else {
+          box.appendChild(el("div", "note", ["Waiting for a decision."]));
+        }
+        if (a.problem) box.appendChild(el("div", "error", [a.problem]));
+        return box;
+      });
+      var output = [];
+      if (this.output && this.output.output != null && this.ended()) {
+        var out = el("div", "output");
+        out.setAttribute("part", "output");
+        if (typeof this.output.output === "string" && this.output.output_html != null) {
+          // Sanitized by the server (ammonia) before it was sent.
+          out.innerHTML = this.output.output_html;
+        } else {
+          out.appendChild(el("pre", null, [JSON.stringify(this.output.output, null, 2)]));
+        }
+        output.push(out);
+      }
       var style = el("style", null, [CSS]);
-      root.replaceChildren.apply(root, [style, head, list].concat(errors));
+      root.replaceChildren.apply(root, [style, head, list].concat(prompts, errors, output));
     }
   }
   customElements.define("weft-run", WeftRun);

@@ -1195,6 +1195,16 @@ pub async fn runs_list_newest_first_filters_and_pages(store: Arc<dyn Store>) {
         let mut run = sample_run(id, TENANT, at);
         run.template = template.into();
         run.status = status;
+        if id == "run_03" {
+            run.inputs = json!({"state": "Colorado", "pattern": "100%_sure"});
+        }
+        if id == "run_04" {
+            run.parent = Some(RunParent {
+                run_id: "run_01".into(),
+                action: Some("again".into()),
+                ..RunParent::default()
+            });
+        }
         tx.insert_run(&run).await.expect("insert");
     }
     tx.insert_run(&sample_run("run_zz", "tenant-2", 5000))
@@ -1247,6 +1257,50 @@ pub async fn runs_list_newest_first_filters_and_pages(store: Arc<dyn Store>) {
         pages, all,
         "paging with `before` walks every run once, in order"
     );
+    let list = |query: RunQuery| {
+        let store = store.clone();
+        async move { ids(store.runs(&query).await.expect("list")) }
+    };
+    // Search: an id's start, or text in the inputs (any case; `%` and `_` are plain text).
+    for (text, expect) in [
+        (
+            "run_0",
+            &["run_05", "run_04", "run_03", "run_02", "run_01"][..],
+        ),
+        ("run_02", &["run_02"][..]),
+        ("colorado", &["run_03"][..]),
+        ("100%_", &["run_03"][..]),
+        ("1%", &[][..]),
+        ("_0", &[][..]),
+    ] {
+        let found = list(RunQuery {
+            search: Some(text.into()),
+            ..q.clone()
+        })
+        .await;
+        assert_eq!(found, expect, "search {text:?}");
+    }
+    // Dates: created in [since, until).
+    let window = list(RunQuery {
+        since: Some(2000),
+        until: Some(4000),
+        ..q.clone()
+    })
+    .await;
+    assert_eq!(window, ["run_04", "run_03", "run_02"]);
+    // Grouping: top-level runs only, and a run's children.
+    let roots = list(RunQuery {
+        roots_only: true,
+        ..q.clone()
+    })
+    .await;
+    assert_eq!(roots, ["run_05", "run_03", "run_02", "run_01"]);
+    let children = list(RunQuery {
+        parent: Some("run_01".into()),
+        ..q.clone()
+    })
+    .await;
+    assert_eq!(children, ["run_04"]);
     let other = RunQuery {
         tenant: "tenant-3".into(),
         ..q

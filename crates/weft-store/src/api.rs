@@ -18,6 +18,16 @@ pub struct RunQuery {
     pub template: Option<String>,
     /// Only runs created before this one (for paging, newest first).
     pub before: Option<(i64, String)>,
+    /// Only runs created at or after this time (ms).
+    pub since: Option<i64>,
+    /// Only runs created before this time (ms).
+    pub until: Option<i64>,
+    /// Only runs whose id starts with this text or whose inputs contain it (any case).
+    pub search: Option<String>,
+    /// Only runs no other run started (no `workflow:` step's run, no action).
+    pub roots_only: bool,
+    /// Only the runs this run started.
+    pub parent: Option<String>,
     pub limit: u32,
 }
 

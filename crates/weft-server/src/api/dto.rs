@@ -172,9 +172,14 @@ pub struct RunSummary {
     /// From start to end (or to now, while running), in milliseconds.
     pub duration_ms: Option<i64>,
     pub error: Option<String>,
+    /// The inputs it was started with.
+    pub inputs: Value,
     /// The run that started this one (a `workflow:` step's item, or an action).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<ParentBody>,
+    /// How many runs this one started (lists with `roots=true` only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub child_count: Option<u32>,
     pub links: RunLinks,
 }
 
@@ -256,7 +261,7 @@ pub struct ApprovalBody {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub item: Option<u32>,
     pub approved: bool,
-    /// The API key that decided.
+    /// The API key that decided (`timeout` when its timeout decided).
     pub by: String,
     pub comment: Option<String>,
     pub at: String,
@@ -272,7 +277,8 @@ pub struct StartAction {
     pub inputs: Option<Map<String, Value>>,
 }
 
-fn duration(started: Option<i64>, finished: Option<i64>, now: i64) -> Option<i64> {
+/// From `started` to `finished` (or to `now` while it runs), in ms.
+pub(crate) fn duration(started: Option<i64>, finished: Option<i64>, now: i64) -> Option<i64> {
     started.map(|s| (finished.unwrap_or(now) - s).max(0))
 }
 
@@ -288,12 +294,14 @@ impl RunSummary {
             finished_at: run.finished_at.map(rfc3339),
             duration_ms: duration(run.started_at, run.finished_at, now),
             error: run.error.clone(),
+            inputs: run.inputs.clone(),
             parent: run.parent.as_ref().map(|p| ParentBody {
                 run_id: p.run_id.clone(),
                 step: p.step.clone(),
                 item: p.item,
                 action: p.action.clone(),
             }),
+            child_count: None,
             links: RunLinks::for_run(&run.id),
         }
     }
@@ -311,6 +319,8 @@ pub struct RunList {
 pub struct StepBody {
     pub id: String,
     pub tool: Option<String>,
+    /// `tool`, `approval` (waits for a person) or `workflow` (runs another template).
+    pub kind: String,
     /// The steps this one waits for: the edges of the run's graph.
     pub needs: Vec<String>,
     /// Whether the step fans out over a list (`for_each`).
@@ -329,14 +339,52 @@ pub struct StepBody {
     pub cache_hits: u32,
 }
 
+impl StepBody {
+    pub fn new(s: &StepRow, plan: Option<&Plan>, now: i64) -> Self {
+        let planned = plan.and_then(|p| p.step_index(&s.step_id).map(|i| &p.steps[i]));
+        StepBody {
+            id: s.step_id.clone(),
+            tool: s.tool.clone(),
+            kind: match planned.map(|st| &st.kind) {
+                Some(weft_core::plan::StepKind::Approval(_)) => "approval",
+                Some(weft_core::plan::StepKind::Workflow(_)) => "workflow",
+                _ => "tool",
+            }
+            .into(),
+            needs: planned
+                .map(|st| {
+                    st.needs
+                        .iter()
+                        .filter_map(|&i| plan.and_then(|p| p.steps.get(i)))
+                        .map(|n| n.id.clone())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            fan_out: planned.is_some_and(|st| st.for_each.is_some()),
+            status: s.status.as_str().into(),
+            attempts: s.attempts,
+            started_at: s.started_at.map(rfc3339),
+            finished_at: s.finished_at.map(rfc3339),
+            duration_ms: duration(s.started_at, s.finished_at, now),
+            output: s.output.clone(),
+            error: s.error.clone(),
+            items_total: s.items_total,
+            items_done: s.items_done,
+            items_failed: s.items_failed,
+            cache_hits: s.cache_hits,
+        }
+    }
+}
+
 /// A run with its inputs, output and steps.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct RunDetail {
     #[serde(flatten)]
     pub summary: RunSummary,
     pub digest: String,
-    pub inputs: Value,
     pub output: Option<Value>,
+    /// The output as sanitized HTML, when it is text (read as markdown).
+    pub output_html: Option<String>,
     pub steps: Vec<StepBody>,
     /// Tokens, cost, tool calls and cache hits so far.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -348,53 +396,26 @@ pub struct RunDetail {
     pub children: Vec<ChildBody>,
     /// Approvals waiting for a decision.
     pub approvals: Vec<WaitingApproval>,
+    /// Approvals decided (by a person or a timeout), with their comments.
+    pub decisions: Vec<ApprovalBody>,
     /// Follow-ups its template offers once it has succeeded.
     pub actions: Vec<ActionBody>,
 }
 
 impl RunDetail {
     pub fn new(run: &Run, steps: &[StepRow], plan: Option<&Plan>, now: i64) -> Self {
-        let steps = steps
-            .iter()
-            .map(|s| {
-                let planned = plan.and_then(|p| p.step_index(&s.step_id).map(|i| &p.steps[i]));
-                StepBody {
-                    id: s.step_id.clone(),
-                    tool: s.tool.clone(),
-                    needs: planned
-                        .map(|st| {
-                            st.needs
-                                .iter()
-                                .filter_map(|&i| plan.and_then(|p| p.steps.get(i)))
-                                .map(|n| n.id.clone())
-                                .collect()
-                        })
-                        .unwrap_or_default(),
-                    fan_out: planned.is_some_and(|st| st.for_each.is_some()),
-                    status: s.status.as_str().into(),
-                    attempts: s.attempts,
-                    started_at: s.started_at.map(rfc3339),
-                    finished_at: s.finished_at.map(rfc3339),
-                    duration_ms: duration(s.started_at, s.finished_at, now),
-                    output: s.output.clone(),
-                    error: s.error.clone(),
-                    items_total: s.items_total,
-                    items_done: s.items_done,
-                    items_failed: s.items_failed,
-                    cache_hits: s.cache_hits,
-                }
-            })
-            .collect();
+        let steps = steps.iter().map(|s| StepBody::new(s, plan, now)).collect();
         RunDetail {
             summary: RunSummary::from_run(run, now),
             digest: run.digest.clone(),
-            inputs: run.inputs.clone(),
             output: run.output.clone(),
+            output_html: crate::api::steps::html_of(run.output.as_ref()),
             steps,
             usage: None,
             budget: run.budget.as_ref().map(BudgetBody::from_budget),
             children: Vec::new(),
             approvals: Vec::new(),
+            decisions: Vec::new(),
             actions: plan
                 .map(|p| {
                     p.actions
@@ -552,6 +573,17 @@ pub struct RunsParams {
     pub status: Option<RunStatusParam>,
     /// Only runs of this template.
     pub template: Option<String>,
+    /// Only runs whose id starts with this text or whose inputs contain it (any case).
+    #[param(max_length = 200)]
+    pub search: Option<String>,
+    /// Only runs created at or after this date (`2026-12-06`, UTC) or RFC 3339 time.
+    pub since: Option<String>,
+    /// Only runs created before this date (`2026-12-07`, UTC) or RFC 3339 time.
+    pub until: Option<String>,
+    /// Only top-level runs (no other run started them); each then says how many it started.
+    pub roots: Option<bool>,
+    /// Only the runs this run started.
+    pub parent: Option<String>,
     /// Page size (default 50).
     #[param(minimum = 1, maximum = 200)]
     pub limit: Option<u32>,

@@ -17,7 +17,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::problem::{ApiResult, Kind, Problem};
 
-/// Fills a run's children and waiting approvals.
+/// Fills a run's children, its waiting approvals and the decided ones.
 pub(crate) async fn add_links(state: &AppState, run: &Run, d: &mut RunDetail) -> ApiResult<()> {
     d.children = state
         .store
@@ -37,24 +37,69 @@ pub(crate) async fn add_links(state: &AppState, run: &Run, d: &mut RunDetail) ->
             }
         })
         .collect();
-    if !run.status.is_terminal() {
-        d.approvals = state
-            .store
-            .tasks(&run.id)
-            .await?
-            .into_iter()
-            .filter(|t| {
-                t.status == TaskStatus::Waiting && t.tool == weft_core::orchestrator::APPROVAL_TOOL
-            })
-            .map(|t| WaitingApproval {
-                step: t.step_id,
-                item: t.item,
+    // A finished run without approval steps has nothing more to say; a live one is read
+    // whatever its plan says, as it always was.
+    if run.status.is_terminal() && !d.steps.iter().any(|s| s.kind == "approval") {
+        return Ok(());
+    }
+    let approvals: Vec<_> = state
+        .store
+        .tasks(&run.id)
+        .await?
+        .into_iter()
+        .filter(|t| t.tool == weft_core::orchestrator::APPROVAL_TOOL)
+        .collect();
+    for t in approvals {
+        match t.status {
+            TaskStatus::Waiting if !run.status.is_terminal() => d.approvals.push(WaitingApproval {
                 prompt: t.input["prompt"].as_str().map(str::to_string),
                 timeout: t.input["timeout"].as_str().map(str::to_string),
-            })
-            .collect();
+                step: t.step_id,
+                item: t.item,
+            }),
+            TaskStatus::Succeeded | TaskStatus::Failed => {
+                if let Some(decision) = decision_of(&t) {
+                    d.decisions.push(decision);
+                }
+            }
+            _ => {}
+        }
     }
     Ok(())
+}
+
+/// What a decided approval's task says: an approval's output is `{approved, by, comment,
+/// at}`; a rejection fails the task with `rejected by BY[: COMMENT]`.
+fn decision_of(t: &weft_store::Task) -> Option<ApprovalBody> {
+    let at = t.finished_at.map(weft_store::rfc3339).unwrap_or_default();
+    match (&t.output, t.error.as_deref()) {
+        (Some(out), _) if t.status == TaskStatus::Succeeded => Some(ApprovalBody {
+            run_id: t.run_id.clone(),
+            step: t.step_id.clone(),
+            item: t.item,
+            approved: out["approved"].as_bool().unwrap_or(true),
+            by: out["by"].as_str().unwrap_or_default().to_string(),
+            comment: out["comment"].as_str().map(str::to_string),
+            at: out["at"].as_str().map_or(at, str::to_string),
+        }),
+        (_, Some(error)) => {
+            let rest = error.strip_prefix("rejected by ")?;
+            let (by, comment) = match rest.split_once(": ") {
+                Some((by, comment)) => (by, Some(comment.to_string())),
+                None => (rest, None),
+            };
+            Some(ApprovalBody {
+                run_id: t.run_id.clone(),
+                step: t.step_id.clone(),
+                item: t.item,
+                approved: false,
+                by: by.to_string(),
+                comment,
+                at,
+            })
+        }
+        _ => None,
+    }
 }
 
 fn decide_problem(e: weft_engine::Error, run_id: &str) -> Problem {

@@ -19,6 +19,7 @@ pub mod follow;
 pub mod runs;
 pub mod schedules;
 pub mod secrets;
+pub mod steps;
 pub mod task;
 pub mod templates;
 pub mod tenant;

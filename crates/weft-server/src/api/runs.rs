@@ -141,6 +141,26 @@ fn first_quoted(message: &str) -> Option<&str> {
     Some(&message[start..start + len])
 }
 
+/// A `since`/`until` bound: an RFC 3339 time or a UTC date (`2026-12-06`, its midnight).
+fn parse_time(field: &str, value: &str) -> ApiResult<i64> {
+    let value = value.trim();
+    chrono::DateTime::parse_from_rfc3339(value)
+        .map(|t| t.timestamp_millis())
+        .or_else(|_| {
+            chrono::NaiveDate::parse_from_str(value, "%Y-%m-%d").map(|d| {
+                d.and_hms_opt(0, 0, 0)
+                    .map_or(0, |t| t.and_utc().timestamp_millis())
+            })
+        })
+        .map_err(|_| {
+            Problem::field(
+                Kind::Validation,
+                field,
+                "must be a date (2026-12-06) or an RFC 3339 time (2026-12-06T08:00:00Z)",
+            )
+        })
+}
+
 fn encode_cursor(run: &Run) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(format!("{}:{}", run.created_at, run.id))
@@ -182,6 +202,33 @@ pub async fn list_runs(
                 })?)
             }
             "template" => query.template = Some(value.clone()),
+            "search" => {
+                let text = value.trim();
+                if text.chars().count() > 200 {
+                    return Err(Problem::field(
+                        Kind::Validation,
+                        "search",
+                        "at most 200 characters",
+                    ));
+                }
+                query.search = (!text.is_empty()).then(|| text.to_string());
+            }
+            "since" => query.since = Some(parse_time("since", value)?),
+            "until" => query.until = Some(parse_time("until", value)?),
+            "roots" => {
+                query.roots_only = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => {
+                        return Err(Problem::field(
+                            Kind::Validation,
+                            "roots",
+                            "must be true or false",
+                        ));
+                    }
+                }
+            }
+            "parent" => query.parent = Some(value.clone()),
             "limit" => {
                 let max = state.options.max_page;
                 query.limit = value
@@ -201,7 +248,8 @@ pub async fn list_runs(
                 return Err(Problem::field(
                     Kind::Validation,
                     other,
-                    "unknown parameter; expected status, template, limit or cursor",
+                    "unknown parameter; expected status, template, search, since, until, roots, \
+                     parent, limit or cursor",
                 ));
             }
         }
@@ -211,8 +259,16 @@ pub async fn list_runs(
     let next_cursor = (runs.len() as u32 == query.limit)
         .then(|| runs.last().map(encode_cursor))
         .flatten();
+    let mut summaries: Vec<RunSummary> =
+        runs.iter().map(|r| RunSummary::from_run(r, now)).collect();
+    if query.roots_only {
+        // Top-level runs say how many runs they started, for the list to group them under.
+        for s in &mut summaries {
+            s.child_count = Some(state.store.child_runs(&s.id).await?.len() as u32);
+        }
+    }
     Ok(Json(RunList {
-        runs: runs.iter().map(|r| RunSummary::from_run(r, now)).collect(),
+        runs: summaries,
         next_cursor,
     }))
 }

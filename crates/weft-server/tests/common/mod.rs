@@ -95,7 +95,7 @@ pub async fn harness(options: ServerOptions) -> Harness {
             .expect("key");
         keys.push(key);
     }
-    let shared = ["steps.yaml", "fails.yaml", "ops.yaml"]
+    let shared = ["steps.yaml", "fails.yaml", "ops.yaml", "fanout.yaml"]
         .iter()
         .map(|f| SharedTemplate {
             plan: Arc::new(weft_core::load::load_file(&data(f), &*tools).expect("template")),

@@ -84,8 +84,8 @@ pub async fn runs(app: &App, cmd: RunsCommand) -> anyhow::Result<ExitCode> {
                     tenant,
                     status,
                     template,
-                    before: None,
                     limit: limit.clamp(1, 1000),
+                    ..RunQuery::default()
                 })
                 .await?;
             if app.global.json {
