@@ -48,7 +48,7 @@ impl Engine {
             plan.budget = plan.budget.overridden_by(budget);
             new.plan = Arc::new(plan);
         }
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(key) = &new.idempotency_key
             && let Some(existing) = tx.run_by_idempotency_key(&new.tenant, key).await?
         {
@@ -151,7 +151,7 @@ impl Engine {
     /// approvals are withdrawn, child runs of its `workflow:` steps are cancelled too, and the
     /// run ends `cancelled`. Cancelling an ended run changes nothing.
     pub async fn cancel_run(&self, tenant: &str, run_id: &str) -> Result<Run> {
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         // Parents before children, as everywhere (see `lock_ancestors`).
         self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx
@@ -178,7 +178,7 @@ impl Engine {
         run_id: &str,
         dead_owners: &[String],
     ) -> Result<Run> {
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         // Parents before children, as everywhere (see `lock_ancestors`).
         self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx

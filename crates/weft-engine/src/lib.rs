@@ -102,6 +102,8 @@ struct Inner {
     grants: std::sync::RwLock<Option<Arc<dyn weft_store::server::ToolGrants>>>,
     /// How the processes of tools are confined (`policy.rs`).
     confinement: std::sync::RwLock<policy::Confinement>,
+    /// Crash tests only (`faults.rs`).
+    faults: Option<Arc<faults::Crash>>,
 }
 
 /// Where a tool's callbacks go, and where the secrets it may read come from.
@@ -112,8 +114,6 @@ struct Callbacks {
 }
 
 impl Engine {
-    /// The store is wrapped so that what the engine commits is counted and logged
-    /// (`telemetry`); pass the plain store, never another engine's `store()`.
     pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
         Engine::build(store, tools, None)
     }
@@ -125,7 +125,7 @@ impl Engine {
     ) -> Self {
         Engine {
             inner: Arc::new(Inner {
-                store: telemetry::Observed::wrap(store, faults),
+                store,
                 tools,
                 plans: Mutex::new(HashMap::new()),
                 runs: Mutex::new(HashMap::new()),
@@ -134,12 +134,19 @@ impl Engine {
                 callbacks: Default::default(),
                 grants: Default::default(),
                 confinement: Default::default(),
+                faults,
             }),
         }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.inner.store
+    }
+
+    /// Begins a write transaction whose commit is counted and logged (`telemetry`). Every
+    /// transaction of the engine begins here, never at `store().begin()`.
+    pub async fn begin(&self) -> weft_store::Result<Box<dyn weft_store::Tx>> {
+        telemetry::begin(&*self.inner.store, self.inner.faults.clone()).await
     }
 
     pub fn tools(&self) -> &Arc<Registry> {

@@ -2,7 +2,7 @@
 //!
 //! Exactly once per slot, with any number of schedulers on one store: a scheduler reads the
 //! due schedules, and for each one creates the slot's run in the transaction that claims the
-//! slot (`Tx::claim_schedule_slot`, a conditional UPDATE of `next_fire_at`). The run's
+//! slot (`ScheduleTable::claim_schedule_slot`, a conditional UPDATE of `next_fire_at`). The run's
 //! idempotency key is derived from the schedule id and the slot, so even a claim that somehow
 //! repeated would find the run already there.
 //!
@@ -311,7 +311,7 @@ impl Engine {
     ) -> Result<Option<Run>> {
         self.remember_plan(new.plan.clone());
         let request_digest = crate::control::request_digest(&new, None);
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         if !tx.claim_schedule_slot(claim).await? {
             return Ok(None);
         }

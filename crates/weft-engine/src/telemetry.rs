@@ -1,20 +1,22 @@
 //! Metrics and workflow log lines, taken from what the engine commits.
 //!
-//! The engine's store handle is wrapped in [`Observed`]: every transaction it begins notes the
-//! runs, steps and events it writes, and only once `commit` succeeds does it count them and log
-//! them. A rolled-back or refused transaction (a fenced late result, a lost race) therefore
-//! leaves no trace in `/metrics` or in the logs, and nothing in `apply.rs` or `worker.rs` has to
-//! remember to count. Metrics go through the `metrics` facade (a no-op until the serving
-//! process installs an exporter); log lines go through `tracing`.
+//! Every transaction the engine begins (`Engine::begin`) carries a [`Seen`] as its
+//! `weft_store::TxObserver`: the store tells it the runs, steps, claims, reclaims, cache
+//! lookups, usage, tokens and events the transaction writes, and only once `commit` succeeds
+//! does it count them and log them. A rolled-back or refused transaction (a fenced late result,
+//! a lost race) therefore leaves no trace in `/metrics` or in the logs, and nothing in
+//! `apply.rs` or `worker.rs` has to remember to count. Telemetry implements only the
+//! observations it uses; it wraps neither the store nor its transactions, so a new table
+//! method is no change here. The store times its own operations
+//! (`weft_store::STORE_DURATION`). Metrics go through the `metrics` facade (a no-op until the
+//! serving process installs an exporter); log lines go through `tracing`.
 //!
 //! Labels are bounded: template, step, tool, status, reason, operation — never a run id. Log
 //! lines carry ids but never a run's inputs or a step's output.
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
-use async_trait::async_trait;
 use serde_json::Value;
 use weft_store::*;
 
@@ -32,7 +34,8 @@ pub mod names {
     pub const LEASE_RECLAIMS: &str = "weft_lease_reclaims_total";
     pub const CACHE_HITS: &str = "weft_cache_hits_total";
     pub const CACHE_MISSES: &str = "weft_cache_misses_total";
-    pub const STORE_DURATION: &str = "weft_store_operation_duration_seconds";
+    /// Recorded by the store itself, by operation.
+    pub const STORE_DURATION: &str = weft_store::STORE_DURATION;
     pub const LLM_TOKENS: &str = "weft_llm_tokens_total";
     pub const TOKENS_MINTED: &str = "weft_task_tokens_minted_total";
     /// Counted by the task callback API (weft-server), described here with the rest.
@@ -121,122 +124,27 @@ fn seconds(ms: i64) -> f64 {
     ms.max(0) as f64 / 1000.0
 }
 
-fn timed(operation: &'static str, started: Instant) {
-    metrics::histogram!(names::STORE_DURATION, "operation" => operation)
-        .record(started.elapsed().as_secs_f64());
-}
-
-/// A store whose transactions report what they committed.
-pub(crate) struct Observed {
-    inner: Arc<dyn Store>,
-    /// Crash tests only (`faults.rs`).
+/// Begins a transaction of `store` that `Seen` observes (and, in crash tests, `faults` may
+/// kill). `Engine::begin` is the one caller; `clippy.toml` refuses `Store::begin` elsewhere.
+#[allow(clippy::disallowed_methods)]
+pub(crate) async fn begin(
+    store: &dyn Store,
     faults: Option<Arc<crate::faults::Crash>>,
-}
-
-impl Observed {
-    pub(crate) fn wrap(
-        inner: Arc<dyn Store>,
-        faults: Option<Arc<crate::faults::Crash>>,
-    ) -> Arc<dyn Store> {
-        Arc::new(Observed { inner, faults })
+) -> Result<Box<dyn Tx>> {
+    if let Some(f) = &faults {
+        f.begin()?;
     }
-}
-
-#[async_trait]
-impl Store for Observed {
-    async fn begin(&self) -> Result<Box<dyn Tx>> {
-        if let Some(f) = &self.faults {
-            f.begin()?;
-        }
-        let started = Instant::now();
-        let tx = self.inner.begin().await;
-        timed("begin", started);
-        Ok(Box::new(ObservedTx {
-            inner: tx?,
-            seen: Seen::default(),
-            faults: self.faults.clone(),
-        }))
-    }
-    async fn run(&self, tenant: &str, id: &str) -> Result<Option<Run>> {
-        let started = Instant::now();
-        let out = self.inner.run(tenant, id).await;
-        timed("read_run", started);
-        out
-    }
-    async fn runs(&self, query: &RunQuery) -> Result<Vec<Run>> {
-        let started = Instant::now();
-        let out = self.inner.runs(query).await;
-        timed("list_runs", started);
-        out
-    }
-    async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>> {
-        let started = Instant::now();
-        let out = self.inner.steps(run_id).await;
-        timed("read_steps", started);
-        out
-    }
-    async fn tasks(&self, run_id: &str) -> Result<Vec<Task>> {
-        self.inner.tasks(run_id).await
-    }
-    async fn child_runs(&self, run_id: &str) -> Result<Vec<Run>> {
-        self.inner.child_runs(run_id).await
-    }
-    async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
-        let started = Instant::now();
-        let out = self.inner.events(run_id, after, limit).await;
-        timed("read_events", started);
-        out
-    }
-    async fn now(&self) -> Result<i64> {
-        self.inner.now().await
-    }
-    async fn wait_for_work(&self, timeout: Duration) {
-        self.inner.wait_for_work(timeout).await
-    }
-    async fn queue_status(&self) -> Result<QueueStatus> {
-        let started = Instant::now();
-        let out = self.inner.queue_status().await;
-        timed("queue_status", started);
-        out
-    }
-    async fn schema_status(&self) -> Result<SchemaStatus> {
-        self.inner.schema_status().await
-    }
-    async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage> {
-        self.inner.run_usage(run_id).await
-    }
-    async fn usage(&self, query: &usage::UsageQuery) -> Result<Vec<usage::UsageRow>> {
-        let started = Instant::now();
-        let out = self.inner.usage(query).await;
-        timed("usage", started);
-        out
-    }
-    async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota> {
-        self.inner.tenant_quota(tenant).await
-    }
-    async fn set_tenant_quota(&self, tenant: &str, quota: &usage::TenantQuota) -> Result<()> {
-        self.inner.set_tenant_quota(tenant, quota).await
-    }
-    fn describe(&self) -> String {
-        self.inner.describe()
-    }
-    async fn register_worker(&self, worker: &weft_store::workers::WorkerInfo) -> Result<()> {
-        self.inner.register_worker(worker).await
-    }
-    async fn heartbeat_worker(&self, id: &str) -> Result<bool> {
-        self.inner.heartbeat_worker(id).await
-    }
-    async fn deregister_worker(&self, id: &str) -> Result<()> {
-        self.inner.deregister_worker(id).await
-    }
-    async fn workers(&self) -> Result<weft_store::workers::WorkersStatus> {
-        self.inner.workers().await
-    }
+    let mut tx = store.begin().await?;
+    tx.observe(Box::new(Seen {
+        faults,
+        ..Seen::default()
+    }));
+    Ok(tx)
 }
 
 /// What a transaction wrote that telemetry cares about, kept until it commits.
 #[derive(Default)]
-struct Seen {
+pub(crate) struct Seen {
     /// Run id -> (template, when it started): from the runs the transaction inserted or locked.
     runs: HashMap<String, (String, Option<i64>)>,
     /// Run id -> tenant, for the run's trace span.
@@ -251,6 +159,8 @@ struct Seen {
     cache_misses: u64,
     /// (run id, prompt tokens, completion tokens) recorded for tasks.
     llm_tokens: Vec<(String, u64, u64)>,
+    /// Crash tests only (`faults.rs`).
+    faults: Option<Arc<crate::faults::Crash>>,
 }
 
 impl Seen {
@@ -260,6 +170,13 @@ impl Seen {
                 self.tools
                     .insert((s.run_id.clone(), s.step_id.clone()), tool.clone());
             }
+        }
+    }
+
+    fn note_tasks(&mut self, tasks: &[Task]) {
+        for t in tasks {
+            self.tools
+                .insert((t.run_id.clone(), t.step_id.clone()), t.tool.clone());
         }
     }
 
@@ -454,239 +371,60 @@ impl Seen {
     }
 }
 
-struct ObservedTx {
-    inner: Box<dyn Tx>,
-    seen: Seen,
-    faults: Option<Arc<crate::faults::Crash>>,
-}
-
-#[async_trait]
-impl Tx for ObservedTx {
-    fn now(&self) -> i64 {
-        self.inner.now()
-    }
-    async fn insert_run(&mut self, run: &Run) -> Result<()> {
-        self.inner.insert_run(run).await?;
+impl TxObserver for Seen {
+    fn run(&mut self, run: &Run) {
         let started = run.started_at.or(Some(run.created_at));
-        self.seen
-            .runs
+        self.runs
             .insert(run.id.clone(), (run.template.clone(), started));
-        self.seen.tenants.insert(run.id.clone(), run.tenant.clone());
-        Ok(())
+        self.tenants.insert(run.id.clone(), run.tenant.clone());
     }
-    async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>> {
-        self.inner.run_by_idempotency_key(tenant, key).await
+    fn steps(&mut self, steps: &[StepRow]) {
+        self.note_steps(steps);
     }
-    async fn lock_run(&mut self, run_id: &str) -> Result<Option<Run>> {
-        let started = Instant::now();
-        let run = self.inner.lock_run(run_id).await?;
-        timed("lock_run", started);
-        if let Some(run) = &run {
-            let since = run.started_at.or(Some(run.created_at));
-            self.seen
-                .runs
-                .insert(run.id.clone(), (run.template.clone(), since));
-            self.seen.tenants.insert(run.id.clone(), run.tenant.clone());
+    fn claimed(&mut self, tasks: &[Task]) {
+        for t in tasks {
+            self.claimed.push(t.tool.clone());
         }
-        Ok(run)
+        self.note_tasks(tasks);
     }
-    async fn set_run_status(&mut self, run_id: &str, update: &RunUpdate) -> Result<()> {
-        self.inner.set_run_status(run_id, update).await
+    fn stale(&mut self, tasks: &[Task]) {
+        self.note_tasks(tasks);
     }
-    async fn insert_steps(&mut self, steps: &[StepRow]) -> Result<()> {
-        self.inner.insert_steps(steps).await?;
-        self.seen.note_steps(steps);
-        Ok(())
+    fn reclaimed(&mut self) {
+        self.reclaims += 1;
     }
-    async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>> {
-        let steps = self.inner.load_steps(run_id).await?;
-        self.seen.note_steps(&steps);
-        Ok(steps)
-    }
-    async fn update_step(&mut self, step: &StepRow) -> Result<()> {
-        self.inner.update_step(step).await
-    }
-    async fn count_items(
-        &mut self,
-        run_id: &str,
-        step_id: &str,
-        done: i64,
-        failed: i64,
-    ) -> Result<()> {
-        self.inner.count_items(run_id, step_id, done, failed).await
-    }
-    async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()> {
-        self.inner.insert_tasks(tasks).await
-    }
-    async fn claim(
-        &mut self,
-        owner: &str,
-        limit: u32,
-        lease_ms: i64,
-        only_runs: Option<&[String]>,
-        max_running: Option<u32>,
-    ) -> Result<Vec<Task>> {
-        let started = Instant::now();
-        let tasks = self
-            .inner
-            .claim(owner, limit, lease_ms, only_runs, max_running)
-            .await?;
-        timed("claim", started);
-        for t in &tasks {
-            self.seen.claimed.push(t.tool.clone());
-            self.seen
-                .tools
-                .insert((t.run_id.clone(), t.step_id.clone()), t.tool.clone());
-        }
-        Ok(tasks)
-    }
-    async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool> {
-        self.inner.finish_task(fin).await
-    }
-    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
-        self.inner.finish_tasks(fins).await
-    }
-    async fn retry_task(
-        &mut self,
-        task_id: i64,
-        attempt: u32,
-        owner: &str,
-        not_before: i64,
-        error: &str,
-    ) -> Result<bool> {
-        self.inner
-            .retry_task(task_id, attempt, owner, not_before, error)
-            .await
-    }
-    async fn item_results(&mut self, run_id: &str, step_id: &str) -> Result<Vec<ItemResult>> {
-        self.inner.item_results(run_id, step_id).await
-    }
-    async fn cancel_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<u64> {
-        self.inner.cancel_tasks(run_id, step_id).await
-    }
-    async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>> {
-        let tasks = self.inner.stale_tasks(dead_owners, limit).await?;
-        for t in &tasks {
-            self.seen
-                .tools
-                .insert((t.run_id.clone(), t.step_id.clone()), t.tool.clone());
-        }
-        Ok(tasks)
-    }
-    async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool> {
-        let taken = self.inner.reclaim_task(task_id, attempt).await?;
-        if taken {
-            self.seen.reclaims += 1;
-        }
-        Ok(taken)
-    }
-    async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64> {
-        self.inner.requeue_unfinished(run_id, step_id).await
-    }
-    async fn set_waiting(
-        &mut self,
-        run_id: &str,
-        step_id: &str,
-        until: Option<i64>,
-    ) -> Result<u64> {
-        self.inner.set_waiting(run_id, step_id, until).await
-    }
-    async fn finish_waiting(
-        &mut self,
-        task_id: i64,
-        status: TaskStatus,
-        output: Option<&Value>,
-        error: Option<&str>,
-    ) -> Result<bool> {
-        self.inner
-            .finish_waiting(task_id, status, output, error)
-            .await
-    }
-    async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>> {
-        self.inner.waiting_tasks(run_id, step_id).await
-    }
-    async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>> {
-        self.inner.due_waits(limit).await
-    }
-    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>> {
-        self.inner.child_runs(run_id).await
-    }
-    async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>> {
-        self.inner.renew_leases(owner, lease_ms).await
-    }
-    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
-        self.inner.next_ready_at(only_runs).await
-    }
-    async fn cache_get(&mut self, key: &str) -> Result<Option<Value>> {
-        let hit = self.inner.cache_get(key).await?;
+    fn cache_lookup(&mut self, hit: bool) {
         match hit {
-            Some(_) => self.seen.cache_hits += 1,
-            None => self.seen.cache_misses += 1,
+            true => self.cache_hits += 1,
+            false => self.cache_misses += 1,
         }
-        Ok(hit)
     }
-    async fn cache_put(
-        &mut self,
-        key: &str,
-        tenant: &str,
-        output: &Value,
-        expires_at: i64,
-    ) -> Result<()> {
-        self.inner.cache_put(key, tenant, output, expires_at).await
+    fn events(&mut self, events: &[NewEvent]) {
+        self.events.extend_from_slice(events);
     }
-    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()> {
-        self.inner.append_events(events).await?;
-        self.seen.events.extend_from_slice(events);
-        Ok(())
-    }
-    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
-        self.inner.record_usage(usage).await?;
+    fn usage(&mut self, usage: &[usage::TaskUsage]) {
         for u in usage {
-            self.seen.llm_tokens.push((
+            self.llm_tokens.push((
                 u.run_id.clone(),
                 u.llm_prompt_tokens,
                 u.llm_completion_tokens,
             ));
         }
-        Ok(())
     }
-    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
-        self.inner.run_usage(run_id).await
+    fn tokens_minted(&mut self, count: usize) {
+        self.tokens_minted += count as u64;
     }
-    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
-        self.inner.admit_run(tenant).await
-    }
-    async fn insert_task_tokens(
-        &mut self,
-        tokens: &[weft_store::tokens::NewTaskToken],
-    ) -> Result<()> {
-        self.inner.insert_task_tokens(tokens).await?;
-        self.seen.tokens_minted += tokens.len() as u64;
-        Ok(())
-    }
-    async fn claim_schedule_slot(
-        &mut self,
-        claim: &weft_store::schedules::SlotClaim,
-    ) -> Result<bool> {
-        self.inner.claim_schedule_slot(claim).await
-    }
-    async fn commit(self: Box<Self>) -> Result<()> {
-        let ObservedTx {
-            inner,
-            seen,
-            faults,
-        } = *self;
-        if let Some(f) = &faults {
-            f.before_commit()?;
+    fn before_commit(&mut self) -> Result<()> {
+        match &self.faults {
+            Some(f) => f.before_commit(),
+            None => Ok(()),
         }
-        let now = inner.now();
-        let started = Instant::now();
-        inner.commit().await?;
-        timed("commit", started);
-        if let Some(f) = &faults {
+    }
+    fn committed(self: Box<Self>, now: i64) -> Result<()> {
+        if let Some(f) = &self.faults {
             f.after_commit()?;
         }
-        seen.emit(now);
+        self.emit(now);
         Ok(())
     }
 }

@@ -94,7 +94,7 @@ impl Engine {
     /// their hashes in `tx`. Returns each task's token text by task id.
     pub(crate) async fn mint_tokens(
         &self,
-        tx: &mut dyn weft_store::Tx,
+        tx: &mut dyn weft_store::TokenTable,
         claimed: &[Task],
     ) -> Result<HashMap<i64, String>> {
         let mut texts = HashMap::with_capacity(claimed.len());

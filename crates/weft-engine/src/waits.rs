@@ -458,7 +458,7 @@ impl Engine {
         step_id: &str,
         decide: Decide,
     ) -> Result<ApprovalDecision> {
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         // Parents before children, as everywhere (see `lock_ancestors`).
         self.lock_ancestors(&mut *tx, tenant, run_id).await?;
         let run = tx
@@ -687,7 +687,7 @@ impl Engine {
             item: None,
             action: Some(name.to_string()),
         };
-        let mut tx = self.store().begin().await?;
+        let mut tx = self.begin().await?;
         let run = self.insert_run(&mut *tx, &new, None, Some(link)).await?;
         tx.append_events(&[event(
             run_id,

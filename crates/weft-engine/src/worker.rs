@@ -447,7 +447,7 @@ async fn release(engine: &Engine, in_flight: &HashMap<i64, InFlight>) {
         return;
     }
     let released = async {
-        let mut tx = engine.store().begin().await?;
+        let mut tx = engine.begin().await?;
         let tasks: Vec<Task> = in_flight.values().map(|f| f.task.clone()).collect();
         let n = engine
             .take_back(&mut *tx, &tasks, crate::leases::Loss::Shutdown)
@@ -497,7 +497,7 @@ async fn turn(
     } else {
         Vec::new()
     };
-    let mut tx = engine.store().begin().await?;
+    let mut tx = engine.begin().await?;
     if !plan.progress.is_empty() {
         tx.append_events(&plan.progress).await?;
     }

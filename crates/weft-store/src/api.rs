@@ -10,6 +10,10 @@ use crate::status::{QueueStatus, SchemaStatus};
 use crate::{schedules, tokens, usage, workers};
 use weft_core::orchestrator::RunStatus;
 
+/// The histogram of the store's operation latencies, by operation (`begin`, `commit`, `claim`,
+/// `lock_run` and the reads that serve pages and streams).
+pub const STORE_DURATION: &str = "weft_store_operation_duration_seconds";
+
 /// Which runs a list shows.
 #[derive(Debug, Clone, Default)]
 pub struct RunQuery {
@@ -82,21 +86,26 @@ pub trait Store: Send + Sync + 'static {
     async fn workers(&self) -> Result<workers::WorkersStatus>;
 }
 
-/// One write transaction. Dropping it without [`Tx::commit`] rolls it back.
-#[async_trait]
-pub trait Tx: Send {
-    /// The store's clock when the transaction began (ms since the epoch).
-    fn now(&self) -> i64;
+// One write transaction, one trait per table (in the spirit of restate's storage API): code
+// that touches only the queue can take `&mut dyn TaskQueue`, and a `&mut dyn Tx` coerces to
+// any of them. `SqlStore`'s transaction (`tx.rs`) is the one implementation.
 
-    // Runs.
+/// The `runs` table inside a transaction.
+#[async_trait]
+pub trait RunTable: Send {
     async fn insert_run(&mut self, run: &Run) -> Result<()>;
     async fn run_by_idempotency_key(&mut self, tenant: &str, key: &str) -> Result<Option<Run>>;
     /// Reads a run and keeps it locked against other writers until commit.
     async fn lock_run(&mut self, run_id: &str) -> Result<Option<Run>>;
     /// Sets status (and output/error when given); stamps started_at/finished_at.
     async fn set_run_status(&mut self, run_id: &str, update: &RunUpdate) -> Result<()>;
+    /// The runs a run started, oldest first.
+    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>>;
+}
 
-    // Steps.
+/// The `steps` table inside a transaction.
+#[async_trait]
+pub trait StepTable: Send {
     async fn insert_steps(&mut self, steps: &[StepRow]) -> Result<()>;
     async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>>;
     async fn update_step(&mut self, step: &StepRow) -> Result<()>;
@@ -108,8 +117,11 @@ pub trait Tx: Send {
         done: i64,
         failed: i64,
     ) -> Result<()>;
+}
 
-    // Tasks.
+/// The task queue: the `tasks` that workers lease.
+#[async_trait]
+pub trait TaskQueue: Send {
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()>;
     /// Leases up to `limit` ready tasks to `owner` until `now + lease_ms`, honouring each
     /// step's concurrency, each tenant's `max_concurrent_tasks` and, when given, `max_running`
@@ -126,15 +138,9 @@ pub trait Tx: Send {
     /// Ends an attempt. Refused (returns `false`) unless the task is still `running` under
     /// this attempt and owner: a superseded attempt cannot commit.
     async fn finish_task(&mut self, fin: &TaskFinish<'_>) -> Result<bool>;
-    /// [`Tx::finish_task`] for many attempts at once, fenced the same way; one answer per
-    /// finish, in order. A backend may do it in one statement (PostgreSQL does).
-    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>> {
-        let mut done = Vec::with_capacity(fins.len());
-        for fin in fins {
-            done.push(self.finish_task(fin).await?);
-        }
-        Ok(done)
-    }
+    /// [`TaskQueue::finish_task`] for many attempts at once, fenced the same way; one answer
+    /// per finish, in order (PostgreSQL does it in one statement).
+    async fn finish_tasks(&mut self, fins: &[TaskFinish<'_>]) -> Result<Vec<bool>>;
     /// Puts a running attempt back in the queue as attempt+1 after `not_before`. Fenced like
     /// `finish_task`.
     async fn retry_task(
@@ -147,7 +153,8 @@ pub trait Tx: Send {
     ) -> Result<bool>;
     /// The results of a step's tasks in item order: (item, status, output, error).
     async fn item_results(&mut self, run_id: &str, step_id: &str) -> Result<Vec<ItemResult>>;
-    /// Cancels the queued and running tasks of a run (or one step of it); returns how many.
+    /// Cancels the queued, running and waiting tasks of a run (or one step of it); returns
+    /// how many.
     async fn cancel_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<u64>;
     /// Running tasks whose lease has expired (or whose owner is in `dead_owners`).
     async fn stale_tasks(&mut self, dead_owners: &[String], limit: u32) -> Result<Vec<Task>>;
@@ -158,6 +165,15 @@ pub trait Tx: Send {
     async fn requeue_unfinished(&mut self, run_id: &str, step_id: &str) -> Result<u64>;
     /// Extends the leases of `owner`'s running tasks; returns the ids still running under it.
     async fn renew_leases(&mut self, owner: &str, lease_ms: i64) -> Result<Vec<i64>>;
+    /// When the earliest queued task that is not ready yet (`not_before` after now) becomes
+    /// ready. Tasks already due but held back by a concurrency cap are not "waiting": naming
+    /// them would make a worker spin.
+    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>>;
+}
+
+/// Waiting tasks: the items of `approval:` and `workflow:` steps, never leased.
+#[async_trait]
+pub trait WaitTable: Send {
     /// Turns the step's queued (and waiting) tasks into waiting ones (status `waiting`, never
     /// leased) that time out at `until` (never when `None`); returns how many.
     async fn set_waiting(&mut self, run_id: &str, step_id: &str, until: Option<i64>)
@@ -175,15 +191,17 @@ pub trait Tx: Send {
     async fn waiting_tasks(&mut self, run_id: &str, step_id: Option<&str>) -> Result<Vec<Task>>;
     /// Waiting tasks whose wait has timed out (`not_before <= now`), oldest first.
     async fn due_waits(&mut self, limit: u32) -> Result<Vec<Task>>;
-    /// The runs a run started, oldest first.
-    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>>;
+}
 
-    /// When the earliest queued task that is not ready yet (`not_before` after now) becomes
-    /// ready. Tasks already due but held back by a concurrency cap are not "waiting": naming
-    /// them would make a worker spin.
-    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>>;
+/// The event log.
+#[async_trait]
+pub trait EventLog: Send {
+    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;
+}
 
-    // Cache.
+/// The step cache.
+#[async_trait]
+pub trait CacheTable: Send {
     async fn cache_get(&mut self, key: &str) -> Result<Option<Value>>;
     async fn cache_put(
         &mut self,
@@ -192,11 +210,11 @@ pub trait Tx: Send {
         output: &Value,
         expires_at: i64,
     ) -> Result<()>;
+}
 
-    // Events.
-    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()>;
-
-    // Metering and quotas.
+/// Metering and quotas.
+#[async_trait]
+pub trait UsageTable: Send {
     /// Adds what attempts reported (LLM tokens, cost) to their tasks. Called only for
     /// attempts that reported something, so the queue's common path pays nothing.
     async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()>;
@@ -206,18 +224,75 @@ pub trait Tx: Send {
     /// the runs it created in the last hour. Creations of one tenant are serialised, so the
     /// quota holds across processes when the run is inserted in this same transaction.
     async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>>;
+}
 
-    // Task tokens.
+/// Task tokens, written in the transaction that claims their attempts.
+#[async_trait]
+pub trait TokenTable: Send {
     /// Records freshly minted task tokens (hashes only), issued at [`Tx::now`]. A token is
     /// revoked by the store in the transaction that takes its attempt out of `running`.
     async fn insert_task_tokens(&mut self, tokens: &[tokens::NewTaskToken]) -> Result<()>;
+}
 
+/// Schedules' firing slots.
+#[async_trait]
+pub trait ScheduleTable: Send {
     /// Fires a schedule's slot: moves its `next_fire_at` from `claim.expected_next` to
     /// `claim.next`, only if it still holds `expected_next` and is not paused. `false` means
     /// another scheduler took the slot (or the schedule changed): create nothing.
     async fn claim_schedule_slot(&mut self, claim: &schedules::SlotClaim) -> Result<bool>;
+}
 
+/// One write transaction over every table. Dropping it without [`Tx::commit`] rolls it back.
+#[async_trait]
+pub trait Tx:
+    RunTable
+    + StepTable
+    + TaskQueue
+    + WaitTable
+    + EventLog
+    + CacheTable
+    + UsageTable
+    + TokenTable
+    + ScheduleTable
+{
+    /// The store's clock when the transaction began (ms since the epoch).
+    fn now(&self) -> i64;
+    /// Reports what this transaction does to `observer` (see [`TxObserver`]).
+    fn observe(&mut self, observer: Box<dyn TxObserver>);
     async fn commit(self: Box<Self>) -> Result<()>;
+}
+
+/// Told what a transaction did, at the few points a watcher counts (the engine's telemetry
+/// and its crash tests' failpoint). Every method has a no-op default, so a watcher names only
+/// what it observes and a new table method needs no change here. Each is called after its
+/// statement succeeded; [`TxObserver::committed`] only once the commit did, so a watcher that
+/// counts there sees nothing of a rolled-back or refused transaction.
+pub trait TxObserver: Send {
+    /// A run the transaction inserted or locked.
+    fn run(&mut self, _run: &Run) {}
+    /// Steps it inserted or loaded.
+    fn steps(&mut self, _steps: &[StepRow]) {}
+    /// Tasks it claimed.
+    fn claimed(&mut self, _tasks: &[Task]) {}
+    /// Running tasks it found stale (their lease lapsed or their owner died).
+    fn stale(&mut self, _tasks: &[Task]) {}
+    /// It took one of them back.
+    fn reclaimed(&mut self) {}
+    /// A step cache lookup, found or not.
+    fn cache_lookup(&mut self, _hit: bool) {}
+    fn events(&mut self, _events: &[NewEvent]) {}
+    fn usage(&mut self, _usage: &[usage::TaskUsage]) {}
+    fn tokens_minted(&mut self, _count: usize) {}
+    /// Just before `COMMIT`; an error rolls the transaction back and is what `commit` returns.
+    fn before_commit(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// After `COMMIT` succeeded, with [`Tx::now`]. An error is what `commit` returns (the
+    /// work is stored all the same).
+    fn committed(self: Box<Self>, _now: i64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// A JSON-friendly view of a run with its steps, as `--json` and the API print it.

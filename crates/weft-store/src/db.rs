@@ -279,40 +279,33 @@ fn pg_query<'q>(sql: Cow<'static, str>, args: &[Arg<'_>]) -> Query<'q, Postgres,
 }
 
 /// Runs one sqlx method on whichever backend the target is; `$wrap` turns a driver's row
-/// into a [`Row`].
+/// into a [`Row`]. The four targets differ only in the executor's type, so each arm is the one
+/// `@on` body with its query builder, dialect and row wrapper.
 macro_rules! each {
     ($target:expr, $sql:expr, $args:expr, |$out:ident, $wrap:ident| $method:ident => $lift:expr) => {
         match $target {
-            Target::SqlitePool(e) => {
-                let $out = sqlite_query(dialect($sql.into(), false), $args)
-                    .$method(e)
-                    .await?;
-                let $wrap = Row::Sqlite;
-                $lift
-            }
-            Target::SqliteConn(e) => {
-                let $out = sqlite_query(dialect($sql.into(), false), $args)
-                    .$method(e)
-                    .await?;
-                let $wrap = Row::Sqlite;
-                $lift
-            }
-            Target::PgPool(e) => {
-                let $out = pg_query(dialect($sql.into(), true), $args)
-                    .$method(e)
-                    .await?;
-                let $wrap = Row::Pg;
-                $lift
-            }
-            Target::PgConn(e) => {
-                let $out = pg_query(dialect($sql.into(), true), $args)
-                    .$method(e)
-                    .await?;
-                let $wrap = Row::Pg;
-                $lift
-            }
+            Target::SqlitePool(e) => each!(@on e, sqlite_query, false, Row::Sqlite, $sql, $args, $out, $wrap, $method, $lift),
+            Target::SqliteConn(e) => each!(@on e, sqlite_query, false, Row::Sqlite, $sql, $args, $out, $wrap, $method, $lift),
+            Target::PgPool(e) => each!(@on e, pg_query, true, Row::Pg, $sql, $args, $out, $wrap, $method, $lift),
+            Target::PgConn(e) => each!(@on e, pg_query, true, Row::Pg, $sql, $args, $out, $wrap, $method, $lift),
         }
     };
+    (@on $e:ident, $query:ident, $pg:literal, $row:path, $sql:expr, $args:expr,
+     $out:ident, $wrap:ident, $method:ident, $lift:expr) => {{
+        let $out = $query(dialect($sql.into(), $pg), $args).$method($e).await?;
+        let $wrap = $row;
+        $lift
+    }};
+}
+
+/// Runs `op`, recording its latency under [`crate::STORE_DURATION`] by operation (through the
+/// `metrics` facade: a no-op until a process installs an exporter).
+pub(crate) async fn timed<T>(operation: &'static str, op: impl Future<Output = T>) -> T {
+    let started = std::time::Instant::now();
+    let out = op.await;
+    metrics::histogram!(crate::api::STORE_DURATION, "operation" => operation)
+        .record(started.elapsed().as_secs_f64());
+    out
 }
 
 impl Target<'_> {

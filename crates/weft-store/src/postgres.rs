@@ -236,7 +236,7 @@ pub(crate) async fn flush_events(
     Ok(())
 }
 
-/// `Tx::insert_tasks` as one `unnest` statement; whether it queued work (to notify at commit).
+/// `TaskQueue::insert_tasks` as one `unnest` statement; whether it queued work (to notify at commit).
 pub(crate) async fn insert_tasks(
     conn: &mut PgConnection,
     now: i64,
@@ -323,7 +323,7 @@ pub(crate) async fn insert_tasks(
     Ok(queued_work)
 }
 
-/// `Tx::claim` across processes: advisory locks on the caps it counts against, then one
+/// `TaskQueue::claim` across processes: advisory locks on the caps it counts against, then one
 /// `UPDATE ... FOR UPDATE SKIP LOCKED` statement.
 pub(crate) async fn claim(
     conn: &mut PgConnection,
@@ -445,7 +445,7 @@ pub(crate) async fn claim(
     Ok(claimed)
 }
 
-/// `Tx::finish_tasks` as one statement for the batch (two or more), fenced per row exactly
+/// `TaskQueue::finish_tasks` as one statement for the batch (two or more), fenced per row exactly
 /// like `finish_task`.
 pub(crate) async fn finish_tasks(
     conn: &mut PgConnection,
@@ -496,7 +496,7 @@ pub(crate) async fn finish_tasks(
     Ok(ids.iter().map(|id| ended.contains(id)).collect())
 }
 
-/// `Tx::record_usage` as one statement for the batch.
+/// `UsageTable::record_usage` as one statement for the batch.
 pub(crate) async fn record_usage(conn: &mut PgConnection, usage: &[TaskUsage]) -> Result<()> {
     if usage.is_empty() {
         return Ok(());

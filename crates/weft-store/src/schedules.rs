@@ -2,7 +2,7 @@
 //! added), inputs, a cron line and a time zone, and the next slot to fire.
 //!
 //! Firing is exactly once per slot: a scheduler reads due schedules outside a transaction, then
-//! in the transaction that creates the slot's run calls [`crate::Tx::claim_schedule_slot`],
+//! in the transaction that creates the slot's run calls [`crate::ScheduleTable::claim_schedule_slot`],
 //! a conditional UPDATE that moves `next_fire_at` on only if it still holds the slot that was
 //! read. Of several schedulers racing for a slot, one UPDATE matches; the others match nothing
 //! and create nothing (on PostgreSQL a racing claimer's UPDATE waits for the row lock,
@@ -125,7 +125,7 @@ fn schedule_from_row(r: &Row) -> Result<Schedule> {
     })
 }
 
-/// The conditional UPDATE of a claim (`Tx::claim_schedule_slot`).
+/// The conditional UPDATE of a claim (`ScheduleTable::claim_schedule_slot`).
 pub(crate) async fn claim_slot(t: Target<'_>, claim: &SlotClaim, now: i64) -> Result<bool> {
     let done = t
         .execute(

@@ -146,7 +146,7 @@ pub(crate) async fn begin(writer: &SqlitePool) -> Result<Transaction<'static, Sq
     Ok(writer.begin_with("BEGIN IMMEDIATE").await?)
 }
 
-/// `Tx::claim` under SQLite's single writer: the counts read here stay true until commit.
+/// `TaskQueue::claim` under SQLite's single writer: the counts read here stay true until commit.
 pub(crate) async fn claim(
     conn: &mut SqliteConnection,
     now: i64,
@@ -253,7 +253,7 @@ pub(crate) async fn claim(
     Ok(claimed)
 }
 
-/// `Tx::insert_tasks` as multi-row inserts: a 100,000-item fan-out is 100 statements, not
+/// `TaskQueue::insert_tasks` as multi-row inserts: a 100,000-item fan-out is 100 statements, not
 /// 100,000 round trips to SQLite's connection thread. 17 columns x 1,000 rows stays under
 /// SQLite's 32,766 bound parameters.
 pub(crate) async fn insert_tasks(
@@ -303,7 +303,7 @@ pub(crate) async fn insert_tasks(
     Ok(())
 }
 
-/// `Tx::append_events`: one statement per 4,000 events (7 values each), in order, so `seq`
+/// `EventLog::append_events`: one statement per 4,000 events (7 values each), in order, so `seq`
 /// follows it. The single writer makes commit order `seq` order.
 pub(crate) async fn append_events(
     conn: &mut SqliteConnection,

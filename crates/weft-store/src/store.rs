@@ -5,7 +5,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::api::{RunQuery, Store, Tx};
-use crate::db::{Conn, Db, SqlStore, args};
+use crate::db::{Conn, Db, SqlStore, args, timed};
 use crate::error::Result;
 use crate::records::*;
 use crate::status::{LeaseHolder, QueueStatus, SchemaStatus};
@@ -15,25 +15,32 @@ use crate::{postgres, rows, sqlite, usage, workers};
 #[async_trait]
 impl Store for SqlStore {
     async fn begin(&self) -> Result<Box<dyn Tx>> {
-        Ok(Box::new(match &self.db {
-            Db::Sqlite { writer, .. } => {
-                SqlTx::new(Conn::Sqlite(sqlite::begin(writer).await?), sqlite::now_ms())
-            }
-            Db::Postgres { pool, .. } => {
-                let (tx, now) = postgres::begin(pool).await?;
-                SqlTx::new(Conn::Postgres(tx), now)
-            }
-        }))
+        Ok(Box::new(
+            timed("begin", async {
+                Ok::<_, crate::Error>(match &self.db {
+                    Db::Sqlite { writer, .. } => {
+                        SqlTx::new(Conn::Sqlite(sqlite::begin(writer).await?), sqlite::now_ms())
+                    }
+                    Db::Postgres { pool, .. } => {
+                        let (tx, now) = postgres::begin(pool).await?;
+                        SqlTx::new(Conn::Postgres(tx), now)
+                    }
+                })
+            })
+            .await?,
+        ))
     }
 
     async fn run(&self, tenant: &str, id: &str) -> Result<Option<Run>> {
-        self.read()
-            .optional(
+        timed(
+            "read_run",
+            self.read().optional(
                 "SELECT * FROM runs WHERE id = $1 AND tenant = $2",
                 args![id, tenant],
                 rows::run,
-            )
-            .await
+            ),
+        )
+        .await
     }
 
     async fn runs(&self, q: &RunQuery) -> Result<Vec<Run>> {
@@ -44,8 +51,9 @@ impl Store for SqlStore {
             .as_ref()
             .map_or((i64::MAX, ""), |(at, id)| (*at, id.as_str()));
         let search = q.search.as_deref().map(like_escape);
-        self.read()
-            .all(
+        timed(
+            "list_runs",
+            self.read().all(
                 "SELECT * FROM runs WHERE tenant = $1 AND ($2 IS NULL OR status = $2) \
                  AND ($3 IS NULL OR template = $3) \
                  AND (created_at, id) < ($4, $5) \
@@ -69,18 +77,21 @@ impl Store for SqlStore {
                     &q.parent,
                 ],
                 rows::run,
-            )
-            .await
+            ),
+        )
+        .await
     }
 
     async fn steps(&self, run_id: &str) -> Result<Vec<StepRow>> {
-        self.read()
-            .all(
+        timed(
+            "read_steps",
+            self.read().all(
                 "SELECT * FROM steps WHERE run_id = $1 ORDER BY idx",
                 args![run_id],
                 rows::step,
-            )
-            .await
+            ),
+        )
+        .await
     }
 
     async fn tasks(&self, run_id: &str) -> Result<Vec<Task>> {
@@ -100,13 +111,15 @@ impl Store for SqlStore {
     }
 
     async fn events(&self, run_id: &str, after: i64, limit: u32) -> Result<Vec<Event>> {
-        self.read()
-            .all(
+        timed(
+            "read_events",
+            self.read().all(
                 "SELECT * FROM events WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
                 args![run_id, after, limit],
                 rows::event,
-            )
-            .await
+            ),
+        )
+        .await
     }
 
     async fn now(&self) -> Result<i64> {
@@ -135,8 +148,9 @@ impl Store for SqlStore {
     }
 
     async fn queue_status(&self) -> Result<QueueStatus> {
-        let now = self.now().await?;
-        let row = self
+        timed("queue_status", async {
+            let now = self.now().await?;
+            let row = self
             .read()
             .fetch_one(
                 "SELECT COALESCE(SUM(CASE WHEN status = 'queued' THEN 1 ELSE 0 END), 0) AS queued, \
@@ -149,30 +163,32 @@ impl Store for SqlStore {
                 args![now],
             )
             .await?;
-        let leases = self
-            .read()
-            .all(
-                "SELECT lease_owner, COUNT(*) AS n, MAX(lease_expires) AS expires FROM tasks \
+            let leases = self
+                .read()
+                .all(
+                    "SELECT lease_owner, COUNT(*) AS n, MAX(lease_expires) AS expires FROM tasks \
                  WHERE status = 'running' AND lease_owner IS NOT NULL \
                  GROUP BY lease_owner ORDER BY lease_owner COLLATE {binary}",
-                args![],
-                |r| {
-                    Ok(LeaseHolder {
-                        owner: r.get("lease_owner")?,
-                        tasks: r.get("n")?,
-                        expires_at: r.get::<Option<i64>>("expires")?.unwrap_or(0),
-                    })
-                },
-            )
-            .await?;
-        Ok(QueueStatus {
-            now,
-            queued: row.get("queued")?,
-            due: row.get("due")?,
-            running: row.get("running")?,
-            oldest_due_at: row.get("oldest")?,
-            leases,
+                    args![],
+                    |r| {
+                        Ok(LeaseHolder {
+                            owner: r.get("lease_owner")?,
+                            tasks: r.get("n")?,
+                            expires_at: r.get::<Option<i64>>("expires")?.unwrap_or(0),
+                        })
+                    },
+                )
+                .await?;
+            Ok(QueueStatus {
+                now,
+                queued: row.get("queued")?,
+                due: row.get("due")?,
+                running: row.get("running")?,
+                oldest_due_at: row.get("oldest")?,
+                leases,
+            })
         })
+        .await
     }
 
     async fn run_usage(&self, run_id: &str) -> Result<usage::RunUsage> {
@@ -209,8 +225,9 @@ impl Store for SqlStore {
              WHERE r.tenant = $1 AND r.created_at >= $2 GROUP BY {key} ORDER BY {order} LIMIT $3",
             usage::SUM_COLUMNS
         );
-        self.read()
-            .all(
+        timed(
+            "usage",
+            self.read().all(
                 sql,
                 args![&q.tenant, q.since.unwrap_or(i64::MIN), q.limit.max(1)],
                 |r| {
@@ -221,8 +238,9 @@ impl Store for SqlStore {
                         usage: usage::usage_from_row(r)?,
                     })
                 },
-            )
-            .await
+            ),
+        )
+        .await
     }
 
     async fn tenant_quota(&self, tenant: &str) -> Result<usage::TenantQuota> {

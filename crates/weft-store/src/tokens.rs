@@ -1,8 +1,8 @@
 //! Task tokens as the store keeps them: the SHA-256 of each token with what it may do and for
 //! which attempt, never the token itself.
 //!
-//! A token is minted in the transaction that claims its attempt ([`crate::Tx::insert_task_tokens`])
-//! and revoked by a trigger in the transaction that takes the attempt out of `running`
+//! A token is minted in the transaction that claims its attempt
+//! ([`crate::TokenTable::insert_task_tokens`]) and revoked by a trigger in the transaction that takes the attempt out of `running`
 //! (`migrations/*/0007_task_tokens.sql`), so "no valid token for an attempt that is not
 //! running" holds whatever code path ends the attempt. Expiry and revocation times come from
 //! the database clock.
@@ -133,7 +133,7 @@ fn state_from_row(r: &Row) -> Result<TaskTokenState> {
     })
 }
 
-/// `Tx::insert_task_tokens`: one multi-row INSERT per 1,000 tokens, issued at the
+/// `TokenTable::insert_task_tokens`: one multi-row INSERT per 1,000 tokens, issued at the
 /// transaction's clock.
 pub(crate) async fn insert(conn: &mut Conn, now: i64, tokens: &[NewTaskToken]) -> Result<()> {
     for chunk in tokens.chunks(1_000) {

@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use serde_json::Value;
 use weft_core::orchestrator::RunStatus;
 
-use crate::api::Tx;
-use crate::db::{Arg, Conn, Target, args, json_text, opt_json, placeholders};
+use crate::api::*;
+use crate::db::{Arg, Conn, Target, args, json_text, opt_json, placeholders, timed};
 use crate::error::Result;
 use crate::records::*;
 use crate::rows::{self, budget_text};
@@ -22,6 +22,8 @@ pub(crate) struct SqlTx {
     /// PostgreSQL: whether this transaction queued a task, so its commit must wake other
     /// workers.
     queued_work: bool,
+    /// Told what the transaction does (`Tx::observe`); none for most callers.
+    observer: Option<Box<dyn TxObserver>>,
 }
 
 impl SqlTx {
@@ -31,6 +33,38 @@ impl SqlTx {
             now,
             events: Vec::new(),
             queued_work: false,
+            observer: None,
+        }
+    }
+
+    /// Adds reported usage to its tasks (one `unnest` statement on PostgreSQL).
+    async fn record_usage_rows(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
+        if let Conn::Postgres(tx) = &mut self.conn {
+            return postgres::record_usage(tx, usage).await;
+        }
+        for u in usage {
+            let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
+            self.t()
+                .execute(
+                    "UPDATE tasks SET llm_prompt_tokens = llm_prompt_tokens + $1, \
+                     llm_completion_tokens = llm_completion_tokens + $2, \
+                     cost_usd = cost_usd + $3 WHERE id = $4",
+                    args![
+                        clamp(u.llm_prompt_tokens),
+                        clamp(u.llm_completion_tokens),
+                        u.cost_usd,
+                        u.task_id
+                    ],
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Tells the observer, if there is one.
+    fn tell(&mut self, what: impl FnOnce(&mut dyn TxObserver)) {
+        if let Some(o) = &mut self.observer {
+            what(o.as_mut());
         }
     }
 
@@ -40,11 +74,7 @@ impl SqlTx {
 }
 
 #[async_trait]
-impl Tx for SqlTx {
-    fn now(&self) -> i64 {
-        self.now
-    }
-
+impl RunTable for SqlTx {
     async fn insert_run(&mut self, run: &Run) -> Result<()> {
         let parent = run.parent.as_ref();
         self.t()
@@ -83,6 +113,7 @@ impl Tx for SqlTx {
                 ],
             )
             .await?;
+        self.tell(|o| o.run(run));
         Ok(())
     }
 
@@ -105,13 +136,19 @@ impl Tx for SqlTx {
 
     async fn lock_run(&mut self, run_id: &str) -> Result<Option<Run>> {
         // SQLite: BEGIN IMMEDIATE already holds the database's write lock.
-        self.t()
-            .optional(
+        let run = timed(
+            "lock_run",
+            self.t().optional(
                 "SELECT * FROM runs WHERE id = $1 {pg:FOR UPDATE}",
                 args![run_id],
                 rows::run,
-            )
-            .await
+            ),
+        )
+        .await?;
+        if let Some(run) = &run {
+            self.tell(|o| o.run(run));
+        }
+        Ok(run)
     }
 
     async fn set_run_status(&mut self, run_id: &str, u: &RunUpdate) -> Result<()> {
@@ -139,6 +176,15 @@ impl Tx for SqlTx {
         Ok(())
     }
 
+    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>> {
+        self.t()
+            .all(rows::CHILD_RUNS, args![run_id], rows::run)
+            .await
+    }
+}
+
+#[async_trait]
+impl StepTable for SqlTx {
     async fn insert_steps(&mut self, steps: &[StepRow]) -> Result<()> {
         for s in steps {
             self.t()
@@ -167,17 +213,21 @@ impl Tx for SqlTx {
                 )
                 .await?;
         }
+        self.tell(|o| o.steps(steps));
         Ok(())
     }
 
     async fn load_steps(&mut self, run_id: &str) -> Result<Vec<StepRow>> {
-        self.t()
+        let steps = self
+            .t()
             .all(
                 "SELECT * FROM steps WHERE run_id = $1 ORDER BY idx",
                 args![run_id],
                 rows::step,
             )
-            .await
+            .await?;
+        self.tell(|o| o.steps(&steps));
+        Ok(steps)
     }
 
     async fn update_step(&mut self, s: &StepRow) -> Result<()> {
@@ -223,7 +273,10 @@ impl Tx for SqlTx {
             .await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl TaskQueue for SqlTx {
     async fn insert_tasks(&mut self, tasks: &[NewTask]) -> Result<()> {
         let now = self.now;
         match &mut self.conn {
@@ -244,14 +297,19 @@ impl Tx for SqlTx {
         max_running: Option<u32>,
     ) -> Result<Vec<Task>> {
         let now = self.now;
-        match &mut self.conn {
-            Conn::Sqlite(tx) => {
-                sqlite::claim(tx, now, owner, limit, lease_ms, only_runs, max_running).await
+        let tasks = timed("claim", async {
+            match &mut self.conn {
+                Conn::Sqlite(tx) => {
+                    sqlite::claim(tx, now, owner, limit, lease_ms, only_runs, max_running).await
+                }
+                Conn::Postgres(tx) => {
+                    postgres::claim(tx, now, owner, limit, lease_ms, only_runs, max_running).await
+                }
             }
-            Conn::Postgres(tx) => {
-                postgres::claim(tx, now, owner, limit, lease_ms, only_runs, max_running).await
-            }
-        }
+        })
+        .await?;
+        self.tell(|o| o.claimed(&tasks));
+        Ok(tasks)
     }
 
     async fn finish_task(&mut self, f: &TaskFinish<'_>) -> Result<bool> {
@@ -288,71 +346,6 @@ impl Tx for SqlTx {
             done.push(self.finish_task(f).await?);
         }
         Ok(done)
-    }
-
-    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
-        if let Conn::Postgres(tx) = &mut self.conn {
-            return postgres::record_usage(tx, usage).await;
-        }
-        for u in usage {
-            let clamp = |n: u64| n.min(i64::MAX as u64) as i64;
-            self.t()
-                .execute(
-                    "UPDATE tasks SET llm_prompt_tokens = llm_prompt_tokens + $1, \
-                     llm_completion_tokens = llm_completion_tokens + $2, \
-                     cost_usd = cost_usd + $3 WHERE id = $4",
-                    args![
-                        clamp(u.llm_prompt_tokens),
-                        clamp(u.llm_completion_tokens),
-                        u.cost_usd,
-                        u.task_id
-                    ],
-                )
-                .await?;
-        }
-        Ok(())
-    }
-
-    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
-        let row = self.t().fetch_one(usage::RUN_USAGE, args![run_id]).await?;
-        usage::usage_from_row(&row)
-    }
-
-    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
-        let max: Option<i64> = self
-            .t()
-            .optional(
-                "SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = $1",
-                args![tenant],
-                |r| r.get("max_runs_per_hour"),
-            )
-            .await?
-            .flatten();
-        let Some(max) = max else {
-            return Ok(None);
-        };
-        if let Conn::Postgres(tx) = &mut self.conn {
-            // Until commit, the tenant's other creators wait here, so each one counts the
-            // runs the previous ones inserted (READ COMMITTED reads them after the lock is
-            // granted). SQLite's BEGIN IMMEDIATE holds the write lock already.
-            postgres::lock(tx, postgres::LOCK_RUN_RATE, tenant).await?;
-        }
-        // The clock after the lock: the wait for it may have been long.
-        let now: i64 = self
-            .t()
-            .fetch_one("SELECT {now} AS now", args![])
-            .await?
-            .get("now")?;
-        let row = self
-            .t()
-            .fetch_one(
-                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM \
-                 (SELECT created_at FROM runs WHERE tenant = $1 AND created_at > $2 \
-                  ORDER BY created_at DESC LIMIT $3) recent",
-                args![tenant, now - usage::RUN_RATE_WINDOW_MS, max],
-            )
-            .await?;
-        Ok(usage::refusal(max, row.get("n")?, row.get("oldest")?, now))
     }
 
     async fn retry_task(
@@ -415,7 +408,9 @@ impl Tx for SqlTx {
         sql.push_str(") ORDER BY id LIMIT $1");
         let mut values = vec![Arg::from(limit)];
         values.extend(dead_owners.iter().map(Arg::from));
-        self.t().all(sql, &values, rows::task).await
+        let tasks = self.t().all(sql, &values, rows::task).await?;
+        self.tell(|o| o.stale(&tasks));
+        Ok(tasks)
     }
 
     async fn reclaim_task(&mut self, task_id: i64, attempt: u32) -> Result<bool> {
@@ -430,7 +425,10 @@ impl Tx for SqlTx {
                 args![now, task_id, attempt],
             )
             .await?;
-        self.queued_work |= done == 1;
+        if done == 1 {
+            self.queued_work = true;
+            self.tell(|o| o.reclaimed());
+        }
         Ok(done == 1)
     }
 
@@ -461,6 +459,27 @@ impl Tx for SqlTx {
             .await
     }
 
+    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
+        // SQLite is pinned to the index on queued tasks' `not_before`: with a run filter, it
+        // would otherwise pick the per-run index and scan every task of the run, on every turn.
+        let mut sql = String::from(
+            "SELECT MIN(not_before) AS at FROM tasks {sqlite:INDEXED BY tasks_queued} \
+             WHERE status = 'queued' AND not_before > $1",
+        );
+        let mut values = vec![Arg::from(self.now)];
+        if let Some(runs) = only_runs {
+            if runs.is_empty() {
+                return Ok(None);
+            }
+            sql.push_str(&format!(" AND run_id IN ({})", placeholders(2, runs.len())));
+            values.extend(runs.iter().map(Arg::from));
+        }
+        self.t().fetch_one(sql, &values).await?.get("at")
+    }
+}
+
+#[async_trait]
+impl WaitTable for SqlTx {
     async fn set_waiting(
         &mut self,
         run_id: &str,
@@ -518,31 +537,23 @@ impl Tx for SqlTx {
             )
             .await
     }
+}
 
-    async fn child_runs(&mut self, run_id: &str) -> Result<Vec<Run>> {
-        self.t()
-            .all(rows::CHILD_RUNS, args![run_id], rows::run)
-            .await
-    }
-
-    async fn next_ready_at(&mut self, only_runs: Option<&[String]>) -> Result<Option<i64>> {
-        // SQLite is pinned to the index on queued tasks' `not_before`: with a run filter, it
-        // would otherwise pick the per-run index and scan every task of the run, on every turn.
-        let mut sql = String::from(
-            "SELECT MIN(not_before) AS at FROM tasks {sqlite:INDEXED BY tasks_queued} \
-             WHERE status = 'queued' AND not_before > $1",
-        );
-        let mut values = vec![Arg::from(self.now)];
-        if let Some(runs) = only_runs {
-            if runs.is_empty() {
-                return Ok(None);
-            }
-            sql.push_str(&format!(" AND run_id IN ({})", placeholders(2, runs.len())));
-            values.extend(runs.iter().map(Arg::from));
+#[async_trait]
+impl EventLog for SqlTx {
+    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()> {
+        let now = self.now;
+        match &mut self.conn {
+            Conn::Sqlite(tx) => sqlite::append_events(tx, now, events).await?,
+            Conn::Postgres(_) => self.events.extend_from_slice(events),
         }
-        self.t().fetch_one(sql, &values).await?.get("at")
+        self.tell(|o| o.events(events));
+        Ok(())
     }
+}
 
+#[async_trait]
+impl CacheTable for SqlTx {
     async fn cache_get(&mut self, key: &str) -> Result<Option<Value>> {
         let now = self.now;
         let text: Option<String> = self
@@ -553,7 +564,9 @@ impl Tx for SqlTx {
                 |r| r.get("output"),
             )
             .await?;
-        crate::db::parse_json(text, "cached output")
+        let hit = crate::db::parse_json(text, "cached output")?;
+        self.tell(|o| o.cache_lookup(hit.is_some()));
+        Ok(hit)
     }
 
     async fn cache_put(
@@ -575,35 +588,108 @@ impl Tx for SqlTx {
             .await?;
         Ok(())
     }
+}
 
-    async fn append_events(&mut self, events: &[NewEvent]) -> Result<()> {
-        let now = self.now;
-        match &mut self.conn {
-            Conn::Sqlite(tx) => sqlite::append_events(tx, now, events).await,
-            Conn::Postgres(_) => {
-                self.events.extend_from_slice(events);
-                Ok(())
-            }
-        }
+#[async_trait]
+impl UsageTable for SqlTx {
+    async fn record_usage(&mut self, usage: &[usage::TaskUsage]) -> Result<()> {
+        self.record_usage_rows(usage).await?;
+        self.tell(|o| o.usage(usage));
+        Ok(())
     }
 
+    async fn run_usage(&mut self, run_id: &str) -> Result<usage::RunUsage> {
+        let row = self.t().fetch_one(usage::RUN_USAGE, args![run_id]).await?;
+        usage::usage_from_row(&row)
+    }
+
+    async fn admit_run(&mut self, tenant: &str) -> Result<Option<usage::QuotaRefusal>> {
+        let max: Option<i64> = self
+            .t()
+            .optional(
+                "SELECT max_runs_per_hour FROM tenant_quotas WHERE tenant = $1",
+                args![tenant],
+                |r| r.get("max_runs_per_hour"),
+            )
+            .await?
+            .flatten();
+        let Some(max) = max else {
+            return Ok(None);
+        };
+        if let Conn::Postgres(tx) = &mut self.conn {
+            // Until commit, the tenant's other creators wait here, so each one counts the
+            // runs the previous ones inserted (READ COMMITTED reads them after the lock is
+            // granted). SQLite's BEGIN IMMEDIATE holds the write lock already.
+            postgres::lock(tx, postgres::LOCK_RUN_RATE, tenant).await?;
+        }
+        // The clock after the lock: the wait for it may have been long.
+        let now: i64 = self
+            .t()
+            .fetch_one("SELECT {now} AS now", args![])
+            .await?
+            .get("now")?;
+        let row = self
+            .t()
+            .fetch_one(
+                "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM \
+                 (SELECT created_at FROM runs WHERE tenant = $1 AND created_at > $2 \
+                  ORDER BY created_at DESC LIMIT $3) recent",
+                args![tenant, now - usage::RUN_RATE_WINDOW_MS, max],
+            )
+            .await?;
+        Ok(usage::refusal(max, row.get("n")?, row.get("oldest")?, now))
+    }
+}
+
+#[async_trait]
+impl TokenTable for SqlTx {
     async fn insert_task_tokens(&mut self, tokens: &[NewTaskToken]) -> Result<()> {
         let now = self.now;
-        crate::tokens::insert(&mut self.conn, now, tokens).await
+        crate::tokens::insert(&mut self.conn, now, tokens).await?;
+        self.tell(|o| o.tokens_minted(tokens.len()));
+        Ok(())
     }
+}
 
+#[async_trait]
+impl ScheduleTable for SqlTx {
     async fn claim_schedule_slot(&mut self, claim: &SlotClaim) -> Result<bool> {
         let now = self.now;
         crate::schedules::claim_slot(self.t(), claim, now).await
     }
+}
 
-    async fn commit(mut self: Box<Self>) -> Result<()> {
-        if let Conn::Postgres(tx) = &mut self.conn {
-            postgres::flush_events(tx, self.now, &self.events).await?;
-            if self.queued_work {
-                postgres::notify_work(tx).await?;
-            }
+#[async_trait]
+impl Tx for SqlTx {
+    fn now(&self) -> i64 {
+        self.now
+    }
+
+    fn observe(&mut self, observer: Box<dyn TxObserver>) {
+        self.observer = Some(observer);
+    }
+
+    async fn commit(self: Box<Self>) -> Result<()> {
+        let SqlTx {
+            mut conn,
+            now,
+            events,
+            queued_work,
+            mut observer,
+        } = *self;
+        if let Some(o) = &mut observer {
+            o.before_commit()?;
         }
-        self.conn.commit().await
+        timed("commit", async {
+            if let Conn::Postgres(tx) = &mut conn {
+                postgres::flush_events(tx, now, &events).await?;
+                if queued_work {
+                    postgres::notify_work(tx).await?;
+                }
+            }
+            conn.commit().await
+        })
+        .await?;
+        observer.map_or(Ok(()), |o| o.committed(now))
     }
 }

@@ -105,7 +105,7 @@ pub struct QuotaRefusal {
 /// One hour, the run-rate window.
 pub const RUN_RATE_WINDOW_MS: i64 = 3_600_000;
 
-/// The answer to [`crate::Tx::admit_run`] from the quota, the number of the tenant's newest
+/// The answer to [`crate::UsageTable::admit_run`] from the quota, the number of the tenant's newest
 /// runs (at most `max`) created within the window, and the oldest of them. The window has room
 /// again when that run leaves it.
 pub(crate) fn refusal(

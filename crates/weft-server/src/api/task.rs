@@ -246,7 +246,7 @@ pub async fn report_progress(
     let scrubber = caller.scrubber(&state).await?;
     let message = report.message.map(|m| scrubber.text(&m).into_owned());
     let t = &caller.token;
-    let mut tx = state.engine.store().begin().await?;
+    let mut tx = state.engine.begin().await?;
     tx.append_events(&[weft_store::NewEvent {
         run_id: t.run_id.clone(),
         kind: "task.progress".into(),
