@@ -7,7 +7,11 @@
 //!   SQLite);
 //! - `{binary}`: the byte-order collation (`"C"` on PostgreSQL, `BINARY` on SQLite);
 //! - `{seq}`: the insertion order of a row of `templates` (`seq` on PostgreSQL, `rowid` on SQLite);
-//! - `{pg:...}` and `{sqlite:...}`: text only one dialect wants (`FOR UPDATE`, `INDEXED BY`).
+//! - `{pg:...}` and `{sqlite:...}`: text only one dialect wants (`FOR UPDATE`, `INDEXED BY`);
+//! - `{?}`: the next positional parameter, for statements made only of them (multi-row inserts):
+//!   `$1, $2, ...` on PostgreSQL, an anonymous `?` on SQLite. SQLite looks a numbered
+//!   parameter's name up in a list as long as the statement's parameters, once per bound value,
+//!   so a 17,000-value insert written with `$N` spent seconds in `sqlite3_bind_parameter_name`.
 //!
 //! Values go in as [`Arg`]s and come back as [`Row`]s, whose getters are the one place that
 //! turns a column into a Rust value (and refuses one out of range). What genuinely differs
@@ -196,6 +200,7 @@ fn dialect(sql: Sql, postgres: bool) -> Sql {
     };
     let mut out = String::with_capacity(sql.len() + 64);
     let mut rest: &str = &sql;
+    let mut next_positional = 0usize;
     while let Some(at) = rest.find('{') {
         out.push_str(&rest[..at]);
         let tail = &rest[at..];
@@ -205,6 +210,11 @@ fn dialect(sql: Sql, postgres: bool) -> Sql {
             "{now}" => out.push_str(now),
             "{binary}" => out.push_str(binary),
             "{seq}" => out.push_str(seq),
+            "{?}" if postgres => {
+                next_positional += 1;
+                out.push_str(&format!("${next_positional}"));
+            }
+            "{?}" => out.push('?'),
             t if t.starts_with(keep) => out.push_str(&t[keep.len()..t.len() - 1]),
             t if t.starts_with(drop) => {}
             t => out.push_str(t),
@@ -223,18 +233,26 @@ pub(crate) fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// `prefix VALUES ($1, ..., $width), ...` for `rows` rows: one multi-row insert.
+/// `prefix VALUES ({?}, ..., {?}), ...` for `rows` rows of `width` values: one multi-row
+/// insert, bound in order (see `{?}` above: no `$N` lookups on SQLite).
 pub(crate) fn values_sql(prefix: &str, width: usize, rows: usize) -> String {
-    let mut sql = String::with_capacity(prefix.len() + rows * width * 6);
+    let mut row = String::with_capacity(width * 5 + 2);
+    row.push('(');
+    for i in 0..width {
+        if i > 0 {
+            row.push_str(", ");
+        }
+        row.push_str("{?}");
+    }
+    row.push(')');
+    let mut sql = String::with_capacity(prefix.len() + 8 + rows * (row.len() + 2));
     sql.push_str(prefix);
     sql.push_str(" VALUES ");
     for r in 0..rows {
         if r > 0 {
             sql.push_str(", ");
         }
-        sql.push('(');
-        sql.push_str(&placeholders(r * width + 1, width));
-        sql.push(')');
+        sql.push_str(&row);
     }
     sql
 }
@@ -420,4 +438,22 @@ pub(crate) fn json_text(v: &Value) -> String {
 
 pub(crate) fn opt_json(v: Option<&Value>) -> Option<String> {
     v.map(json_text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_multi_row_insert_binds_in_order_on_both_dialects() {
+        let sql = values_sql("INSERT INTO t (a, b)", 2, 2);
+        assert_eq!(
+            dialect(sql.clone().into(), true),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4)"
+        );
+        assert_eq!(
+            dialect(sql.into(), false),
+            "INSERT INTO t (a, b) VALUES (?, ?), (?, ?)"
+        );
+    }
 }
