@@ -1586,3 +1586,106 @@ output: "{{ steps.page.output }}"
     app_server.abort();
     srv.stop().await;
 }
+
+/// Issue 16: a widget whose stream breaks (a restarted server leaves it a used ticket) asks
+/// its `ticket-url` again with backoff until one works, and then shows the run to its end,
+/// instead of staying on "the progress stream was interrupted".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_widget_retries_its_ticket_url_until_the_stream_is_back_in_headless_chromium() {
+    let Some(binary) = need_chromium() else {
+        return;
+    };
+    let srv = serve(harness(ServerOptions::default()).await).await;
+    let base = srv.base.clone();
+    let key = srv.key_a.clone();
+    let run_id = post_run(
+        &base,
+        &key,
+        json!({"template": "steps", "inputs": {"who": "Again", "pause": "1ms"}}),
+    )
+    .await;
+    wait_ended(&base, &key, &run_id).await;
+    // The page's ticket was used already: its stream is refused, as after a restart.
+    let used = api(
+        &base,
+        &key,
+        reqwest::Method::POST,
+        &format!("/v1/runs/{run_id}/stream-tickets"),
+        None,
+    )
+    .await["ticket"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let spent = reqwest::get(format!("{base}/v1/runs/{run_id}/events?ticket={used}"))
+        .await
+        .unwrap();
+    assert_eq!(spent.status(), 200);
+    let _ = spent.text().await;
+    let page = format!(
+        "<!doctype html><html><head><script src=\"{base}/weft-run.js\"></script></head>\
+         <body><weft-run id=\"w\" src=\"{base}/v1/runs/{run_id}\" ticket=\"{used}\" ticket-url=\"/ticket\"></weft-run></body></html>"
+    );
+    // The backend's ticket route fails twice (the server is still down), then mints one.
+    let asked = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (mint_base, mint_key, mint_run, count) =
+        (base.clone(), key.clone(), run_id.clone(), asked.clone());
+    let app = axum::Router::new()
+        .route(
+            "/",
+            axum::routing::get(move || async move { axum::response::Html(page) }),
+        )
+        .route(
+            "/ticket",
+            axum::routing::post(move || {
+                let (base, key, run, count) = (
+                    mint_base.clone(),
+                    mint_key.clone(),
+                    mint_run.clone(),
+                    count.clone(),
+                );
+                async move {
+                    if count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 2 {
+                        return Err(axum::http::StatusCode::BAD_GATEWAY);
+                    }
+                    let t = api(
+                        &base,
+                        &key,
+                        reqwest::Method::POST,
+                        &format!("/v1/runs/{run}/stream-tickets"),
+                        None,
+                    )
+                    .await;
+                    Ok(axum::Json(t))
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let app_url = format!("http://{}/", listener.local_addr().unwrap());
+    let app_server = tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let mut b = Browser::launch(&binary).await;
+    b.goto(&app_url).await;
+    let end = b
+        .wait_for(
+            "(() => { const w = document.querySelector('#w'); const h = w && w.shadowRoot && w.shadowRoot.querySelector('.output h1'); \
+             return w.getAttribute('status') === 'succeeded' && h && h.textContent; })()",
+            20,
+        )
+        .await;
+    assert_eq!(end, json!("Hello, Again!"));
+    assert_eq!(
+        asked.load(std::sync::atomic::Ordering::SeqCst),
+        3,
+        "two refusals, then a ticket"
+    );
+    assert!(
+        !b.eval("document.querySelector('#w').shadowRoot.textContent")
+            .await
+            .as_str()
+            .unwrap_or_default()
+            .contains("interrupted")
+    );
+    b.screenshot("widget-reconnected").await;
+    app_server.abort();
+    srv.stop().await;
+}
