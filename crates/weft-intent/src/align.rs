@@ -468,9 +468,22 @@ pub fn align(
                         && !sentence[j - 1].claimed
                         && !is_stopword(&sentence[j - 1].norm);
                     let late = if passed_over { 0.6 } else { 0.0 };
+                    // The word that introduces a slot ("about {query}") is where the value
+                    // starts: a value holding it ("more about solid state batteries") began
+                    // too early.
+                    let anchor = i
+                        .checked_sub(1)
+                        .map(|p| &example[p])
+                        .filter(|t| t.kind == Kind::Word)
+                        .map(|t| t.norm.as_str());
                     for k in j + 1..=n.min(j + MAX_TEXT) {
                         if let Some((c, _)) = fill(&spec.ty, &sentence[j..k]) {
-                            let c = here + c + late;
+                            let early = anchor.is_some_and(|a| {
+                                sentence[j..k - 1]
+                                    .iter()
+                                    .any(|t| t.kind == Kind::Word && t.norm == a)
+                            });
+                            let c = here + c + late + if early { 0.6 } else { 0.0 };
                             if c < cost[i + 1][k] {
                                 cost[i + 1][k] = c;
                                 back[i + 1][k] = Step::Slot(j);

@@ -1286,6 +1286,28 @@ const ENVIRONMENTS: &[&str] = &[
     "sandbox",
 ];
 
+/// Whether the word at `i` names where something was deployed, by where it stands: "the
+/// github-pages deploy of ...", "deployed to edge-eu", "shipped to canary".
+fn names_a_deployment_target(tokens: &[Token], i: usize) -> bool {
+    let t = &tokens[i];
+    let plain = t.kind == text::Kind::Word
+        && !t.keyword
+        && !t.claimed
+        && !text::is_stopword(&t.norm)
+        && t.surface
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+    if !plain {
+        return false;
+    }
+    let norm = |k: Option<usize>| k.and_then(|k| tokens.get(k)).map(|t| t.norm.as_str());
+    let before = norm(i.checked_sub(1));
+    let after = norm(Some(i + 1));
+    let determiner = matches!(before, Some("the" | "a" | "its" | "their" | "latest"));
+    (determiner && after == Some("deployment"))
+        || (matches!(before, Some("to" | "on")) && norm(i.checked_sub(2)) == Some("deployment"))
+}
+
 /// Fills what the example had no slot for from the words it left over (`free`): named cities
 /// and their state, enum values (also from the edge of a free-text value: "senior data
 /// engineer"), repositories, URLs, states and environments. Each word used is refunded what
@@ -1483,7 +1505,8 @@ fn fill_leftovers(
                         Value::String(token.surface.clone())
                     }
                     (InputKind::Environment, text::Kind::Word)
-                        if ENVIRONMENTS.contains(&lower.as_str()) =>
+                        if ENVIRONMENTS.contains(&lower.as_str())
+                            || names_a_deployment_target(tokens, i) =>
                     {
                         Value::String(lower)
                     }

@@ -424,6 +424,14 @@ fn push_chunk(chunk: &str, tokens: &mut Vec<Token>) {
     if trimmed.is_empty() {
         return;
     }
+    // "octo/site's latest deploy": the possessive is not part of a repository or an address.
+    let trimmed = match trimmed
+        .strip_suffix("'s")
+        .or_else(|| trimmed.strip_suffix("’s"))
+    {
+        Some(base) if base.contains('/') || as_url(base).is_some() => base,
+        _ => trimmed,
+    };
     if let Some(url) = as_url(trimmed) {
         tokens.push(Token {
             surface: trimmed.to_string(),

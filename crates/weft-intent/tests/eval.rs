@@ -35,7 +35,7 @@ fn tuned_set_meets_its_targets() {
     }
     show("tuned", &report);
     assert!(
-        cases.len() >= 217,
+        cases.len() >= 239,
         "the tuned set has {} phrasings",
         cases.len()
     );
@@ -92,5 +92,5 @@ fn heldout_set_meets_its_targets() {
 
 /// Measured held-out figures, rounded down (the goals are 0.95, 0.90 and 0.97).
 const HELDOUT_TEMPLATE: f64 = 0.99;
-const HELDOUT_INPUTS: f64 = 0.94;
+const HELDOUT_INPUTS: f64 = 0.96;
 const HELDOUT_PRECISION: f64 = 0.99;
