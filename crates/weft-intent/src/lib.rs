@@ -1232,7 +1232,20 @@ fn best_reading(entry: &Entry, sentence: &[Token], cased: bool) -> Reading {
                         )
                 })
                 .count() as f64;
-            let cost = (alignment.cost - refund).max(0.0) + variant.penalty + 0.7 * stray;
+            // A sentence that opens with an action the template knows nothing of ("delete
+            // the staging deployment of ...", "apply to the ... job") asks for something else.
+            let other_action = tokens.first().is_some_and(|t| {
+                free[0]
+                    && t.kind == text::Kind::Word
+                    && !t.keyword
+                    && !t.claimed
+                    && t.vocab == Vocab::Neutral
+                    && !text::is_stopword(&t.norm)
+            });
+            let cost = (alignment.cost - refund).max(0.0)
+                + variant.penalty
+                + 0.7 * stray
+                + if other_action { 1.2 } else { 0.0 };
             let length = sentence.len().max(example.len()).max(1) as f64;
             let fit = (1.0 - cost / length).max(0.0);
             // Another template's words left in the sentence ("senior", "jobs" read as a

@@ -224,3 +224,13 @@ fn counts_from_cues_and_values_from_compound_words() {
         );
     }
 }
+
+#[test]
+fn an_action_the_template_does_not_do_is_a_question() {
+    // Everything but the verb reads as an audit of db7's backups.
+    for sentence in ["delete the backups of db7", "restore the backups of db7"] {
+        let answer = ask(sentence);
+        assert!(answer.question.is_some(), "{sentence}: {answer:?}");
+    }
+    assert!(ask("audit the backups of db7").question.is_none());
+}
