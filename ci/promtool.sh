@@ -49,7 +49,7 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 log "promtool check metrics on a real weft serve after a run"
 port=$(free_port)
-(cd "$work" && exec "$weft" serve --listen "127.0.0.1:$port" --db "$work/weft.db" --log-format json) \
+(cd "$work" && WEFT_METRICS_TOKEN=ci-metrics-token exec "$weft" serve --listen "127.0.0.1:$port" --db "$work/weft.db" --log-format json) \
   2>"$work/serve.log" &
 pids+=($!)
 for _ in $(seq 1 100); do
@@ -67,8 +67,12 @@ for _ in $(seq 1 300); do
   [ "$status" = failed ] && { echo "the run failed"; exit 1; }
   sleep 0.1
 done
-curl -fsS "http://127.0.0.1:$port/metrics" >"$work/serve.prom"
+curl -fsS "http://127.0.0.1:$port/metrics" -H "authorization: Bearer ci-metrics-token" >"$work/serve.prom"
 promtool check metrics <"$work/serve.prom"
+# Without the operator's token: valid text, and no template or step names.
+curl -fsS "http://127.0.0.1:$port/metrics" >"$work/public.prom"
+promtool check metrics <"$work/public.prom"
+if grep -q 'template=' "$work/public.prom"; then echo "public /metrics names templates"; exit 1; fi
 grep -q 'weft_runs_finished_total{template="hello",status="succeeded"} 1' "$work/serve.prom"
 grep -q 'weft_task_retries_total{tool="command",reason="error"} 1' "$work/serve.prom"
 grep -q '^weft_queue_oldest_task_age_seconds 0' "$work/serve.prom"

@@ -22,8 +22,88 @@ static ENV: LazyLock<Environment<'static>> = LazyLock::new(|| {
     env.set_undefined_behavior(UndefinedBehavior::SemiStrict);
     env.set_fuel(Some(FUEL));
     env.set_recursion_limit(64);
+    env.set_formatter(bounded_formatter);
+    env.add_filter("tojson", bounded_tojson);
     env
 });
+
+/// Most items (all levels together) `| tojson` serializes.
+const MAX_SERIALIZED_ITEMS: usize = 100_000;
+
+/// minijinja's `tojson`, refusing a value of more than [`MAX_SERIALIZED_ITEMS`] items first: a
+/// lazy `(['x'] * 100000000) | tojson` ran for a minute and a half before its fuel ran out.
+fn bounded_tojson(
+    value: &JValue,
+    indent: Option<JValue>,
+    args: minijinja::value::Kwargs,
+) -> Result<JValue, minijinja::Error> {
+    let mut left = MAX_SERIALIZED_ITEMS;
+    if !fits(value, &mut left, 0) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("tojson: the value has more than {MAX_SERIALIZED_ITEMS} items"),
+        ));
+    }
+    minijinja::filters::tojson(value, indent, args)
+}
+
+/// Most items (all levels together) a list or map printed into text may hold.
+const MAX_PRINTED_ITEMS: usize = 10_000;
+
+/// Prints a value as minijinja does, but refuses a list or map of more than
+/// [`MAX_PRINTED_ITEMS`] items: printing an item costs far more time than the fuel it pays, so
+/// `n={{ ['x'] * 100000000 }}` kept the store's transaction for over a minute before the text
+/// reached its size limit.
+fn bounded_formatter(
+    out: &mut minijinja::Output<'_>,
+    state: &mut minijinja::State,
+    value: &JValue,
+) -> Result<(), minijinja::Error> {
+    let mut left = MAX_PRINTED_ITEMS;
+    if !fits(value, &mut left, 0) {
+        return Err(minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!(
+                "cannot print a list or map of more than {MAX_PRINTED_ITEMS} items into text \
+                 (use `| length`, or the value alone as `{{{{ expr }}}}`)"
+            ),
+        ));
+    }
+    minijinja::escape_formatter(out, state, value)
+}
+
+/// Whether `value` holds at most `left` items in all, counting down as it looks; a known
+/// length is checked before any item is made.
+fn fits(value: &JValue, left: &mut usize, depth: usize) -> bool {
+    use minijinja::value::ObjectRepr;
+    let Some(object) = value.as_object() else {
+        return true;
+    };
+    if depth > MAX_DEPTH || object.enumerator_len().is_some_and(|n| n > *left) {
+        return false;
+    }
+    let items: Box<dyn Iterator<Item = JValue>> = match object.repr() {
+        ObjectRepr::Map => Box::new(
+            object
+                .try_iter_pairs()
+                .into_iter()
+                .flatten()
+                .map(|(_, value)| value),
+        ),
+        ObjectRepr::Seq | ObjectRepr::Iterable => Box::new(object.try_iter().into_iter().flatten()),
+        _ => return true,
+    };
+    for item in items {
+        if *left == 0 {
+            return false;
+        }
+        *left -= 1;
+        if !fits(&item, left, depth + 1) {
+            return false;
+        }
+    }
+    true
+}
 
 /// The shared sandboxed environment, for tools that render whole templates (`render`).
 pub fn environment() -> &'static Environment<'static> {
@@ -118,13 +198,40 @@ pub fn render_str(text: &str, scope: &Scope) -> Result<Value, Error> {
     if !is_template(text) {
         return Ok(Value::String(text.to_string()));
     }
-    let rendered = ENV
-        .render_str(text, scope.0.clone())
-        .map_err(|e| error(text, e))?;
-    if rendered.len() > MAX_OUTPUT {
-        return Err(error(text, "rendered text is larger than 16 MiB"));
+    // Written through a bounded buffer: the text stops growing at the limit instead of being
+    // measured once it is complete.
+    let template = ENV.template_from_str(text).map_err(|e| error(text, e))?;
+    let mut out = BoundedText::default();
+    if let Err(e) = template.render_captured_to(scope.0.clone(), &mut out) {
+        if out.overflowed {
+            return Err(error(text, "rendered text is larger than 16 MiB"));
+        }
+        return Err(error(text, e));
     }
-    Ok(Value::String(rendered))
+    String::from_utf8(out.text)
+        .map(Value::String)
+        .map_err(|e| error(text, e))
+}
+
+/// Rendered text that refuses to grow past [`MAX_OUTPUT`] bytes.
+#[derive(Default)]
+struct BoundedText {
+    text: Vec<u8>,
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedText {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.text.len() + buf.len() > MAX_OUTPUT {
+            self.overflowed = true;
+            return Err(std::io::Error::other("rendered text is larger than 16 MiB"));
+        }
+        self.text.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 type Compiled = minijinja::Expression<'static, 'static>;
@@ -212,11 +319,109 @@ pub fn eval_condition(text: &str, scope: &Scope) -> Result<bool, Error> {
     Ok(value.is_true())
 }
 
+/// Converts an expression's value to JSON within [`MAX_OUTPUT`] bytes and [`MAX_DEPTH`] levels.
+///
+/// Fuel bounds what the expression computes, but a lazy value escapes it: `['x'] * 100000000`
+/// is one cheap instruction that yields a sequence of a hundred million items, and only turning
+/// it into JSON would allocate them (gigabytes). The conversion counts as it goes and stops at
+/// the limit, before the items exist.
 fn to_json(value: &JValue) -> Result<Value, serde_json::Error> {
     if value.is_undefined() || value.is_none() {
         return Ok(Value::Null);
     }
-    serde_json::to_value(value)
+    let budget = std::cell::Cell::new(MAX_OUTPUT);
+    serde_json::to_value(Bounded {
+        value,
+        budget: &budget,
+        depth: 0,
+    })
+}
+
+/// Nesting past this is refused while converting (stored values allow less; this only keeps
+/// the conversion's recursion short).
+const MAX_DEPTH: usize = 128;
+/// What one list slot or map entry counts against [`MAX_OUTPUT`], besides its contents.
+const SLOT_BYTES: usize = 16;
+
+/// A minijinja value serialized as minijinja does, but charged against a byte budget.
+struct Bounded<'a> {
+    value: &'a JValue,
+    budget: &'a std::cell::Cell<usize>,
+    depth: usize,
+}
+
+impl Bounded<'_> {
+    fn charge<E: serde::ser::Error>(&self, bytes: usize) -> Result<(), E> {
+        match self.budget.get().checked_sub(bytes) {
+            Some(left) => {
+                self.budget.set(left);
+                Ok(())
+            }
+            None => Err(E::custom(format!(
+                "the value is larger than {} MiB",
+                MAX_OUTPUT / (1024 * 1024)
+            ))),
+        }
+    }
+
+    fn inner<'b>(&'b self, value: &'b JValue) -> Bounded<'b> {
+        Bounded {
+            value,
+            budget: self.budget,
+            depth: self.depth + 1,
+        }
+    }
+}
+
+impl serde::Serialize for Bounded<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use minijinja::value::{ObjectRepr, ValueKind};
+        use serde::ser::{Error as _, SerializeMap, SerializeSeq};
+        if self.depth > MAX_DEPTH {
+            return Err(S::Error::custom(format!(
+                "the value nests more than {MAX_DEPTH} levels deep"
+            )));
+        }
+        let Some(object) = self.value.as_object() else {
+            if self.value.kind() == ValueKind::Invalid {
+                return Err(S::Error::custom(format!("invalid value: {}", self.value)));
+            }
+            self.charge(self.value.as_bytes().map_or(SLOT_BYTES, <[u8]>::len))?;
+            return self.value.serialize(serializer);
+        };
+        match object.repr() {
+            ObjectRepr::Seq | ObjectRepr::Iterable => {
+                // A known length is charged before a single item is made.
+                let len = object.enumerator_len();
+                if let Some(n) = len {
+                    self.charge(n.saturating_mul(SLOT_BYTES))?;
+                }
+                let mut seq = serializer.serialize_seq(len)?;
+                for item in object.try_iter().into_iter().flatten() {
+                    if len.is_none() {
+                        self.charge(SLOT_BYTES)?;
+                    }
+                    seq.serialize_element(&self.inner(&item))?;
+                }
+                seq.end()
+            }
+            ObjectRepr::Map => {
+                let mut map = serializer.serialize_map(None)?;
+                for (key, value) in object.try_iter_pairs().into_iter().flatten() {
+                    self.charge(SLOT_BYTES)?;
+                    map.serialize_entry(&self.inner(&key), &self.inner(&value))?;
+                }
+                map.end()
+            }
+            ObjectRepr::Plain => {
+                let text = object.to_string();
+                self.charge(text.len())?;
+                serializer.serialize_str(&text)
+            }
+            // A representation added by a later minijinja: as minijinja serializes it.
+            _ => self.value.serialize(serializer),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -270,6 +475,57 @@ mod tests {
     fn printing_undefined_is_an_error() {
         let s = scope();
         assert!(render_str("x {{ input.nope }}", &s).is_err());
+    }
+
+    #[test]
+    fn a_huge_lazy_value_is_refused_before_it_exists() {
+        let s = scope();
+        let e = render_str("{{ ['x'] * 100000000 }}", &s).expect_err("refused");
+        assert!(e.message.contains("larger than 16 MiB"), "{e}");
+        let e = render_str("{{ range(100000) | list * 1000 }}", &s).expect_err("refused");
+        assert!(e.message.contains("larger than 16 MiB"), "{e}");
+        let e = eval_condition("(['x'] * 100000000) | length > 0", &s);
+        assert_eq!(e, Ok(true), "a length needs no items");
+    }
+
+    #[test]
+    fn huge_text_stops_at_the_limit() {
+        let s = scope();
+        let e = render_str("n: {{ ['x'] * 100000000 }}", &s).expect_err("refused");
+        assert!(e.message.contains("more than 10000 items"), "{e}");
+        let e = render_str("{{ (['x'] * 100000000) | tojson }}", &s).expect_err("refused");
+        assert!(e.message.contains("more than 100000 items"), "{e}");
+        // Within the limit, exactly minijinja's own `tojson`.
+        let stock = Environment::new()
+            .render_str(
+                "x={{ v | tojson }}",
+                minijinja::context! { v => vec![1, 2, 3] },
+            )
+            .expect("stock tojson");
+        assert_eq!(
+            render_str("x={{ steps.a.output | tojson }}", &s),
+            Ok(json!(stock))
+        );
+        let e = render_str(
+            "{% for i in range(100) %}{{ 'y' * 1000000 }}{% endfor %}",
+            &s,
+        )
+        .expect_err("refused");
+        assert!(e.message.contains("larger than 16 MiB"), "{e}");
+    }
+
+    #[test]
+    fn values_within_the_limits_convert_as_before() {
+        let s = scope();
+        assert_eq!(
+            render_str(
+                "{{ {'a': [1, 2.5, 'x', none, true], 'b': {'c': steps.a.output} } }}",
+                &s
+            ),
+            Ok(json!({"a": [1, 2.5, "x", null, true], "b": {"c": [1, 2, 3]}}))
+        );
+        assert_eq!(render_str("{{ [0] * 3 }}", &s), Ok(json!([0, 0, 0])));
+        assert_eq!(render_str("{{ range(3) }}", &s), Ok(json!([0, 1, 2])));
     }
 
     #[test]

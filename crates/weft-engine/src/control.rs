@@ -38,7 +38,18 @@ impl Engine {
 
     /// [`Engine::create_run`] with a request's own options. The tenant's runs-per-hour quota
     /// is counted in the same transaction that inserts the run, so it holds across processes.
-    pub async fn create_run_with(&self, mut new: NewRun, options: RunOptions) -> Result<Run> {
+    pub async fn create_run_with(&self, new: NewRun, options: RunOptions) -> Result<Run> {
+        Ok(self.create_or_replay(new, options).await?.0)
+    }
+
+    /// [`Engine::create_run_with`], saying whether the run is new (`true`) or the replay of an
+    /// earlier request with the same idempotency key (`false`), so a caller records its
+    /// creation once.
+    pub async fn create_or_replay(
+        &self,
+        mut new: NewRun,
+        options: RunOptions,
+    ) -> Result<(Run, bool)> {
         self.remember_plan(new.plan.clone());
         let request_digest = request_digest(&new, options.budget.as_ref());
         if let Some(budget) = &options.budget {
@@ -55,9 +66,9 @@ impl Engine {
             if existing.request_digest.as_deref() != Some(&request_digest) {
                 return Err(Error::IdempotencyConflict(key.clone()));
             }
-            return Ok(existing);
+            return Ok((existing, false));
         }
-        self.admit_and_insert(tx, &new, request_digest).await
+        Ok((self.admit_and_insert(tx, &new, request_digest).await?, true))
     }
 
     /// The end of every run creation: the tenant's runs-per-hour quota, counted in the

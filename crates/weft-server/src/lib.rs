@@ -41,6 +41,7 @@ use weft_store::server::ServerStore;
 pub mod api;
 pub mod auth;
 pub mod events;
+mod listen;
 pub mod markdown;
 pub mod mcp;
 pub mod metrics;
@@ -57,6 +58,19 @@ pub struct ServerOptions {
     pub listen: SocketAddr,
     /// The largest request body accepted, in bytes.
     pub body_limit: usize,
+    /// How long a client may take to send a request's head, and how long a kept-alive
+    /// connection may sit idle before its next one, in milliseconds. A body that pauses this
+    /// long between chunks is cut off too.
+    pub header_timeout_ms: u64,
+    /// Connections open at once; one more is answered 503 and closed.
+    pub max_connections: usize,
+    /// After the stop signal, how long open connections (streams included) get to finish,
+    /// in milliseconds, before they are closed.
+    pub shutdown_grace_ms: u64,
+    /// The operator's credential for the full `/metrics` (series by template and step).
+    /// Without it `/metrics` shows only series that name no template, step or tenant.
+    #[serde(skip_serializing)]
+    pub metrics_token: Option<String>,
     /// The largest page a list returns.
     pub max_page: u32,
     /// Events buffered per stream subscriber; a subscriber that falls this far behind is
@@ -81,6 +95,10 @@ impl Default for ServerOptions {
         ServerOptions {
             listen: SocketAddr::from(([127, 0, 0, 1], 8420)),
             body_limit: 1024 * 1024,
+            header_timeout_ms: 30_000,
+            max_connections: 1024,
+            shutdown_grace_ms: 10_000,
+            metrics_token: None,
             max_page: 200,
             sse_buffer: 256,
             heartbeat_ms: 15_000,
@@ -280,6 +298,14 @@ impl Server {
         .merge(ui::routes())
         .fallback(api::not_found)
         .method_not_allowed_fallback(api::method_not_allowed)
+        // Every body, whoever reads it (extractors, `/mcp`, streams), stops at the limit and
+        // may not stall; the problem layer outside them turns their plain errors into problems.
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(
+            Duration::from_millis(self.state.options.header_timeout_ms.max(1)),
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(
+            self.state.options.body_limit,
+        ))
         .layer(axum::middleware::from_fn(problem::plain_errors_as_problems))
         .layer(DefaultBodyLimit::max(self.state.options.body_limit))
         .layer(axum::middleware::from_fn(metrics::track))
@@ -329,12 +355,40 @@ impl Server {
             tasks.spawn(scheduler.run(shutdown.clone()));
         }
         let app = self.router();
-        let stop = shutdown.clone();
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { stop.cancelled().await })
-            .await;
+        let grace = Duration::from_millis(self.state.options.shutdown_grace_ms);
+        // The grace counts from the stop signal, for the connections and the tasks together.
+        let stop_began = tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move {
+                shutdown.cancelled().await;
+                tokio::time::Instant::now()
+            }
+        });
+        let served = listen::serve(
+            listener,
+            app,
+            listen::Limits {
+                header_timeout: Duration::from_millis(self.state.options.header_timeout_ms.max(1)),
+                max_connections: self.state.options.max_connections.max(1),
+                grace,
+            },
+            shutdown.clone(),
+        )
+        .await;
         shutdown.cancel();
-        while tasks.join_next().await.is_some() {}
+        let began = stop_began
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        // The worker, the scheduler and the tail stop within the same grace; a task that has
+        // not stopped by then is abandoned, not waited for.
+        let drained = tokio::time::timeout_at(began + grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(?grace, "Stopping without waiting longer for running work.");
+            tasks.abort_all();
+        }
         served
     }
 }

@@ -417,6 +417,21 @@ async fn authenticate(State(state): State<AppState>, request: Request, next: Nex
     match Caller::from_request_parts(&mut parts, &state).await {
         Ok(caller) => {
             parts.extensions.insert(caller);
+            // rmcp reads the body itself and answers a body past the limit with a 500: read it
+            // here (it is small, JSON-RPC) so that one is the 413 problem every route gives.
+            let body = match axum::body::to_bytes(body, state.options.body_limit).await {
+                Ok(bytes) => axum::body::Body::from(bytes),
+                Err(_) => {
+                    return crate::problem::Problem::new(
+                        crate::problem::Kind::PayloadTooLarge,
+                        format!(
+                            "the request body is larger than {} bytes",
+                            state.options.body_limit
+                        ),
+                    )
+                    .into_response();
+                }
+            };
             next.run(Request::from_parts(parts, body)).await
         }
         Err(problem) => problem.into_response(),

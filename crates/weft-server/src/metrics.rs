@@ -171,10 +171,29 @@ pub async fn track(request: Request, next: Next) -> Response {
     response
 }
 
-/// Prometheus text exposition of every metric.
+/// Prometheus text exposition. With the operator's metrics token (`WEFT_METRICS_TOKEN`) as
+/// the bearer, every metric; without one, only the series that name no template or step: the
+/// names a tenant chose are not public.
 #[utoipa::path(get, path = "/metrics", tag = "service",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn render(State(state): State<AppState>) -> Response {
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String),
+        (status = 401, body = crate::problem::Problem)))]
+pub async fn render(State(state): State<AppState>, request: Request) -> Response {
+    let (parts, _) = request.into_parts();
+    let full = match (&state.options.metrics_token, crate::auth::bearer(&parts)) {
+        (None, _) | (Some(_), None) => false,
+        (Some(token), Some(given)) => {
+            // Compared as hashes: equal lengths, no early exit on the first differing byte.
+            if crate::auth::hash_secret(given) != crate::auth::hash_secret(token) {
+                return crate::problem::Problem::new(
+                    crate::problem::Kind::Unauthorized,
+                    "not the metrics token; send `Authorization: Bearer $WEFT_METRICS_TOKEN`, \
+                     or no credential for the public series",
+                )
+                .into_response();
+            }
+            true
+        }
+    };
     if handle().is_none() {
         return (axum::http::StatusCode::OK, "").into_response();
     }
@@ -200,7 +219,35 @@ pub async fn render(State(state): State<AppState>) -> Response {
             metrics::gauge!("weft_runs", "template" => template, "status" => status).set(n as f64);
         }
     }
-    text()
+    if full { text() } else { public_text() }
+}
+
+/// [`text`] without the series labelled by a template or a step.
+fn public_text() -> Response {
+    let body = handle().map(|h| h.render()).unwrap_or_default();
+    let body: String = body
+        .lines()
+        .filter(|line| !names_a_tenants_choice(line))
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// Whether a sample line carries a label whose value a tenant chose.
+fn names_a_tenants_choice(line: &str) -> bool {
+    let Some((_, labels)) = line.split_once('{') else {
+        return false;
+    };
+    ["template=", "step=", "tenant="]
+        .iter()
+        .any(|label| labels.starts_with(label) || labels.contains(&format!(",{label}")))
 }
 
 /// Keeps histograms from growing without bound.

@@ -275,11 +275,12 @@ pub async fn plain_errors_as_problems(
 ) -> Response {
     let response = next.run(request).await;
     let status = response.status();
+    // Plain text, or no type at all (an empty error from a layer).
     let plain = response
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/plain"));
+        .is_none_or(|v| v.starts_with("text/plain"));
     if !(status.is_client_error() || status.is_server_error()) || !plain {
         return response;
     }
@@ -295,6 +296,12 @@ pub async fn plain_errors_as_problems(
         .await
         .map(|b| String::from_utf8_lossy(&b).into_owned())
         .unwrap_or_default();
+    // A body stopped by the listener's limit reaches an extractor as a failed read (400).
+    let kind = if kind == Kind::BadRequest && text.contains("length limit exceeded") {
+        Kind::PayloadTooLarge
+    } else {
+        kind
+    };
     Problem::new(kind, text).into_response()
 }
 

@@ -15,6 +15,9 @@ use tokio_util::sync::CancellationToken;
 use weft_engine::WorkerOptions;
 use weft_server::ServerOptions;
 
+/// The operator's metrics credential (`WEFT_METRICS_TOKEN` in `weft serve`).
+const OPERATOR: &str = "operator-metrics-token";
+
 /// Prometheus text -> series (name with labels, as written) -> value.
 fn parse(text: &str) -> BTreeMap<String, f64> {
     text.lines()
@@ -36,6 +39,7 @@ fn value(series: &BTreeMap<String, f64>, name: &str) -> f64 {
 async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
     let h = harness(ServerOptions {
         workers: false,
+        metrics_token: Some(OPERATOR.into()),
         ..ServerOptions::default()
     })
     .await;
@@ -61,7 +65,7 @@ async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
     // A run waiting for a worker: the queue shows it.
     let first = start_run(&h, &key, "ops", json!({"token": "hunter2-secret"})).await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let text = call(&h, "GET", "/metrics", None, None).await.body;
+    let text = call(&h, "GET", "/metrics", Some(OPERATOR), None).await.body;
     let text = text.as_str().expect("text").to_string();
     let series = parse(&text);
     assert!(value(&series, "weft_queue_depth") >= 1.0, "{text}");
@@ -82,7 +86,7 @@ async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
     stop.cancel();
     let _ = worker.await;
 
-    let text = call(&h, "GET", "/metrics", None, None).await.body;
+    let text = call(&h, "GET", "/metrics", Some(OPERATOR), None).await.body;
     let text = text.as_str().expect("text").to_string();
     let series = parse(&text);
     let t = r#"template="ops""#;
@@ -138,10 +142,22 @@ async fn metrics_count_a_retry_a_cache_hit_and_the_queue() {
     assert!(!text.contains("weft_step_failures_total{"), "{text}");
     assert_eq!(value(&series, "weft_queue_depth"), 0.0);
 
+    // Without the operator's credential: no series names a template or a step; a tenant's
+    // key is not that credential.
+    let public = call(&h, "GET", "/metrics", None, None).await;
+    assert_eq!(public.status, 200);
+    let public = public.body.as_str().expect("text").to_string();
+    assert!(public.contains("weft_queue_depth"), "{public}");
+    assert!(!public.contains("ops"), "{public}");
+    assert!(!public.contains("flaky"), "{public}");
+    let tenant = call(&h, "GET", "/metrics", Some(&key), None).await;
+    assert_eq!(tenant.status, 401, "{:?}", tenant.body);
+    assert_eq!(tenant.body["code"], "WEFT-E201", "{:?}", tenant.body);
+
     // A callback without a task token is refused and counted by its problem code.
     let refused = call(&h, "GET", "/v1/task/secrets/anything", None, None).await;
     assert_eq!(refused.status, 401, "{:?}", refused.body);
-    let text = call(&h, "GET", "/metrics", None, None).await.body;
+    let text = call(&h, "GET", "/metrics", Some(OPERATOR), None).await.body;
     let text = text.as_str().expect("text").to_string();
     assert_eq!(
         value(

@@ -100,7 +100,14 @@ async fn post_run(base: &str, key: &str, template: &str, inputs: Value) -> Strin
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_events() {
-    let srv = serve(harness(ServerOptions::default()).await).await;
+    let srv = serve(
+        harness(ServerOptions {
+            metrics_token: Some("operator-metrics-token".into()),
+            ..ServerOptions::default()
+        })
+        .await,
+    )
+    .await;
     let run = post_run(&srv.base, &srv.key_a, "steps", json!({"pause": "250ms"})).await;
     let url = format!("{}/v1/runs/{run}/events", srv.base);
 
@@ -163,7 +170,10 @@ async fn a_reconnect_with_last_event_id_gets_exactly_the_missed_events() {
     assert!(fourth.rest().await.is_empty());
 
     // The run shows in the metrics, counted by the engine when it committed the run.
-    let metrics = reqwest::get(format!("{}/metrics", srv.base))
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", srv.base))
+        .bearer_auth("operator-metrics-token")
+        .send()
         .await
         .unwrap()
         .text()

@@ -6,8 +6,10 @@
 //! replaces with a URL before the output is recorded.
 //!
 //! The page's address goes through the same SSRF guard as `http`: loopback, private and
-//! link-local targets are refused unless `[browser] allow` lists the host. Only the first
-//! address is checked; what the page itself loads is not.
+//! link-local targets are refused unless `[browser] allow` lists the host. So does everything
+//! the page loads: Chromium reaches the network only through [`egress`], a proxy inside weft
+//! that checks each connection on the address it connects to. WebRTC may not send UDP around
+//! it. Refused targets are listed in the output's `blocked`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use crate::builtin::ssrf::{AllowList, check};
 use crate::builtin::{parse_duration, parse_input};
 use crate::{Context, Error, Registry, Result, Tool};
 
+mod egress;
+
 /// The flags every browser starts with (see ECOSYSTEM.md).
 const FLAGS: &[&str] = &[
     "disable-gpu",
@@ -35,6 +39,7 @@ const FLAGS: &[&str] = &[
     "disable-component-update",
     "disable-sync",
     "disable-dev-shm-usage",
+    "dns-prefetch-disable",
 ];
 
 /// `[browser]` in `weft.toml`.
@@ -134,7 +139,7 @@ impl Screenshot {
         Ok(())
     }
 
-    async fn shoot(&self, input: &Input, url: &str) -> Result<Vec<u8>> {
+    async fn shoot(&self, input: &Input, url: &str, egress: &egress::Egress) -> Result<Vec<u8>> {
         let profile = tempfile_dir()?;
         let viewport = input.viewport.as_ref().map_or(
             Viewport {
@@ -159,6 +164,11 @@ impl Screenshot {
             .disable_default_args()
             .no_sandbox()
             .args(FLAGS.iter().copied())
+            // Everything through the guarded proxy, loopback included (Chromium bypasses the
+            // proxy for loopback unless told `<-loopback>`), and no UDP around it.
+            .arg(("proxy-server", egress.proxy_server().as_str()))
+            .arg(("proxy-bypass-list", "<-loopback>"))
+            .arg(("force-webrtc-ip-handling-policy", "disable_non_proxied_udp"))
             .user_data_dir(profile.path())
             .window_size(viewport.width, viewport.height)
             .viewport(viewport)
@@ -235,8 +245,9 @@ impl Tool for Screenshot {
     fn description(&self) -> &str {
         "A PNG screenshot of `url` in headless Chromium, at `viewport` {width, height, scale} \
          (default 1280×800), of the whole page with `full_page`, after `wait_for` (a CSS \
-         selector) appears. Output: {url, image}; the artifacts hook turns `image` into \
-         {url, content_type, width, height, bytes, sha256}."
+         selector) appears. Output: {url, image, blocked}; the artifacts hook turns `image` into \
+         {url, content_type, width, height, bytes, sha256}; `blocked` lists what the page tried \
+         to load from loopback, private or link-local addresses (refused)."
     }
 
     fn input_schema(&self) -> Option<Value> {
@@ -265,8 +276,9 @@ impl Tool for Screenshot {
             Some(t) => parse_duration("timeout", t)?,
             None => self.timeout,
         };
+        let egress = egress::Egress::start(self.allow.clone()).await?;
         let png = tokio::select! {
-            shot = tokio::time::timeout(limit, self.shoot(&input, url.as_str())) => shot.map_err(|_| {
+            shot = tokio::time::timeout(limit, self.shoot(&input, url.as_str(), &egress)) => shot.map_err(|_| {
                 Error::Failed(format!("browser.screenshot: no screenshot within {limit:?}"))
             })??,
             () = ctx.cancel.cancelled() => return Err(Error::Cancelled),
@@ -274,6 +286,7 @@ impl Tool for Screenshot {
         Ok(json!({
             "url": url.as_str(),
             "image": crate::artifacts::image_content(&png, "image/png"),
+            "blocked": egress.blocked(),
         }))
     }
 }

@@ -109,17 +109,11 @@ async fn tiny_image_from_server_everything_goes_through_the_hook() {
     assert!(!out.to_string().contains("\"data\""), "{out}");
 }
 
-fn chromium() -> Option<std::path::PathBuf> {
-    let found = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-        .iter()
-        .map(std::path::PathBuf::from)
-        .find(|p| p.exists());
-    common::need(found, "Chromium", "apt-get install -y chromium")
-}
-
 #[tokio::test]
 async fn screenshot_of_a_local_page_is_stored_as_an_artifact() {
-    let Some(chromium) = chromium() else { return };
+    let Some(chromium) = common::chromium() else {
+        return;
+    };
     let app = axum::Router::new().route(
         "/",
         axum::routing::get(|| async {

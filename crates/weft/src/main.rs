@@ -82,7 +82,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(commands::dispatch(cli)) {
+    let result = runtime.block_on(commands::dispatch(cli));
+    // Dropping the runtime would wait for every blocking task, however long it runs; the
+    // command already gave its work the time it allows (`serve`'s and `worker`'s grace).
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    match result {
         Ok(code) => code,
         Err(e) => {
             let code = match e.downcast_ref::<app::UsageError>() {

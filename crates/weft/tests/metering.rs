@@ -487,6 +487,9 @@ fn http(
     (status, head.to_string(), body.to_string())
 }
 
+/// The operator's credential for every metric series.
+const METRICS_TOKEN: &str = "operator-metrics-token";
+
 /// `weft serve` on a free port, killed on drop.
 struct Serve {
     child: Child,
@@ -504,6 +507,7 @@ impl Drop for Serve {
 fn serve(dir: &Path) -> Serve {
     let mut child = weft_cmd(dir)
         .args(["serve", "--listen", "127.0.0.1:0"])
+        .env("WEFT_METRICS_TOKEN", METRICS_TOKEN)
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -648,7 +652,7 @@ fn the_api_shows_run_usage_groups_it_and_enforces_budgets_and_the_run_quota() {
     assert_eq!(status, 401);
 
     // The counter of tokens, by template and kind.
-    let (status, _, metrics) = http(&server.addr, "GET", "/metrics", None, None);
+    let (status, _, metrics) = http(&server.addr, "GET", "/metrics", Some(METRICS_TOKEN), None);
     assert_eq!(status, 200);
     let counter = |kind: &str| {
         metrics

@@ -28,7 +28,9 @@ pub mod usage;
 /// A request body, or the problem with it (too large, unreadable).
 pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     bytes.map_err(|rejection| {
-        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE
+            || stopped_by_the_limit(&rejection)
+        {
             Problem::new(
                 Kind::PayloadTooLarge,
                 "the request body is larger than the server accepts",
@@ -40,6 +42,19 @@ pub(crate) fn body(bytes: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
             )
         }
     })
+}
+
+/// Whether a body read failed because the listener's body limit (tower-http's, which axum
+/// does not recognise as its own) cut it off.
+fn stopped_by_the_limit(rejection: &BytesRejection) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(rejection);
+    while let Some(error) = source {
+        if error.is::<http_body_util::LengthLimitError>() {
+            return true;
+        }
+        source = error.source();
+    }
+    false
 }
 
 /// Whether the request says its body is of one of `types` (parameters like `charset` ignored).

@@ -115,9 +115,9 @@ pub async fn create_run(
         ),
         None => None,
     };
-    let run = state
+    let (run, created) = state
         .engine
-        .create_run_with(
+        .create_or_replay(
             NewRun {
                 tenant: caller.tenant.clone(),
                 plan,
@@ -129,8 +129,11 @@ pub async fn create_run(
         )
         .await
         .map_err(|e| engine_problem(e, ""))?;
-    super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;
-    state.hub.wake();
+    // A replay (the same idempotency key and request) created nothing: nothing to audit.
+    if created {
+        super::audit::record(&state, &caller, "run.created", "run", &run.id, "ok").await?;
+        state.hub.wake();
+    }
     Ok((StatusCode::CREATED, Json(detail(&state, &run).await?)))
 }
 

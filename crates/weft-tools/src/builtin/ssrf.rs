@@ -154,6 +154,37 @@ pub fn check(host: &str, ip: IpAddr) -> Result<(), Refused> {
     }
 }
 
+/// Why [`resolve`] gave no address.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("cannot resolve {host}: {source}")]
+    Lookup {
+        host: String,
+        source: std::io::Error,
+    },
+}
+
+/// The addresses `host` (a name or an IP literal, IPv6 with or without brackets) stands for on
+/// `port`, refused as a whole when any of them is off limits. This one answer is what the
+/// caller must connect to: resolving the name again would let a rebinding DNS server answer
+/// differently the second time.
+pub async fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ResolveError> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((bare, port))
+        .await
+        .map_err(|source| ResolveError::Lookup {
+            host: host.to_string(),
+            source,
+        })?
+        .collect();
+    for addr in &addrs {
+        check(host, addr.ip())?;
+    }
+    Ok(addrs)
+}
+
 /// A DNS resolver that refuses names resolving to any off-limits address, so the client only
 /// ever connects to addresses that passed the check.
 #[derive(Debug, Clone, Default)]
@@ -163,13 +194,15 @@ impl Resolve for GuardedResolver {
     fn resolve(&self, name: Name) -> Resolving {
         let host = name.as_str().to_string();
         Box::pin(async move {
-            let addrs: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            for addr in &addrs {
-                check(&host, addr.ip())?;
+            // The error types stay as they were: `http` finds a `Refused` in the chain.
+            match resolve(&host, 0).await {
+                Ok(addrs) => {
+                    let addrs: Addrs = Box::new(addrs.into_iter());
+                    Ok(addrs)
+                }
+                Err(ResolveError::Refused(refused)) => Err(refused.into()),
+                Err(ResolveError::Lookup { source, .. }) => Err(source.into()),
             }
-            let addrs: Addrs = Box::new(addrs.into_iter());
-            Ok(addrs)
         })
     }
 }

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
@@ -36,6 +37,22 @@ pub struct ServeArgs {
     /// The largest request body accepted, in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     pub body_limit: usize,
+    /// How long a client may take to send a request head (and a body may pause), and how long
+    /// a kept-alive connection may sit idle.
+    #[arg(long, default_value = "30s", value_parser = weft_core::duration::parse)]
+    pub header_timeout: Duration,
+    /// Connections open at once; past it a connection gets 503 and is closed.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// After SIGTERM/SIGINT, how long requests, streams and running calls get before the
+    /// server stops anyway.
+    #[arg(long, default_value = "10s", value_parser = weft_core::duration::parse)]
+    pub grace: Duration,
+    /// Also serve the full `/metrics` (every series) and `/healthz` on this address, with no
+    /// credential: for a private interface. The API's `/metrics` shows the full series only
+    /// with `WEFT_METRICS_TOKEN` as the bearer.
+    #[arg(long, env = "WEFT_METRICS_LISTEN", value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The process's store as the server needs it (with tenants, keys, templates and memory),
@@ -153,6 +170,12 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let options = ServerOptions {
         listen: args.listen,
         body_limit: args.body_limit,
+        header_timeout_ms: u64::try_from(args.header_timeout.as_millis()).unwrap_or(u64::MAX),
+        max_connections: args.max_connections,
+        shutdown_grace_ms: u64::try_from(args.grace.as_millis()).unwrap_or(u64::MAX),
+        metrics_token: std::env::var("WEFT_METRICS_TOKEN")
+            .ok()
+            .filter(|t| !t.trim().is_empty()),
         llm_matcher: !app.config.llm.is_empty(),
         worker: WorkerOptions {
             concurrency: app.concurrency(args.concurrency),
@@ -186,10 +209,27 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
         engine.set_api_url(url.trim_end_matches('/'));
     }
     engine.set_secret_access(store.clone(), secret_box.clone());
+    let exporter = match args.metrics_listen {
+        Some(at) => {
+            let listener = tokio::net::TcpListener::bind(at)
+                .await
+                .map_err(|e| usage(format!("cannot listen on {at}: {e}")))?;
+            eprintln!("metrics on http://{}/metrics", listener.local_addr()?);
+            Some(tokio::spawn(weft_server::metrics::serve_exporter(
+                listener,
+                store.clone(),
+                shutdown.clone(),
+            )))
+        }
+        None => None,
+    };
     let server = Server::new(store, engine, options, shared)
         .with_secret_box(secret_box)
         .with_artifacts(app.artifacts.clone());
     server.run(listener, shutdown).await?;
+    if let Some(exporter) = exporter {
+        exporter.abort();
+    }
     Ok(ExitCode::SUCCESS)
 }
 
