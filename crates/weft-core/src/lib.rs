@@ -12,6 +12,7 @@ pub mod duration;
 pub mod expr;
 pub mod geo;
 pub mod inputs;
+pub mod lifecycle;
 pub mod limits;
 pub mod load;
 pub mod orchestrator;

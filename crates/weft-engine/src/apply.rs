@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use weft_core::Plan;
+use weft_core::lifecycle::{EventKind, RunTransition, StepTransition::*};
 use weft_core::orchestrator::{self, Decision, Outcome, RunInfo, StepState};
 use weft_core::plan::Budget;
 use weft_store::usage::TaskUsage;
@@ -17,23 +18,15 @@ use weft_store::{
 };
 
 use crate::completion::Completion;
+use crate::lifecycle::{
+    cancel_rest, end_step, event, finish_step, state_of, transition_run, transition_step,
+};
 use crate::{Engine, Result};
 
-pub(crate) fn event(run_id: &str, kind: &str, step: Option<&str>, data: Value) -> NewEvent {
-    NewEvent {
-        run_id: run_id.to_string(),
-        kind: kind.to_string(),
-        step_id: step.map(str::to_string),
-        item: None,
-        attempt: None,
-        data,
-    }
-}
-
-fn task_event(c: &Completion, kind: &str, data: Value) -> NewEvent {
+fn task_event(c: &Completion, kind: EventKind, data: Value) -> NewEvent {
     NewEvent {
         run_id: c.run_id.clone(),
-        kind: kind.to_string(),
+        kind,
         step_id: Some(c.step_id.clone()),
         item: c.item,
         attempt: Some(c.attempt),
@@ -147,7 +140,7 @@ impl Engine {
                         {
                             events.push(task_event(
                                 &c,
-                                "task.retrying",
+                                EventKind::TaskRetrying,
                                 json!({"error": f.message, "reason": f.reason,
                                        "delay_ms": crate::millis(delay),
                                        "next_attempt": c.attempt + 1}),
@@ -187,11 +180,15 @@ impl Engine {
                 }
                 match &c.result {
                     Ok(v) => {
-                        events.push(task_event(
+                        let succeeded = task_event(
                             &c,
-                            "task.succeeded",
+                            EventKind::TaskSucceeded,
                             json!({"duration_ms": c.duration_ms}),
-                        ));
+                        );
+                        if self.planted(crate::faults::Plant::DoubleCommit) {
+                            events.push(succeeded.clone());
+                        }
+                        events.push(succeeded);
                         if let (Some(key), Some(ttl)) = (&c.cache_key, plan.steps[sidx].cache_ttl) {
                             let expires = tx.now() + crate::millis(ttl);
                             tx.cache_put(key, &c.tenant, v, expires).await?;
@@ -199,7 +196,7 @@ impl Engine {
                     }
                     Err(f) => events.push(task_event(
                         &c,
-                        "task.failed",
+                        EventKind::TaskFailed,
                         json!({"error": f.message, "reason": f.reason,
                                "duration_ms": c.duration_ms, "attempts": c.attempt}),
                     )),
@@ -212,12 +209,9 @@ impl Engine {
                 step.attempts = step.attempts.max(c.attempt);
                 if step.items_total.is_none() {
                     match &c.result {
-                        Ok(v) => finish_step(step, StepStatus::Succeeded, Some(v.clone()), None),
-                        Err(f) => {
-                            finish_step(step, StepStatus::Failed, None, Some(f.message.clone()))
-                        }
+                        Ok(v) => end_step(&mut events, step, Succeed, Some(v.clone()), None),
+                        Err(f) => end_step(&mut events, step, Fail, None, Some(f.message.clone())),
                     }
-                    step_end_event(&mut events, step);
                     settled = true;
                     continue;
                 }
@@ -230,14 +224,12 @@ impl Engine {
                 if let (Err(f), false) = (&c.result, continue_on_error) {
                     let message = format!("item {} failed: {}", c.item.unwrap_or(0), f.message);
                     tx.cancel_tasks(&run_id, Some(&step.step_id)).await?;
-                    finish_step(step, StepStatus::Failed, None, Some(message));
-                    step_end_event(&mut events, step);
+                    end_step(&mut events, step, Fail, None, Some(message));
                     settled = true;
                 } else if step.items_done + step.items_failed >= step.items_total.unwrap_or(0)
                     && matches!(step.status, StepStatus::Running | StepStatus::Waiting)
                 {
-                    settle_fan_out(tx, step).await?;
-                    step_end_event(&mut events, step);
+                    settle_fan_out(tx, step, &mut events).await?;
                     settled = true;
                 }
             }
@@ -249,7 +241,7 @@ impl Engine {
                 }
                 events.push(event(
                     &run_id,
-                    "step.progress",
+                    EventKind::StepProgress,
                     Some(&s.step_id),
                     json!({"done": s.items_done, "failed": s.items_failed,
                            "total": s.items_total}),
@@ -342,20 +334,19 @@ impl Engine {
                 match decision {
                     Decision::Skip { step } => {
                         let s = &mut steps[step];
-                        finish_step(s, StepStatus::Skipped, None, None);
-                        events.push(event(&run.id, "step.skipped", Some(&s.step_id), json!({})));
+                        if let Some(kind) = finish_step(s, Skip, None, None) {
+                            events.push(event(&run.id, kind, Some(&s.step_id), json!({})));
+                        }
                     }
                     Decision::Fail { step, error } => {
                         let s = &mut steps[step];
-                        finish_step(s, StepStatus::Failed, None, Some(error));
-                        step_end_event(&mut events, s);
+                        end_step(&mut events, s, Fail, None, Some(error));
                     }
                     Decision::Complete { step, output } => {
                         let s = &mut steps[step];
                         s.items_total = Some(0);
                         s.started_at = Some(tx.now());
-                        finish_step(s, StepStatus::Succeeded, Some(output), None);
-                        step_end_event(&mut events, s);
+                        end_step(&mut events, s, Succeed, Some(output), None);
                     }
                     Decision::Start {
                         step,
@@ -364,7 +355,7 @@ impl Engine {
                     } => {
                         let spec = &plan.steps[step];
                         let s = &mut steps[step];
-                        s.status = StepStatus::Running;
+                        let started = transition_step(s, Start);
                         s.started_at = Some(tx.now());
                         s.concurrency = spec
                             .for_each
@@ -375,13 +366,15 @@ impl Engine {
                         if fan_out {
                             s.items_total = Some(tasks.len() as u32);
                         }
-                        events.push(event(
-                            &run.id,
-                            "step.started",
-                            Some(&s.step_id),
-                            json!({"tool": spec.tool(), "items": s.items_total,
-                                   "inline": inline}),
-                        ));
+                        if let Some(kind) = started {
+                            events.push(event(
+                                &run.id,
+                                kind,
+                                Some(&s.step_id),
+                                json!({"tool": spec.tool(), "items": s.items_total,
+                                       "inline": inline}),
+                            ));
+                        }
                         // One lookup per step, not per item.
                         let tool = spec.tool().and_then(|name| tools.get(name));
                         let waits = crate::waits::Waits::of(spec);
@@ -419,7 +412,7 @@ impl Engine {
                                         item: t.item,
                                         ..event(
                                             &run.id,
-                                            "task.cache_hit",
+                                            EventKind::TaskCacheHit,
                                             Some(&s.step_id),
                                             json!({"key": key}),
                                         )
@@ -472,7 +465,7 @@ impl Engine {
                                         _ => e,
                                     };
                                     let out = fan_out.then(|| Value::Array(outputs));
-                                    finish_step(s, StepStatus::Failed, out, Some(e));
+                                    end_step(&mut events, s, Fail, out, Some(e));
                                 }
                                 None => {
                                     let out = if fan_out {
@@ -480,10 +473,9 @@ impl Engine {
                                     } else {
                                         outputs.into_iter().next().unwrap_or_default()
                                     };
-                                    finish_step(s, StepStatus::Succeeded, Some(out), None);
+                                    end_step(&mut events, s, Succeed, Some(out), None);
                                 }
                             }
-                            step_end_event(&mut events, s);
                         }
                     }
                 }
@@ -523,7 +515,7 @@ impl Engine {
         };
         tx.append_events(&[event(
             &run.id,
-            "run.budget_exceeded",
+            EventKind::RunBudgetExceeded,
             None,
             json!({"reason": "budget_exceeded", "message": why, "budget": budget,
                    "usage": {"llm_prompt_tokens": used.llm_prompt_tokens,
@@ -544,25 +536,19 @@ impl Engine {
         steps: &mut [StepRow],
         outcome: Outcome,
     ) -> Result<()> {
-        let (update, kind, data) = match outcome {
-            Outcome::Succeeded(output) => (
-                RunUpdate {
-                    status: RunStatus::Succeeded,
-                    output: Some(output),
-                    error: None,
-                },
-                "run.succeeded",
-                json!({}),
-            ),
-            Outcome::Failed(error) => (
-                RunUpdate {
-                    status: RunStatus::Failed,
-                    output: None,
-                    error: Some(error.clone()),
-                },
-                "run.failed",
-                json!({"error": error}),
-            ),
+        let (t, output, error) = match outcome {
+            Outcome::Succeeded(output) => (RunTransition::Succeed, Some(output), None),
+            Outcome::Failed(error) => (RunTransition::Fail, None, Some(error)),
+        };
+        let (status, kind) = transition_run(&run.id, run.status, t);
+        let data = match &error {
+            Some(error) => json!({"error": error}),
+            None => json!({}),
+        };
+        let update = RunUpdate {
+            status,
+            output,
+            error,
         };
         if update.status == RunStatus::Failed {
             cancel_rest(tx, &run.id, steps).await?;
@@ -577,25 +563,6 @@ impl Engine {
         self.tell_parent(tx, run, result).await?;
         Ok(())
     }
-}
-
-/// Cancels every task and step of a run that has not ended.
-pub(crate) async fn cancel_rest(
-    tx: &mut dyn Tx,
-    run_id: &str,
-    steps: &mut [StepRow],
-) -> Result<()> {
-    tx.cancel_tasks(run_id, None).await?;
-    let mut events = Vec::new();
-    for s in steps.iter_mut() {
-        if !s.status.is_terminal() {
-            finish_step(s, StepStatus::Cancelled, None, None);
-            events.push(event(run_id, "step.cancelled", Some(&s.step_id), json!({})));
-            tx.update_step(s).await?;
-        }
-    }
-    tx.append_events(&events).await?;
-    Ok(())
 }
 
 /// Ends, in one store call, the attempts at the head of a run's batch that will simply be
@@ -639,7 +606,13 @@ async fn finish_leading(
     Ok(fins.iter().map(|f| f.task_id).zip(done).collect())
 }
 
-async fn settle_fan_out(tx: &mut dyn Tx, step: &mut StepRow) -> Result<()> {
+/// Ends a fan-out whose items have all ended: its output is every item's, in order; it fails
+/// with the first item that did not succeed.
+async fn settle_fan_out(
+    tx: &mut dyn Tx,
+    step: &mut StepRow,
+    events: &mut Vec<NewEvent>,
+) -> Result<()> {
     let results = tx.item_results(&step.run_id, &step.step_id).await?;
     let mut outputs = Vec::with_capacity(results.len());
     let mut first_error = None;
@@ -653,20 +626,9 @@ async fn settle_fan_out(tx: &mut dyn Tx, step: &mut StepRow) -> Result<()> {
         }
         outputs.push(r.output.unwrap_or(Value::Null));
     }
-    let status = if first_error.is_some() {
-        StepStatus::Failed
-    } else {
-        StepStatus::Succeeded
-    };
-    finish_step(step, status, Some(Value::Array(outputs)), first_error);
+    let t = if first_error.is_some() { Fail } else { Succeed };
+    end_step(events, step, t, Some(Value::Array(outputs)), first_error);
     Ok(())
-}
-
-fn finish_step(s: &mut StepRow, status: StepStatus, output: Option<Value>, error: Option<String>) {
-    s.status = status;
-    s.output = output;
-    s.error = error;
-    s.finished_at = Some(crate::worker::wall_ms());
 }
 
 /// A pure tool's answer, computed inside the transaction. `None` when the tool evaluates out
@@ -688,37 +650,4 @@ fn inline_result(
         Ok(v) => (TaskStatus::Succeeded, v, None, false),
         Err(e) => (TaskStatus::Failed, Value::Null, Some(e), false),
     })
-}
-
-fn step_end_event(events: &mut Vec<NewEvent>, s: &StepRow) {
-    let kind = match s.status {
-        StepStatus::Succeeded => "step.succeeded",
-        StepStatus::Failed => "step.failed",
-        StepStatus::Cancelled => "step.cancelled",
-        StepStatus::Skipped => "step.skipped",
-        _ => return,
-    };
-    let duration = match (s.started_at, s.finished_at) {
-        (Some(a), Some(b)) => Some(b - a),
-        _ => None,
-    };
-    events.push(event(
-        &s.run_id,
-        kind,
-        Some(&s.step_id),
-        json!({"error": s.error, "attempts": s.attempts, "duration_ms": duration,
-               "items": s.items_total, "cache_hits": s.cache_hits}),
-    ));
-}
-
-pub(crate) fn state_of(s: &StepRow) -> StepState<'_> {
-    match &s.output {
-        Some(output) => StepState {
-            status: s.status,
-            output,
-            error: s.error.as_deref(),
-            attempts: s.attempts,
-        },
-        None => StepState::without_output(s.status, s.error.as_deref(), s.attempts),
-    }
 }

@@ -4,10 +4,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use weft_core::Plan;
+use weft_core::lifecycle::{EventKind, RunTransition, StepTransition};
 use weft_core::plan::{Budget, StepKind};
 use weft_store::{Run, RunStatus, RunUpdate, StepRow, StepStatus, TaskStatus};
 
-use crate::apply::event;
+use crate::lifecycle::event;
 use crate::{Engine, Error, Result};
 
 /// What it takes to start a run.
@@ -152,7 +153,7 @@ impl Engine {
         if let Some(p) = &run.parent {
             started["parent"] = serde_json::to_value(p).unwrap_or(Value::Null);
         }
-        tx.append_events(&[event(&run.id, "run.started", None, started)])
+        tx.append_events(&[event(&run.id, EventKind::RunStarted, None, started)])
             .await?;
         self.orchestrate(tx, &run, plan, steps).await?;
         Ok(run)
@@ -197,11 +198,12 @@ impl Engine {
             .await?
             .filter(|r| r.tenant == tenant)
             .ok_or_else(|| Error::RunNotFound(run_id.to_string()))?;
-        if run.status == RunStatus::Succeeded {
-            return Err(Error::Invalid(format!(
+        // The lifecycle says what a resume may reopen: never a success.
+        let (resumed_status, resumed) = run.status.apply(RunTransition::Resume).map_err(|_| {
+            Error::Invalid(format!(
                 "run `{run_id}` already succeeded; there is nothing to resume"
-            )));
-        }
+            ))
+        })?;
         let plan = self.plan_for(&run)?;
         let mut events = Vec::new();
         // Tasks held by a worker that is gone come back as their next attempt.
@@ -209,7 +211,7 @@ impl Engine {
             .await?;
         let mut steps = tx.load_steps(run_id).await?;
         let mut rewaited = Vec::new();
-        if !matches!(run.status, RunStatus::Running | RunStatus::Waiting) {
+        if run.status.resume_reopens() {
             for s in steps.iter_mut() {
                 if matches!(s.status, StepStatus::Succeeded | StepStatus::Skipped) {
                     continue;
@@ -226,14 +228,14 @@ impl Engine {
                 s.error = None;
                 s.finished_at = None;
                 if requeued > 0 || results.iter().any(|r| r.status == TaskStatus::Queued) {
-                    s.status = StepStatus::Running;
+                    crate::lifecycle::transition_step(s, StepTransition::Reopen);
                     s.items_done = results
                         .iter()
                         .filter(|r| r.status == TaskStatus::Succeeded)
                         .count() as u32;
                     s.items_failed = 0;
                 } else {
-                    s.status = StepStatus::Pending;
+                    crate::lifecycle::transition_step(s, StepTransition::Reset);
                     s.items_total = None;
                     s.items_done = 0;
                     s.items_failed = 0;
@@ -243,14 +245,14 @@ impl Engine {
             tx.set_run_status(
                 run_id,
                 &RunUpdate {
-                    status: RunStatus::Running,
+                    status: resumed_status,
                     output: None,
                     error: None,
                 },
             )
             .await?;
         }
-        events.push(event(run_id, "run.resumed", None, json!({})));
+        events.push(event(run_id, resumed, None, json!({})));
         tx.append_events(&events).await?;
         let run = tx.lock_run(run_id).await?.unwrap_or(run);
         if !rewaited.is_empty() {

@@ -23,11 +23,20 @@ pub enum CrashPoint {
     AfterCommit,
 }
 
+/// A bug planted on purpose, to show that the crash tests notice a broken engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Plant {
+    /// Every task result is recorded twice (two `task.succeeded` events), as an engine that
+    /// commits a result twice would.
+    DoubleCommit,
+}
+
 /// Crashes the engine at its `at`-th commit (counting from 1).
 #[derive(Debug)]
 pub struct Crash {
     at: u64,
     point: CrashPoint,
+    plant: Option<Plant>,
     commits: AtomicU64,
     dead: AtomicBool,
     died: Notify,
@@ -38,6 +47,7 @@ impl Crash {
         Arc::new(Crash {
             at,
             point,
+            plant: None,
             commits: AtomicU64::new(0),
             dead: AtomicBool::new(false),
             died: Notify::new(),
@@ -47,6 +57,23 @@ impl Crash {
     /// Never crashes; only counts commits.
     pub fn never() -> Arc<Crash> {
         Crash::new(u64::MAX, CrashPoint::BeforeCommit)
+    }
+
+    /// Never crashes, but the engine carries `bug`.
+    pub fn planted(bug: Plant) -> Arc<Crash> {
+        Arc::new(Crash {
+            at: u64::MAX,
+            point: CrashPoint::BeforeCommit,
+            plant: Some(bug),
+            commits: AtomicU64::new(0),
+            dead: AtomicBool::new(false),
+            died: Notify::new(),
+        })
+    }
+
+    /// The bug planted in this engine, if any.
+    pub(crate) fn plant(&self) -> Option<Plant> {
+        self.plant
     }
 
     /// Commits attempted so far.
@@ -109,6 +136,11 @@ fn dead() -> weft_store::Error {
 }
 
 impl crate::Engine {
+    /// Whether this engine carries `bug` (crash tests only; always false otherwise).
+    pub(crate) fn planted(&self, bug: Plant) -> bool {
+        self.inner.faults.as_ref().and_then(|f| f.plant()) == Some(bug)
+    }
+
     /// An engine whose commits go through `crash` (see the module). For tests only.
     pub fn with_faults(
         store: Arc<dyn weft_store::Store>,

@@ -16,6 +16,7 @@ use weft_store::{NewEvent, Task, Tx};
 
 use crate::completion::{Completion, Failure};
 use crate::{Engine, Result};
+use weft_core::lifecycle::EventKind;
 
 /// How many workers a task may lose before it fails.
 pub const MAX_LEASE_LOSSES: u32 = 5;
@@ -81,7 +82,7 @@ impl Engine {
             if tx.reclaim_task(t.id, t.attempt).await? {
                 events.push(NewEvent {
                     run_id: t.run_id.clone(),
-                    kind: "task.retrying".into(),
+                    kind: EventKind::TaskRetrying,
                     step_id: Some(t.step_id.clone()),
                     item: t.item,
                     attempt: Some(t.attempt),

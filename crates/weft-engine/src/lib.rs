@@ -24,6 +24,7 @@ mod control;
 pub mod faults;
 pub mod intent;
 mod leases;
+mod lifecycle;
 pub mod policy;
 pub mod schedule;
 pub mod scrub;
@@ -260,6 +261,14 @@ pub fn idempotency_key(tenant: &str, run_id: &str, step_id: &str, item: Option<u
         h.update(i.to_be_bytes());
     }
     hex::encode(&h.finalize()[..16])
+}
+
+/// The wall clock in milliseconds since the Unix epoch (what steps' times are recorded in).
+pub(crate) fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// A retry's wait, in whole milliseconds.

@@ -109,13 +109,15 @@ pub fn describe() {
     );
 }
 
-/// The status an end event names, as a label (`run.failed` -> `failed`).
-fn terminal(kind: &str) -> &'static str {
-    match kind.rsplit('.').next() {
-        Some("succeeded") => "succeeded",
-        Some("failed") => "failed",
-        Some("cancelled") => "cancelled",
-        Some("skipped") => "skipped",
+/// The label of an end event: how the run, step or task ended (`run.failed` -> `failed`).
+fn terminal(kind: EventKind) -> &'static str {
+    match kind {
+        EventKind::RunSucceeded | EventKind::StepSucceeded | EventKind::TaskSucceeded => {
+            "succeeded"
+        }
+        EventKind::RunFailed | EventKind::StepFailed | EventKind::TaskFailed => "failed",
+        EventKind::RunCancelled | EventKind::StepCancelled => "cancelled",
+        EventKind::StepSkipped => "skipped",
         _ => "other",
     }
 }
@@ -230,17 +232,17 @@ impl Seen {
         let template = self.template(run_id).to_string();
         let step = e.step_id.as_deref().unwrap_or("");
         let int = |key: &str| e.data.get(key).and_then(Value::as_i64);
-        match e.kind.as_str() {
-            "run.started" | "run.resumed" => {
-                let resumed = e.kind == "run.resumed";
+        match e.kind {
+            EventKind::RunStarted | EventKind::RunResumed => {
+                let resumed = e.kind == EventKind::RunResumed;
                 if !resumed {
                     metrics::counter!(names::RUNS_STARTED, "template" => template.clone())
                         .increment(1);
                 }
                 tracing::info!(run_id, template, resumed, "[WORKFLOW] start");
             }
-            "run.succeeded" | "run.failed" | "run.cancelled" => {
-                let status = terminal(&e.kind);
+            EventKind::RunSucceeded | EventKind::RunFailed | EventKind::RunCancelled => {
+                let status = terminal(e.kind);
                 let started = self.runs.get(run_id).and_then(|(_, s)| *s);
                 metrics::counter!(names::RUNS_FINISHED, "template" => template.clone(), "status" => status)
                     .increment(1);
@@ -290,8 +292,11 @@ impl Seen {
                     }
                 }
             }
-            "step.succeeded" | "step.failed" | "step.cancelled" | "step.skipped" => {
-                let status = terminal(&e.kind);
+            EventKind::StepSucceeded
+            | EventKind::StepFailed
+            | EventKind::StepCancelled
+            | EventKind::StepSkipped => {
+                let status = terminal(e.kind);
                 let attempt = int("attempts").unwrap_or(0);
                 let duration_ms = int("duration_ms");
                 let tool = self.tool(run_id, e.step_id.as_deref()).to_string();
@@ -334,7 +339,7 @@ impl Seen {
                     );
                 }
             }
-            "task.retrying" => {
+            EventKind::TaskRetrying => {
                 let tool = self.tool(run_id, e.step_id.as_deref()).to_string();
                 let reason: &'static str = match e.data.get("reason").and_then(Value::as_str) {
                     Some("error") => "error",
@@ -358,10 +363,10 @@ impl Seen {
                     "Task retrying."
                 );
             }
-            "task.succeeded" | "task.failed" => {
+            EventKind::TaskSucceeded | EventKind::TaskFailed => {
                 if let Some(ms) = int("duration_ms") {
                     let tool = self.tool(run_id, e.step_id.as_deref()).to_string();
-                    let outcome = terminal(&e.kind);
+                    let outcome = terminal(e.kind);
                     metrics::histogram!(names::TOOL_DURATION, "tool" => tool, "outcome" => outcome)
                         .record(seconds(ms));
                 }

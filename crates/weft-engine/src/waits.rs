@@ -18,14 +18,15 @@ use async_trait::async_trait;
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 use weft_core::Plan;
+use weft_core::lifecycle::{EventKind, RunTransition, StepTransition};
 use weft_core::orchestrator::{self, APPROVAL_TOOL, OnTimeout, RunInfo};
 use weft_core::plan::{Step, StepKind};
 use weft_store::{
     NewEvent, Run, RunParent, RunStatus, RunUpdate, StepRow, StepStatus, Task, TaskStatus, Tx,
 };
 
-use crate::apply::{cancel_rest, event, state_of};
 use crate::completion::{Completion, Failure};
+use crate::lifecycle::{cancel_rest, event, state_of};
 use crate::{Engine, Error, NewRun, Result};
 
 /// The "owner" a completion of a waiting task carries: no worker leases it.
@@ -147,13 +148,13 @@ pub(crate) async fn hold(
             let timeout = settings.as_ref().and_then(|a| a.timeout);
             let until = timeout.map(|d| tx.now() + crate::millis(d));
             tx.set_waiting(&s.run_id, &s.step_id, until).await?;
-            s.status = StepStatus::Waiting;
+            crate::lifecycle::transition_step(s, StepTransition::Wait);
             for (item, input) in items {
                 events.push(NewEvent {
                     item: *item,
                     ..event(
                         &s.run_id,
-                        "approval.requested",
+                        EventKind::ApprovalRequested,
                         Some(&s.step_id),
                         json!({"prompt": input.get("prompt"),
                                "timeout_at": until.map(weft_store::rfc3339),
@@ -177,29 +178,33 @@ pub(crate) async fn mark_waiting(tx: &mut dyn Tx, run: &Run, steps: &[StepRow]) 
         .filter(|s| s.status == StepStatus::Waiting)
         .map(|s| s.step_id.as_str())
         .collect();
-    let want = if waiting.is_empty() {
-        RunStatus::Running
+    let t = if waiting.is_empty() {
+        RunTransition::Continue
     } else {
-        RunStatus::Waiting
+        RunTransition::Wait
     };
-    let current = tx.lock_run(&run.id).await?.map(|r| r.status);
-    if current.is_none_or(|c| c == want || c.is_terminal()) {
+    let Some(current) = tx.lock_run(&run.id).await?.map(|r| r.status) else {
+        return Ok(());
+    };
+    if current == t.target().0 || current.is_terminal() {
         return Ok(());
     }
+    let (status, kind) = crate::lifecycle::transition_run(&run.id, current, t);
     tx.set_run_status(
         &run.id,
         &RunUpdate {
-            status: want,
+            status,
             output: None,
             error: None,
         },
     )
     .await?;
-    let e = match want {
-        RunStatus::Waiting => event(&run.id, "run.waiting", None, json!({"steps": waiting})),
-        _ => event(&run.id, "run.continued", None, json!({})),
+    let data = match t {
+        RunTransition::Wait => json!({"steps": waiting}),
+        _ => json!({}),
     };
-    tx.append_events(&[e]).await?;
+    tx.append_events(&[event(&run.id, kind, None, data)])
+        .await?;
     Ok(())
 }
 
@@ -312,7 +317,7 @@ impl Engine {
                 item,
                 ..event(
                     &parent.id,
-                    "workflow.started",
+                    EventKind::WorkflowStarted,
                     Some(step_id),
                     json!({"child_run": child.id, "template": child.template,
                            "version": child.version}),
@@ -378,16 +383,18 @@ impl Engine {
         Box::pin(async move {
             let mut steps = tx.load_steps(&run.id).await?;
             cancel_rest(tx, &run.id, &mut steps).await?;
+            let (status, kind) =
+                crate::lifecycle::transition_run(&run.id, run.status, RunTransition::Cancel);
             tx.set_run_status(
                 &run.id,
                 &RunUpdate {
-                    status: RunStatus::Cancelled,
+                    status,
                     output: None,
                     error: Some("cancelled".into()),
                 },
             )
             .await?;
-            tx.append_events(&[event(&run.id, "run.cancelled", None, json!({}))])
+            tx.append_events(&[event(&run.id, kind, None, json!({}))])
                 .await?;
             for child in tx.child_runs(&run.id).await? {
                 let of_step = child.parent.as_ref().is_some_and(|p| p.step.is_some());
@@ -514,7 +521,7 @@ impl Engine {
             item: task.item,
             ..event(
                 run_id,
-                "approval.decided",
+                EventKind::ApprovalDecided,
                 Some(step_id),
                 json!({"approved": decide.approve, "by": decide.by, "comment": comment}),
             )
@@ -583,7 +590,7 @@ impl Engine {
                 item: t.item,
                 ..event(
                     &t.run_id,
-                    "approval.decided",
+                    EventKind::ApprovalDecided,
                     Some(&t.step_id),
                     json!({"approved": approve, "by": "timeout", "comment": comment}),
                 )
@@ -691,7 +698,7 @@ impl Engine {
         let run = self.insert_run(&mut *tx, &new, None, Some(link)).await?;
         tx.append_events(&[event(
             run_id,
-            "action.started",
+            EventKind::ActionStarted,
             None,
             json!({"action": name, "run": run.id, "template": run.template}),
         )])

@@ -1,10 +1,13 @@
 //! The worker: claims tasks, runs tools, and commits results in batches.
 //!
-//! One driver loop owns the only path to the store: each turn it takes every result that
-//! finished since the last turn, records them, advances their runs, renews leases when due and
-//! claims as many new tasks as there are free slots — all in one transaction. Tool calls run on
-//! their own tasks, each holding a permit of the global cap, and report back over a bounded
-//! channel (a full channel makes a finished tool wait, never drops its result).
+//! One driver owns the only path to the store. Its state between turns is [`Turns`], and each
+//! turn is named steps read top to bottom: `collect` takes every result that finished since
+//! the last turn, `commit` records them, advances their runs, renews leases when due, takes
+//! back what dead workers held and claims as many new tasks as there are free slots — all in
+//! one transaction — and `call` starts the claimed tasks' tools; `drain` ends it at shutdown.
+//! Tool calls run on their own tasks, each holding a permit of the global cap, and report back
+//! over a bounded channel (a full channel makes a finished tool wait, never drops its result).
+//! What a result does to its run is `apply.rs`; the statuses it changes, `lifecycle.rs`.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -16,7 +19,8 @@ use tokio_util::sync::CancellationToken;
 use weft_store::Task;
 
 use crate::completion::{Completion, Failure};
-use crate::{Engine, Result};
+use crate::{Engine, Result, wall_ms};
+use weft_core::lifecycle::EventKind;
 
 /// Settings of one worker.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -69,13 +73,6 @@ impl Default for WorkerOptions {
 /// How long a turn waits for more results before committing the ones it has.
 const LINGER: Duration = Duration::from_micros(500);
 
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 pub struct Worker {
     engine: Engine,
     options: WorkerOptions,
@@ -104,236 +101,361 @@ impl Worker {
 
     /// Runs until `shutdown` fires. In-flight tool calls are cancelled at shutdown; their
     /// leases lapse and another worker (or `resume`) takes them back.
+    ///
+    /// Each turn is four named steps on one [`Turns`] state: [`Turns::collect`] the results
+    /// that finished (waiting when there is nothing to do), [`Turns::commit`] them in one
+    /// transaction that also renews leases, takes back lost tasks and claims new ones, and
+    /// [`Turns::call`] the tools of what was claimed; at shutdown, [`Turns::drain`].
     pub async fn run(self, shutdown: CancellationToken) -> Result<()> {
-        let Worker {
-            engine,
-            options,
-            id,
-        } = self;
-        let capacity = options.concurrency.max(1);
-        let (done_tx, mut done_rx) = mpsc::channel::<Completion>(capacity * 2 + 16);
-        // Tool progress, already shaped as events; advisory, so a full channel drops updates.
-        let (progress_tx, mut progress_rx) = mpsc::channel::<weft_store::NewEvent>(1024);
-        let mut progress: Vec<weft_store::NewEvent> = Vec::new();
-        let mut in_flight: HashMap<i64, InFlight> = HashMap::new();
-        let mut calls = JoinSet::new();
-        let lease_ms = crate::millis(options.lease);
-        let heartbeat_every = options.lease / 3;
-        let mut last_heartbeat = Instant::now();
-        let mut last_reclaim = Instant::now() - heartbeat_every;
-        let mut next_ready: Option<i64> = None;
-        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
-        let mut random01 = move || rand::Rng::random::<f64>(&mut rng);
-        // Limited to some runs: those and the child runs their `workflow:` steps start.
-        let mut only_runs = options.only_runs.clone();
-        let mut family_seen = (u64::MAX, Instant::now());
-        let mut look_for_work = true;
-        // Set by a wake-up: a run may have been cancelled, so check our leases at once.
-        let mut check_leases = false;
-
-        // Results whose commit failed on a transient error, tried again next turn.
-        let mut carry: Vec<Completion> = Vec::new();
-        // When each in-flight task was claimed, for its step-attempt span (only with a sink).
-        let mut claimed_at: HashMap<i64, (i64, String)> = HashMap::new();
-
+        let mut turns = Turns::new(self);
         // This process on record (`weft status`, `weft_workers_alive`), beating every third
         // of a lease until the worker stops.
         let beating = CancellationToken::new();
         let registration = tokio::spawn(register_and_beat(
-            engine.clone(),
-            id.clone(),
-            lease_ms,
-            heartbeat_every,
+            turns.engine.clone(),
+            turns.id.clone(),
+            turns.lease_ms,
+            turns.heartbeat_every,
             beating.clone(),
         ));
-
-        loop {
-            let mut batch = std::mem::take(&mut carry);
-            while let Ok(c) = done_rx.try_recv() {
-                in_flight.remove(&c.task_id);
-                batch.push(c);
-            }
-            while calls.try_join_next().is_some() {}
-            while let Ok(e) = progress_rx.try_recv() {
-                progress.push(e);
-            }
-            let free = capacity.saturating_sub(in_flight.len());
-            let heartbeat_due =
-                !in_flight.is_empty() && last_heartbeat.elapsed() >= heartbeat_every;
-            let ready_due = next_ready.is_some_and(|t| t <= wall_ms());
-            if batch.is_empty()
-                && progress.is_empty()
-                && !heartbeat_due
-                && !(free > 0 && (look_for_work || ready_due))
-            {
-                let wait = match next_ready {
-                    Some(t) => Duration::from_millis((t - wall_ms()).max(1) as u64),
-                    None => options.poll,
-                }
-                .min(options.poll)
-                .min(if in_flight.is_empty() {
-                    options.poll
-                } else {
-                    heartbeat_every
-                });
-                tokio::select! {
-                    _ = shutdown.cancelled() => break,
-                    c = done_rx.recv() => {
-                        if let Some(c) = c {
-                            in_flight.remove(&c.task_id);
-                            batch.push(c);
-                        }
-                    }
-                    _ = engine.inner.wake.notified() => {
-                        look_for_work = true;
-                        check_leases = true;
-                    }
-                    _ = engine.store().wait_for_work(wait) => { look_for_work = true; }
-                    Some(e) = progress_rx.recv() => progress.push(e),
-                }
-                while let Ok(c) = done_rx.try_recv() {
-                    in_flight.remove(&c.task_id);
-                    batch.push(c);
-                }
-            }
-            if shutdown.is_cancelled() {
-                break;
-            }
-            // Group commit: when only a few of many running calls have finished, linger a
-            // moment for the rest, so one transaction (one fsync) records them together
-            // instead of one turn per result.
-            if !batch.is_empty() && batch.len() * 2 < in_flight.len() + batch.len() {
-                let deadline = tokio::time::Instant::now() + LINGER;
-                while batch.len() * 2 < in_flight.len() + batch.len() {
-                    match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-                        Ok(Some(c)) => {
-                            in_flight.remove(&c.task_id);
-                            batch.push(c);
-                        }
-                        _ => break,
-                    }
-                }
-            }
-            if let Some(base) = &options.only_runs
-                && (family_seen.0 != engine.children_started()
-                    || family_seen.1.elapsed() >= options.poll)
-            {
-                family_seen = (engine.children_started(), Instant::now());
-                match engine.family(base).await {
-                    Ok(all) => only_runs = Some(all),
-                    Err(e) => tracing::warn!(error = %e, "Could not list child runs."),
-                }
-            }
-            let free = capacity.saturating_sub(in_flight.len());
-            let claim_now = free > 0 && (look_for_work || !batch.is_empty() || ready_due);
-            let kept = batch.clone();
-            let result = turn(
-                &engine,
-                &id,
-                TurnPlan {
-                    batch,
-                    progress: coalesce(std::mem::take(&mut progress)),
-                    claim: if claim_now { free as u32 } else { 0 },
-                    lease_ms,
-                    heartbeat: (check_leases || last_heartbeat.elapsed() >= heartbeat_every)
-                        && !in_flight.is_empty(),
-                    reclaim: last_reclaim.elapsed() >= heartbeat_every,
-                    only_runs: only_runs.as_deref(),
-                    max_running: options.max_concurrent_tasks,
-                },
-                &mut random01,
-            )
-            .await;
-            let outcome = match result {
-                Ok(o) => {
-                    if crate::spans::enabled() {
-                        record_attempt_spans(&engine, &kept, &mut claimed_at);
-                    }
-                    o
-                }
-                Err(e) => {
-                    // A transient failure (a lost connection, a deadlock) keeps the results
-                    // for the next turn; fencing refuses any whose lease lapsed meanwhile.
-                    if e.is_transient() {
-                        carry = kept;
-                    }
-                    // Fail-closed: without a renewal for a whole lease, our leases may be
-                    // someone else's now, so the calls stop.
-                    if last_heartbeat.elapsed() >= options.lease {
-                        for f in in_flight.values() {
-                            f.cancel.cancel();
-                        }
-                    }
-                    tracing::error!(error = %e, "Worker turn failed; retrying shortly.");
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                    continue;
-                }
-            };
-            if outcome.heartbeat_done {
-                last_heartbeat = Instant::now();
-                check_leases = false;
-            }
-            if outcome.reclaim_done {
-                last_reclaim = Instant::now();
-            }
-            if let Some(alive) = outcome.still_leased {
-                // Anything we hold that the store no longer says is ours must stop (fail-closed).
-                for (task_id, f) in &in_flight {
-                    if !alive.contains(task_id) {
-                        f.cancel.cancel();
-                    }
-                }
-            }
-            next_ready = outcome.next_ready;
-            look_for_work = claim_now && outcome.claimed.len() == free;
-            let mut tokens = outcome.tokens;
-            for task in outcome.claimed {
-                if crate::spans::enabled() {
-                    claimed_at.insert(task.id, (wall_ms(), task.tool.clone()));
-                }
-                // Not a child of `shutdown`: a graceful stop lets running calls finish.
-                let cancel = CancellationToken::new();
-                in_flight.insert(
-                    task.id,
-                    InFlight {
-                        cancel: cancel.clone(),
-                        task: task.clone(),
-                    },
-                );
-                let engine = engine.clone();
-                let done_tx = done_tx.clone();
-                let owner = id.clone();
-                let reporter = progress_reporter(&task, progress_tx.clone());
-                let token = tokens.remove(&task.id);
-                calls.spawn(async move {
-                    let completion = call_tool(&engine, task, owner, cancel, reporter, token).await;
-                    let _ = done_tx.send(completion).await;
-                });
+        while let Some(batch) = turns.collect(&shutdown).await {
+            if let Some(outcome) = turns.commit(batch, &shutdown).await {
+                turns.call(outcome);
             }
         }
-        let graceful = !options.grace.is_zero();
-        if graceful {
-            let mut drain = Drain {
-                engine: &engine,
-                owner: &id,
-                in_flight: &mut in_flight,
-                done_rx: &mut done_rx,
-                lease_ms,
-                heartbeat_every,
-            };
-            drain.run(carry, options.grace, &mut random01).await;
-        }
-        for f in in_flight.values() {
-            f.cancel.cancel();
-        }
-        calls.shutdown().await;
-        if graceful {
-            release(&engine, &in_flight).await;
-        }
+        turns.drain().await;
         beating.cancel();
         registration.await.ok();
         Ok(())
     }
+}
+
+/// What a worker holds between its turns.
+struct Turns {
+    engine: Engine,
+    options: WorkerOptions,
+    id: String,
+    capacity: usize,
+    done_tx: mpsc::Sender<Completion>,
+    done_rx: mpsc::Receiver<Completion>,
+    /// Tool progress, already shaped as events; advisory, so a full channel drops updates.
+    progress_tx: mpsc::Sender<weft_store::NewEvent>,
+    progress_rx: mpsc::Receiver<weft_store::NewEvent>,
+    progress: Vec<weft_store::NewEvent>,
+    in_flight: HashMap<i64, InFlight>,
+    calls: JoinSet<()>,
+    lease_ms: i64,
+    heartbeat_every: Duration,
+    last_heartbeat: Instant,
+    last_reclaim: Instant,
+    next_ready: Option<i64>,
+    random01: Box<dyn FnMut() -> f64 + Send>,
+    /// Limited to some runs: those and the child runs their `workflow:` steps start.
+    only_runs: Option<Vec<String>>,
+    family_seen: (u64, Instant),
+    look_for_work: bool,
+    /// Set by a wake-up: a run may have been cancelled, so check our leases at once.
+    check_leases: bool,
+    /// Results whose commit failed on a transient error, tried again next turn.
+    carry: Vec<Completion>,
+    /// Turns failed in a row: the next try waits longer (a full disk may last minutes).
+    failed_turns: u32,
+    /// When each in-flight task was claimed, for its step-attempt span (only with a sink).
+    claimed_at: HashMap<i64, (i64, String)>,
+}
+
+impl Turns {
+    fn new(worker: Worker) -> Turns {
+        let Worker {
+            engine,
+            options,
+            id,
+        } = worker;
+        let capacity = options.concurrency.max(1);
+        let (done_tx, done_rx) = mpsc::channel::<Completion>(capacity * 2 + 16);
+        let (progress_tx, progress_rx) = mpsc::channel::<weft_store::NewEvent>(1024);
+        let heartbeat_every = options.lease / 3;
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::from_os_rng();
+        Turns {
+            capacity,
+            done_tx,
+            done_rx,
+            progress_tx,
+            progress_rx,
+            progress: Vec::new(),
+            in_flight: HashMap::new(),
+            calls: JoinSet::new(),
+            lease_ms: crate::millis(options.lease),
+            heartbeat_every,
+            last_heartbeat: Instant::now(),
+            last_reclaim: Instant::now() - heartbeat_every,
+            next_ready: None,
+            random01: Box::new(move || rand::Rng::random::<f64>(&mut rng)),
+            only_runs: options.only_runs.clone(),
+            family_seen: (u64::MAX, Instant::now()),
+            look_for_work: true,
+            check_leases: false,
+            carry: Vec::new(),
+            failed_turns: 0,
+            claimed_at: HashMap::new(),
+            engine,
+            options,
+            id,
+        }
+    }
+
+    fn take_done(&mut self, batch: &mut Vec<Completion>) {
+        while let Ok(c) = self.done_rx.try_recv() {
+            self.in_flight.remove(&c.task_id);
+            batch.push(c);
+        }
+    }
+
+    /// Collect: the results that finished since the last turn (and those a failed commit
+    /// left). With nothing to record, renew or claim, waits for a result, a wake-up, work
+    /// from another process or the next due task. `None` at shutdown.
+    async fn collect(&mut self, shutdown: &CancellationToken) -> Option<Vec<Completion>> {
+        let mut batch = std::mem::take(&mut self.carry);
+        self.take_done(&mut batch);
+        while self.calls.try_join_next().is_some() {}
+        while let Ok(e) = self.progress_rx.try_recv() {
+            self.progress.push(e);
+        }
+        let free = self.capacity.saturating_sub(self.in_flight.len());
+        let heartbeat_due =
+            !self.in_flight.is_empty() && self.last_heartbeat.elapsed() >= self.heartbeat_every;
+        let ready_due = self.next_ready.is_some_and(|t| t <= wall_ms());
+        if batch.is_empty()
+            && self.progress.is_empty()
+            && !heartbeat_due
+            && !(free > 0 && (self.look_for_work || ready_due))
+        {
+            let poll = self.options.poll;
+            let wait = match self.next_ready {
+                Some(t) => Duration::from_millis((t - wall_ms()).max(1) as u64),
+                None => poll,
+            }
+            .min(poll)
+            .min(if self.in_flight.is_empty() {
+                poll
+            } else {
+                self.heartbeat_every
+            });
+            let engine = self.engine.clone();
+            tokio::select! {
+                _ = shutdown.cancelled() => {}
+                c = self.done_rx.recv() => {
+                    if let Some(c) = c {
+                        self.in_flight.remove(&c.task_id);
+                        batch.push(c);
+                    }
+                }
+                _ = engine.inner.wake.notified() => {
+                    self.look_for_work = true;
+                    self.check_leases = true;
+                }
+                _ = engine.store().wait_for_work(wait) => { self.look_for_work = true; }
+                Some(e) = self.progress_rx.recv() => self.progress.push(e),
+            }
+            self.take_done(&mut batch);
+        }
+        if shutdown.is_cancelled() {
+            self.carry = batch;
+            return None;
+        }
+        self.linger(&mut batch).await;
+        self.follow_family().await;
+        Some(batch)
+    }
+
+    /// Group commit: when only a few of many running calls have finished, linger a moment
+    /// for the rest, so one transaction (one fsync) records them together instead of one
+    /// turn per result.
+    async fn linger(&mut self, batch: &mut Vec<Completion>) {
+        if batch.is_empty() || batch.len() * 2 >= self.in_flight.len() + batch.len() {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + LINGER;
+        while batch.len() * 2 < self.in_flight.len() + batch.len() {
+            match tokio::time::timeout_at(deadline, self.done_rx.recv()).await {
+                Ok(Some(c)) => {
+                    self.in_flight.remove(&c.task_id);
+                    batch.push(c);
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// A worker limited to some runs also runs the child runs they started.
+    async fn follow_family(&mut self) {
+        let Some(base) = &self.options.only_runs else {
+            return;
+        };
+        let engine = &self.engine;
+        if self.family_seen.0 == engine.children_started()
+            && self.family_seen.1.elapsed() < self.options.poll
+        {
+            return;
+        }
+        self.family_seen = (engine.children_started(), Instant::now());
+        match engine.family(base).await {
+            Ok(all) => self.only_runs = Some(all),
+            Err(e) => tracing::warn!(error = %e, "Could not list child runs."),
+        }
+    }
+
+    /// Commit: one transaction records `batch`, renews leases when due, takes back what dead
+    /// workers held and claims as many tasks as there are free slots. On failure the
+    /// transaction rolls back, the results are kept for the next turn when the error is
+    /// transient (a lost connection, a full disk), and the worker waits longer after each
+    /// failure in a row. `None` when the turn failed.
+    async fn commit(
+        &mut self,
+        batch: Vec<Completion>,
+        shutdown: &CancellationToken,
+    ) -> Option<TurnOutcome> {
+        let free = self.capacity.saturating_sub(self.in_flight.len());
+        let ready_due = self.next_ready.is_some_and(|t| t <= wall_ms());
+        let claim_now = free > 0 && (self.look_for_work || !batch.is_empty() || ready_due);
+        let kept = batch.clone();
+        let plan = TurnPlan {
+            batch,
+            progress: coalesce(std::mem::take(&mut self.progress)),
+            claim: if claim_now { free as u32 } else { 0 },
+            lease_ms: self.lease_ms,
+            heartbeat: (self.check_leases || self.last_heartbeat.elapsed() >= self.heartbeat_every)
+                && !self.in_flight.is_empty(),
+            reclaim: self.last_reclaim.elapsed() >= self.heartbeat_every,
+            only_runs: self.only_runs.as_deref(),
+            max_running: self.options.max_concurrent_tasks,
+        };
+        let result = turn(&self.engine, &self.id, plan, &mut *self.random01).await;
+        let outcome = match result {
+            Ok(o) => o,
+            Err(e) => {
+                // A transient failure (a lost connection, a deadlock, a full disk) keeps the
+                // results for the next turn; fencing refuses any whose lease lapsed meanwhile.
+                if e.is_transient() {
+                    self.carry = kept;
+                }
+                // Fail-closed: without a renewal for a whole lease, our leases may be
+                // someone else's now, so the calls stop.
+                if self.last_heartbeat.elapsed() >= self.options.lease {
+                    for f in self.in_flight.values() {
+                        f.cancel.cancel();
+                    }
+                }
+                self.failed_turns += 1;
+                let pause = retry_pause(self.failed_turns);
+                tracing::error!(
+                    error = %e,
+                    failed_turns = self.failed_turns,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "Worker turn failed; its transaction rolled back, trying again."
+                );
+                tokio::select! {
+                    _ = shutdown.cancelled() => {}
+                    _ = tokio::time::sleep(pause) => {}
+                }
+                return None;
+            }
+        };
+        if self.failed_turns > 0 {
+            tracing::info!(
+                failed_turns = self.failed_turns,
+                "The store takes writes again."
+            );
+            self.failed_turns = 0;
+        }
+        if crate::spans::enabled() {
+            record_attempt_spans(&self.engine, &kept, &mut self.claimed_at);
+        }
+        if outcome.heartbeat_done {
+            self.last_heartbeat = Instant::now();
+            self.check_leases = false;
+        }
+        if outcome.reclaim_done {
+            self.last_reclaim = Instant::now();
+        }
+        if let Some(alive) = &outcome.still_leased {
+            // Anything we hold that the store no longer says is ours must stop (fail-closed).
+            for (task_id, f) in &self.in_flight {
+                if !alive.contains(task_id) {
+                    f.cancel.cancel();
+                }
+            }
+        }
+        self.next_ready = outcome.next_ready;
+        self.look_for_work = claim_now && outcome.claimed.len() == free;
+        Some(outcome)
+    }
+
+    /// Call: starts the tool call of every task the turn claimed, each on its own task with
+    /// its own cancel token; its result comes back over `done_tx`.
+    fn call(&mut self, outcome: TurnOutcome) {
+        let mut tokens = outcome.tokens;
+        for task in outcome.claimed {
+            if crate::spans::enabled() {
+                self.claimed_at
+                    .insert(task.id, (wall_ms(), task.tool.clone()));
+            }
+            // Not a child of `shutdown`: a graceful stop lets running calls finish.
+            let cancel = CancellationToken::new();
+            self.in_flight.insert(
+                task.id,
+                InFlight {
+                    cancel: cancel.clone(),
+                    task: task.clone(),
+                },
+            );
+            let engine = self.engine.clone();
+            let done_tx = self.done_tx.clone();
+            let owner = self.id.clone();
+            let reporter = progress_reporter(&task, self.progress_tx.clone());
+            let token = tokens.remove(&task.id);
+            self.calls.spawn(async move {
+                let completion = call_tool(&engine, task, owner, cancel, reporter, token).await;
+                let _ = done_tx.send(completion).await;
+            });
+        }
+    }
+
+    /// Drain: at shutdown, a graceful stop gives running calls `grace` to finish and commit,
+    /// then hands what is still running back to the queue; otherwise every call stops at
+    /// once and its lease lapses.
+    async fn drain(mut self) {
+        let graceful = !self.options.grace.is_zero();
+        if graceful {
+            let mut drain = Drain {
+                engine: &self.engine,
+                owner: &self.id,
+                in_flight: &mut self.in_flight,
+                done_rx: &mut self.done_rx,
+                lease_ms: self.lease_ms,
+                heartbeat_every: self.heartbeat_every,
+            };
+            let carry = std::mem::take(&mut self.carry);
+            drain
+                .run(carry, self.options.grace, &mut *self.random01)
+                .await;
+        }
+        for f in self.in_flight.values() {
+            f.cancel.cancel();
+        }
+        self.calls.shutdown().await;
+        if graceful {
+            release(&self.engine, &self.in_flight).await;
+        }
+    }
+}
+
+/// How long to wait after `failed` turns in a row: 200 ms doubling to 5 s, so a store that
+/// cannot write (a full disk) is tried again calmly and the worker goes on within seconds of
+/// it recovering.
+fn retry_pause(failed: u32) -> Duration {
+    let doubled = 200u64.saturating_mul(1 << failed.saturating_sub(1).min(5));
+    Duration::from_millis(doubled.min(5_000))
 }
 
 /// Registers the worker's row and stamps its heartbeat every `every` until `stop`, then
@@ -532,7 +654,7 @@ async fn turn(
             .iter()
             .map(|t| weft_store::NewEvent {
                 run_id: t.run_id.clone(),
-                kind: "task.started".into(),
+                kind: EventKind::TaskStarted,
                 step_id: Some(t.step_id.clone()),
                 item: t.item,
                 attempt: Some(t.attempt),
@@ -588,7 +710,7 @@ fn progress_reporter(
         while let Some(u) = rx.recv().await {
             let _ = events.try_send(weft_store::NewEvent {
                 run_id: run_id.clone(),
-                kind: "task.progress".into(),
+                kind: EventKind::TaskProgress,
                 step_id: Some(step_id.clone()),
                 item,
                 attempt: Some(attempt),

@@ -28,9 +28,9 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_core::Plan;
-use weft_engine::faults::{Crash, CrashPoint};
+use weft_engine::faults::{Crash, CrashPoint, Plant};
 use weft_engine::{Decide, Engine, NewRun, TemplateSource, WorkerOptions};
-use weft_store::{RunStatus, Store, TaskStatus};
+use weft_store::{EventKind, RunStatus, Store, TaskStatus};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
 const PARENT: &str = r#"
@@ -341,16 +341,11 @@ impl Case<'_> {
         for id in &runs {
             let events = self.store.events(id, 0, 100_000).await.unwrap_or_default();
             // Exactly one end after the last resume.
-            let last_resume = events.iter().rposition(|e| e.kind == "run.resumed");
+            let last_resume = events.iter().rposition(|e| e.kind == EventKind::RunResumed);
             let ends = events
                 .iter()
                 .skip(last_resume.map_or(0, |i| i + 1))
-                .filter(|e| {
-                    matches!(
-                        e.kind.as_str(),
-                        "run.succeeded" | "run.failed" | "run.cancelled"
-                    )
-                })
+                .filter(|e| e.kind.ends_run())
                 .count();
             if ends != 1 {
                 broken.push(format!("{id}: {ends} ends after the last resume"));
@@ -365,10 +360,19 @@ impl Case<'_> {
             for e in &events {
                 let Some(step) = &e.step_id else { continue };
                 let key = (step.clone(), e.item);
-                if !e.kind.starts_with("task.") {
+                use EventKind::*;
+                if !matches!(
+                    e.kind,
+                    TaskStarted
+                        | TaskProgress
+                        | TaskRetrying
+                        | TaskSucceeded
+                        | TaskFailed
+                        | TaskCacheHit
+                ) {
                     continue;
                 }
-                if results.get(&key).copied().unwrap_or(0) > 0 && e.kind != "task.progress" {
+                if results.get(&key).copied().unwrap_or(0) > 0 && e.kind != TaskProgress {
                     broken.push(format!(
                         "{id}: {} of {step}[{:?}] after its result",
                         e.kind, e.item
@@ -384,16 +388,16 @@ impl Case<'_> {
                     }
                 }
                 let a = e.attempt.unwrap_or(0);
-                match e.kind.as_str() {
-                    "task.started" => {
+                match e.kind {
+                    TaskStarted => {
                         open.insert((step.clone(), e.item, a));
                     }
-                    "task.succeeded" | "task.failed" | "task.retrying" | "task.cancelled" => {
+                    TaskSucceeded | TaskFailed | TaskRetrying => {
                         open.remove(&(step.clone(), e.item, a));
                     }
                     _ => {}
                 }
-                if matches!(e.kind.as_str(), "task.succeeded" | "task.cache_hit") {
+                if matches!(e.kind, TaskSucceeded | TaskCacheHit) {
                     *results.entry(key).or_default() += 1;
                 }
             }
@@ -436,6 +440,33 @@ struct Figures {
     violations: Vec<String>,
 }
 
+/// The built-in tools with this seed's probe, and the mix template planned against them.
+fn probed(store: &Arc<dyn Store>, seed: u64, log: Arc<Mutex<Log>>) -> (Arc<Registry>, Arc<Plan>) {
+    let mut registry = Registry::with_builtins(&ToolsConfig::default());
+    registry.insert(Arc::new(Probe {
+        store: store.clone(),
+        seed,
+        log,
+    }));
+    let tools = Arc::new(registry);
+    let plan = Arc::new(
+        weft_core::load::load_str(PARENT, "mix.yaml", None, &*tools)
+            .unwrap_or_else(|d| panic!("template does not load:\n{d}")),
+    );
+    (tools, plan)
+}
+
+async fn sqlite_store(dir: &std::path::Path) -> Arc<dyn Store> {
+    Arc::new(
+        weft_store::SqlStore::sqlite(
+            &dir.join("weft.db"),
+            weft_store::sqlite::Durability::Relaxed,
+        )
+        .await
+        .expect("open store"),
+    )
+}
+
 async fn drive(store: Arc<dyn Store>, seeds: u64) -> Figures {
     let mut figures = Figures {
         cases: 0,
@@ -446,17 +477,7 @@ async fn drive(store: Arc<dyn Store>, seeds: u64) -> Figures {
     let mut case_no = 0u64;
     for seed in 0..seeds {
         let log = Arc::new(Mutex::new(Log::default()));
-        let mut registry = Registry::with_builtins(&ToolsConfig::default());
-        registry.insert(Arc::new(Probe {
-            store: store.clone(),
-            seed,
-            log: log.clone(),
-        }));
-        let tools = Arc::new(registry);
-        let plan = Arc::new(
-            weft_core::load::load_str(PARENT, "mix.yaml", None, &*tools)
-                .unwrap_or_else(|d| panic!("template does not load:\n{d}")),
-        );
+        let (tools, plan) = probed(&store, seed, log.clone());
         let case = |n: u64| Case {
             store: &store,
             tools: &tools,
@@ -505,6 +526,37 @@ async fn drive(store: Arc<dyn Store>, seeds: u64) -> Figures {
     figures
 }
 
+/// The harness is only worth its figures if it notices a broken engine: with a bug planted on
+/// purpose (every result recorded twice, as an engine committing a result twice would), the
+/// checks must report it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_catches_a_planted_double_commit() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = sqlite_store(dir.path()).await;
+    let (tools, plan) = probed(&store, 0, Arc::new(Mutex::new(Log::default())));
+    let case = |tenant: &str| Case {
+        store: &store,
+        tools: &tools,
+        plan: &plan,
+        tenant: tenant.into(),
+    };
+    let clean = case("clean");
+    let baseline = clean.run(Crash::never()).await.expect("crash-free run");
+    let expected = baseline.output.clone().expect("an output");
+    assert!(clean.check(&baseline, &expected).await.is_empty());
+
+    let buggy = case("buggy");
+    let outcome = buggy
+        .run(Crash::planted(Plant::DoubleCommit))
+        .await
+        .expect("the buggy run ends");
+    let broken = buggy.check(&outcome, &expected).await;
+    assert!(
+        broken.iter().any(|b| b.contains("committed 2 times")),
+        "the planted double commit went unnoticed: {broken:?}"
+    );
+}
+
 fn seeds(default: u64) -> u64 {
     std::env::var("WEFT_CRASH_SEEDS")
         .ok()
@@ -528,14 +580,7 @@ fn report(backend: &str, seeds: u64, started: Instant, f: &Figures) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_survives_a_crash_at_every_commit() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store: Arc<dyn Store> = Arc::new(
-        weft_store::SqlStore::sqlite(
-            &dir.path().join("weft.db"),
-            weft_store::sqlite::Durability::Relaxed,
-        )
-        .await
-        .expect("open store"),
-    );
+    let store = sqlite_store(dir.path()).await;
     let started = Instant::now();
     let n = seeds(2);
     let figures = drive(store, n).await;

@@ -41,7 +41,7 @@ impl TemplateSource for Folder {
 struct Harness {
     engine: Engine,
     stop: CancellationToken,
-    _dir: tempfile::TempDir,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for Harness {
@@ -55,8 +55,15 @@ async fn harness(templates: &[(&str, &str)]) -> Harness {
     let store = SqlStore::sqlite(&dir.path().join("weft.db"), Durability::Relaxed)
         .await
         .expect("open store");
+    let mut h = harness_on(Arc::new(store), templates);
+    h._dir = Some(dir);
+    h
+}
+
+/// The engine and a worker on `store`, finding `templates` by name.
+fn harness_on(store: Arc<dyn weft_store::Store>, templates: &[(&str, &str)]) -> Harness {
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
-    let engine = Engine::new(Arc::new(store), tools.clone());
+    let engine = Engine::new(store, tools.clone());
     engine.set_templates(Arc::new(Folder {
         tools,
         yaml: templates
@@ -73,7 +80,7 @@ async fn harness(templates: &[(&str, &str)]) -> Harness {
     Harness {
         engine,
         stop,
-        _dir: dir,
+        _dir: None,
     }
 }
 
@@ -136,6 +143,17 @@ impl Harness {
             )
             .await
             .expect("decide");
+    }
+
+    /// The first child run `run` started, once it has one.
+    async fn first_child(&self, run: &str) -> Run {
+        loop {
+            let c = self.engine.store().child_runs(run).await.expect("children");
+            if let Some(c) = c.into_iter().next() {
+                return c;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     async fn step(&self, run: &str, id: &str) -> weft_store::StepRow {
@@ -376,6 +394,73 @@ steps:
         .expect("cancel");
     let child = h.until(&children[0].id, &[RunStatus::Cancelled]).await;
     assert_eq!(child.status, RunStatus::Cancelled);
+}
+
+/// Issue 13: a child run ending (its approval decided) while its parent is being cancelled
+/// locks the two runs in opposite orders unless both lock the parent first
+/// (`lock_ancestors`); on PostgreSQL that was a deadlock, one of the two transactions aborted.
+/// Each pair here races a decision on the child against a cancel of the parent: both must
+/// complete without a store error, and both runs end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_child_ending_while_its_parent_is_cancelled_does_not_deadlock_on_postgres() {
+    let Some(server) = weft_store::postgres::testing::server_url().await else {
+        return;
+    };
+    let (name, url) = weft_store::postgres::testing::create_database(&server)
+        .await
+        .expect("create a database");
+    let store = SqlStore::postgres(&url).await.expect("open store");
+    let gate = "name: gate\nsteps:\n  - id: wait\n    approval: \"go?\"\n";
+    let h = harness_on(Arc::new(store), &[("gate", gate)]);
+    let parent = "name: parent\nsteps:\n  - id: sub\n    workflow: gate\n";
+    let mut pairs = Vec::new();
+    for _ in 0..12 {
+        let run = h.start(parent, json!({})).await;
+        let child = h.first_child(&run.id).await;
+        h.until(&child.id, &[RunStatus::Waiting]).await;
+        pairs.push((run.id, child.id));
+    }
+    // One pair at a time, each a race of two transactions: the pool (16 connections) is
+    // never what they wait for, only each other's row locks.
+    for (parent_id, child_id) in &pairs {
+        let decide = h.engine.decide_approval(
+            "default",
+            child_id,
+            "wait",
+            Decide {
+                approve: true,
+                by: "alice".into(),
+                comment: None,
+                item: None,
+            },
+        );
+        let cancel = h.engine.cancel_run("default", parent_id);
+        let (decided, cancelled) = tokio::time::timeout(Duration::from_secs(60), async {
+            tokio::join!(decide, cancel)
+        })
+        .await
+        .expect("the race finished (no lock wait cycle)");
+        // Deciding after the cancel ended the child is refused as a conflict, not a failure.
+        assert!(
+            !matches!(decided, Err(weft_engine::Error::Store(_))),
+            "decide: {decided:?}"
+        );
+        assert!(cancelled.is_ok(), "cancel: {cancelled:?}");
+    }
+    // Whichever came first, both runs ended, and consistently: a parent that succeeded has
+    // a child that succeeded.
+    let ended = [RunStatus::Cancelled, RunStatus::Succeeded];
+    for (parent_id, child_id) in &pairs {
+        let parent = h.until(parent_id, &ended).await;
+        let child = h.until(child_id, &ended).await;
+        if parent.status == RunStatus::Succeeded {
+            assert_eq!(child.status, RunStatus::Succeeded);
+        }
+    }
+    drop(h);
+    weft_store::postgres::testing::drop_database(&server, &name)
+        .await
+        .expect("drop the test database");
 }
 
 #[tokio::test]

@@ -29,11 +29,6 @@ use crate::api::dto::EventBody;
 use crate::auth::{Caller, hash_secret, now_ms};
 use crate::problem::{ApiResult, Kind, Problem};
 
-/// Event kinds after which a run's stream ends.
-pub fn is_terminal(kind: &str) -> bool {
-    matches!(kind, "run.succeeded" | "run.failed" | "run.cancelled")
-}
-
 struct Subscriber {
     id: u64,
     tx: mpsc::Sender<Arc<Event>>,
@@ -400,7 +395,7 @@ async fn forward(
         if tx.send(sse_event(&event)).await.is_err() {
             return;
         }
-        if is_terminal(&event.kind) {
+        if event.kind.ends_run() {
             send_output(store.as_ref(), &tenant, &run_id, &tx).await;
             return;
         }

@@ -230,7 +230,13 @@ impl Problem {
 
 impl From<weft_store::Error> for Problem {
     fn from(e: weft_store::Error) -> Self {
-        if e.is_transient() {
+        if e.is_cannot_write() {
+            tracing::warn!(error = %e, "Store cannot write.");
+            Problem::new(
+                Kind::Unavailable,
+                format!("{e}; weft keeps retrying its writes and goes on once the store can write"),
+            )
+        } else if e.is_transient() {
             tracing::warn!(error = %e, "Store busy.");
             Problem::new(Kind::Unavailable, "the store is busy; try again")
         } else {

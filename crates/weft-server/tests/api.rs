@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use serde_json::json;
+use serde_json::{Value, json};
 use weft_server::ServerOptions;
 
 fn assert_problem(r: &Reply, status: u16, code: &str) {
@@ -466,6 +466,18 @@ async fn health_metrics_and_openapi_answer() {
             .is_object()
     );
     assert!(r.body["components"]["schemas"]["Problem"].is_object());
+    // Every event kind, from the lifecycle, for the UI and the widget.
+    let kinds = &r.body["components"]["schemas"]["EventKind"]["enum"];
+    let listed: Vec<&str> = kinds
+        .as_array()
+        .map(|k| k.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let all: Vec<&str> = weft_store::EventKind::ALL
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+    assert_eq!(listed, all);
+    assert!(listed.contains(&"run.resumed"), "{listed:?}");
     let r = call(&h, "GET", "/", None, None).await;
     assert!(r.body.as_str().unwrap().contains("<title>weft</title>"));
     let r = call(&h, "GET", "/weft-run.js", None, None).await;

@@ -241,7 +241,7 @@ async fn a_subscriber_that_falls_behind_is_dropped() {
         seq,
         run_id: "run_a".into(),
         ts: 0,
-        kind: "step.progress".into(),
+        kind: weft_store::EventKind::StepProgress,
         step_id: None,
         item: None,
         attempt: None,

@@ -1047,10 +1047,10 @@ pub async fn cache_put_get_expiry(store: Arc<dyn Store>) {
     );
 }
 
-fn ev(run_id: &str, kind: &str, n: u64) -> NewEvent {
+fn ev(run_id: &str, kind: EventKind, n: u64) -> NewEvent {
     NewEvent {
         run_id: run_id.into(),
-        kind: kind.into(),
+        kind,
         step_id: Some("s".into()),
         item: Some(n as u32),
         attempt: Some(1),
@@ -1068,8 +1068,8 @@ pub async fn events_replay_exactly(store: Arc<dyn Store>) {
             .flat_map(|i| {
                 let n = chunk * 7 + i;
                 [
-                    ev("run_e", "task.succeeded", n),
-                    ev("run_other", "noise", n),
+                    ev("run_e", EventKind::TaskSucceeded, n),
+                    ev("run_other", EventKind::TaskProgress, n),
                 ]
             })
             .collect();
@@ -1077,7 +1077,7 @@ pub async fn events_replay_exactly(store: Arc<dyn Store>) {
         tx.commit().await.expect("commit");
     }
     let mut tx = begin(&store).await;
-    tx.append_events(&[ev("run_e", "never", 999)])
+    tx.append_events(&[ev("run_e", EventKind::TaskFailed, 999)])
         .await
         .expect("append");
     drop(tx);
@@ -1134,8 +1134,8 @@ pub async fn concurrent_events_replay_without_gaps(store: Arc<dyn Store>) {
                 let mut tx = begin(&store).await;
                 let n = w * 1000 + i;
                 let events = [
-                    ev("run_ce", "tick", n),
-                    ev(&format!("elsewhere{w}"), "tock", n),
+                    ev("run_ce", EventKind::TaskProgress, n),
+                    ev(&format!("elsewhere{w}"), EventKind::StepProgress, n),
                 ];
                 tx.append_events(&events).await.expect("append");
                 if i % 3 == 0 {

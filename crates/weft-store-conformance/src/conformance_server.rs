@@ -269,7 +269,7 @@ pub async fn templates_register_once_per_version(store: Arc<dyn ServerStore>) {
 fn ev(run_id: &str, n: u64) -> NewEvent {
     NewEvent {
         run_id: run_id.into(),
-        kind: "tick".into(),
+        kind: weft_store::EventKind::TaskProgress,
         step_id: None,
         item: None,
         attempt: None,

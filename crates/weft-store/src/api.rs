@@ -84,6 +84,10 @@ pub trait Store: Send + Sync + 'static {
     async fn deregister_worker(&self, id: &str) -> Result<()>;
     /// Every registered worker, with the store's clock (see `WorkerRow::is_alive`).
     async fn workers(&self) -> Result<workers::WorkersStatus>;
+    /// Whether the store can write now: commits a small probe. [`crate::Error::CannotWrite`]
+    /// when it cannot (disk full, an I/O error, read-only), or when a real commit failed so
+    /// a moment ago (see `health.rs`); reads may work all the while.
+    async fn check_writable(&self) -> Result<()>;
 }
 
 // One write transaction, one trait per table (in the spirit of restate's storage API): code

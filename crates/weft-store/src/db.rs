@@ -36,6 +36,8 @@ use crate::error::{Error, Result};
 pub struct SqlStore {
     pub(crate) db: Db,
     pub(crate) describe: String,
+    /// The last commit that failed because the store cannot write (`health.rs`).
+    pub(crate) health: Arc<crate::health::WriteHealth>,
 }
 
 /// The connections of one backend.

@@ -10,12 +10,19 @@ pub enum Error {
     Corrupt(String),
     #[error("{0}")]
     Invalid(String),
+    /// The store cannot write now (its disk is full, an I/O error, a read-only file); reads
+    /// may still work. From [`crate::Store::check_writable`].
+    #[error("the store cannot write: {0}")]
+    CannotWrite(String),
 }
 
 impl Error {
     /// Whether the same operation may pass if tried again (a busy database, a dropped
-    /// connection), as opposed to a bug or bad data.
+    /// connection, a full disk that gets space back), as opposed to a bug or bad data.
     pub fn is_transient(&self) -> bool {
+        if self.is_cannot_write() {
+            return true;
+        }
         match self {
             Error::Db(sqlx::Error::Database(e)) => {
                 let code = e.code().unwrap_or_default();
@@ -34,6 +41,28 @@ impl Error {
                 | sqlx::Error::PoolClosed
                 | sqlx::Error::WorkerCrashed,
             ) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Error {
+    /// Whether the store failed to write for want of space or a broken disk, rather than a
+    /// conflict or bad data: SQLite's SQLITE_FULL, SQLITE_IOERR and SQLITE_READONLY (with
+    /// their extended codes), PostgreSQL's disk_full, io_error and a read-only transaction.
+    pub fn is_cannot_write(&self) -> bool {
+        match self {
+            Error::CannotWrite(_) => true,
+            Error::Db(sqlx::Error::Database(e)) => {
+                let code = e.code().unwrap_or_default();
+                if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                    // The primary code is the low byte of the extended one.
+                    code.parse::<i32>()
+                        .is_ok_and(|n| matches!(n & 0xff, 8 | 10 | 13))
+                } else {
+                    matches!(code.as_ref(), "53100" | "58030" | "25006")
+                }
+            }
             _ => false,
         }
     }

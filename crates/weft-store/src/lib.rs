@@ -16,6 +16,7 @@
 mod api;
 mod db;
 mod error;
+mod health;
 pub mod memory;
 pub mod postgres;
 mod records;
@@ -34,6 +35,7 @@ pub mod workers;
 pub use api::*;
 pub use db::SqlStore;
 pub use error::{Error, Result};
+pub use health::RECENT as CANNOT_WRITE_RECENT;
 pub use records::*;
 pub use status::{LeaseHolder, QueueStatus, SchemaStatus};
 pub use weft_core::orchestrator::{RunStatus, StepStatus};

@@ -75,6 +75,7 @@ impl SqlStore {
                 listener: OnceLock::new(),
             },
             describe,
+            health: Default::default(),
         })
     }
 

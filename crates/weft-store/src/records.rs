@@ -135,41 +135,7 @@ impl StepRow {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum TaskStatus {
-    Queued,
-    Running,
-    /// Not leased by any worker: waiting for a decision (an approval) or for a child run.
-    Waiting,
-    Succeeded,
-    Failed,
-    Cancelled,
-}
-
-impl TaskStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            TaskStatus::Queued => "queued",
-            TaskStatus::Running => "running",
-            TaskStatus::Waiting => "waiting",
-            TaskStatus::Succeeded => "succeeded",
-            TaskStatus::Failed => "failed",
-            TaskStatus::Cancelled => "cancelled",
-        }
-    }
-    pub fn parse(text: &str) -> Option<Self> {
-        Some(match text {
-            "queued" => TaskStatus::Queued,
-            "running" => TaskStatus::Running,
-            "waiting" => TaskStatus::Waiting,
-            "succeeded" => TaskStatus::Succeeded,
-            "failed" => TaskStatus::Failed,
-            "cancelled" => TaskStatus::Cancelled,
-            _ => return None,
-        })
-    }
-}
+pub use weft_core::lifecycle::{EventKind, TaskStatus};
 
 /// A task to queue (or, with `done`, one already finished: a cache hit or an inline result).
 #[derive(Debug, Clone, PartialEq)]
@@ -242,7 +208,7 @@ pub struct ItemResult {
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewEvent {
     pub run_id: String,
-    pub kind: String,
+    pub kind: EventKind,
     pub step_id: Option<String>,
     pub item: Option<u32>,
     pub attempt: Option<u32>,
@@ -256,7 +222,7 @@ pub struct Event {
     pub run_id: String,
     #[serde(serialize_with = "ts")]
     pub ts: i64,
-    pub kind: String,
+    pub kind: EventKind,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]

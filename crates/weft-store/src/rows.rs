@@ -119,11 +119,13 @@ pub(crate) fn item_result(r: &Row) -> Result<ItemResult> {
 }
 
 pub(crate) fn event(r: &Row) -> Result<Event> {
+    let kind: String = r.get("kind")?;
     Ok(Event {
         seq: r.get("seq")?,
         run_id: r.get("run_id")?,
         ts: r.get("ts")?,
-        kind: r.get("kind")?,
+        kind: EventKind::parse(&kind)
+            .ok_or_else(|| Error::Corrupt(format!("event kind `{kind}`")))?,
         step_id: r.get("step_id")?,
         item: r.opt_u32("item")?,
         attempt: r.opt_u32("attempt")?,

@@ -17,7 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePool, SqlitePoolOptions,
     SqliteSynchronous,
 };
-use sqlx::{Sqlite, Transaction};
+use sqlx::{Connection as _, Sqlite, Transaction};
 
 use crate::db::{Arg, Db, SqlStore, Target, args, json_text, placeholders, values_sql};
 use crate::error::{Error, Result};
@@ -113,6 +113,7 @@ impl SqlStore {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(still_usable(conn)))
             .connect_with(options.clone())
             .await?;
         // Most starts find the schema current: one indexed read of every applied version
@@ -137,8 +138,24 @@ impl SqlStore {
         Ok(SqlStore {
             db: Db::Sqlite { writer, reader },
             describe: format!("sqlite:{}", path.display()),
+            health: Default::default(),
         })
     }
+}
+
+/// Whether the writer connection may go back to the pool. A `COMMIT` that fails for want of
+/// space makes SQLite roll the transaction back by itself; sqlx's `ROLLBACK` on drop then
+/// fails and leaves its count of open transactions at one, so every later `BEGIN IMMEDIATE`
+/// failed with "begin_with at non-zero transaction depth" until the process restarted (issue
+/// 13). Such a connection is closed instead, and the pool opens a fresh one.
+async fn still_usable(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    // Runs after the rollback a dropped transaction queued on the connection's thread.
+    conn.ping().await?;
+    let usable = !conn.is_in_transaction();
+    if !usable {
+        tracing::warn!("The SQLite writer was left inside a failed transaction; reopening it.");
+    }
+    Ok(usable)
 }
 
 /// A write transaction: `BEGIN IMMEDIATE` takes the write lock now, not at the first write.
@@ -316,7 +333,7 @@ pub(crate) async fn append_events(
             values.extend([
                 Arg::from(&e.run_id),
                 Arg::from(now),
-                Arg::from(&e.kind),
+                Arg::from(e.kind.as_str()),
                 Arg::from(&e.step_id),
                 Arg::from(e.item),
                 Arg::from(e.attempt),

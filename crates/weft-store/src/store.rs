@@ -18,12 +18,14 @@ impl Store for SqlStore {
         Ok(Box::new(
             timed("begin", async {
                 Ok::<_, crate::Error>(match &self.db {
-                    Db::Sqlite { writer, .. } => {
-                        SqlTx::new(Conn::Sqlite(sqlite::begin(writer).await?), sqlite::now_ms())
-                    }
+                    Db::Sqlite { writer, .. } => SqlTx::new(
+                        Conn::Sqlite(sqlite::begin(writer).await?),
+                        sqlite::now_ms(),
+                        self.health.clone(),
+                    ),
                     Db::Postgres { pool, .. } => {
                         let (tx, now) = postgres::begin(pool).await?;
-                        SqlTx::new(Conn::Postgres(tx), now)
+                        SqlTx::new(Conn::Postgres(tx), now, self.health.clone())
                     }
                 })
             })
@@ -294,16 +296,23 @@ impl Store for SqlStore {
     }
 
     async fn register_worker(&self, worker: &workers::WorkerInfo) -> Result<()> {
-        workers::register(self, worker).await
+        let done = workers::register(self, worker).await;
+        self.health.note(&done);
+        done
     }
     async fn heartbeat_worker(&self, id: &str) -> Result<bool> {
-        workers::heartbeat(self, id).await
+        let done = workers::heartbeat(self, id).await;
+        self.health.note(&done);
+        done
     }
     async fn deregister_worker(&self, id: &str) -> Result<()> {
         workers::deregister(self, id).await
     }
     async fn workers(&self) -> Result<workers::WorkersStatus> {
         workers::list(self).await
+    }
+    async fn check_writable(&self) -> Result<()> {
+        crate::health::check(self).await
     }
 }
 

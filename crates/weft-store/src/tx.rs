@@ -1,6 +1,8 @@
 //! The one [`Tx`]: each statement written once for both backends; the few that differ call
 //! `sqlite.rs` or `postgres.rs`.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use serde_json::Value;
 use weft_core::orchestrator::RunStatus;
@@ -8,6 +10,7 @@ use weft_core::orchestrator::RunStatus;
 use crate::api::*;
 use crate::db::{Arg, Conn, Target, args, json_text, opt_json, placeholders, timed};
 use crate::error::Result;
+use crate::health::WriteHealth;
 use crate::records::*;
 use crate::rows::{self, budget_text};
 use crate::schedules::SlotClaim;
@@ -16,6 +19,8 @@ use crate::{postgres, sqlite, usage};
 
 pub(crate) struct SqlTx {
     conn: Conn,
+    /// Told when the commit fails because the store cannot write.
+    health: Arc<WriteHealth>,
     now: i64,
     /// PostgreSQL: written at commit, under the runs' event locks (see `postgres.rs`).
     events: Vec<NewEvent>,
@@ -27,9 +32,10 @@ pub(crate) struct SqlTx {
 }
 
 impl SqlTx {
-    pub(crate) fn new(conn: Conn, now: i64) -> Self {
+    pub(crate) fn new(conn: Conn, now: i64, health: Arc<WriteHealth>) -> Self {
         SqlTx {
             conn,
+            health,
             now,
             events: Vec::new(),
             queued_work: false,
@@ -672,6 +678,7 @@ impl Tx for SqlTx {
     async fn commit(self: Box<Self>) -> Result<()> {
         let SqlTx {
             mut conn,
+            health,
             now,
             events,
             queued_work,
@@ -680,7 +687,7 @@ impl Tx for SqlTx {
         if let Some(o) = &mut observer {
             o.before_commit()?;
         }
-        timed("commit", async {
+        let committed = timed("commit", async {
             if let Conn::Postgres(tx) = &mut conn {
                 postgres::flush_events(tx, now, &events).await?;
                 if queued_work {
@@ -689,7 +696,9 @@ impl Tx for SqlTx {
             }
             conn.commit().await
         })
-        .await?;
+        .await;
+        health.note(&committed);
+        committed?;
         observer.map_or(Ok(()), |o| o.committed(now))
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
-use weft_store::{Event, Store};
+use weft_store::{Event, EventKind, Store};
 
 struct View {
     bar: Option<ProgressBar>,
@@ -68,8 +68,8 @@ impl View {
     fn apply(&mut self, e: &Event) {
         let step = e.step_id.clone().unwrap_or_default();
         let d = &e.data;
-        match e.kind.as_str() {
-            "run.started" => {
+        match e.kind {
+            EventKind::RunStarted => {
                 self.run_started.get_or_insert(e.ts);
                 self.steps = d["steps"]
                     .as_array()
@@ -87,7 +87,7 @@ impl View {
                     self.steps.len()
                 ));
             }
-            "step.started" => {
+            EventKind::StepStarted => {
                 self.current = Some(step.clone());
                 self.items = d["items"].as_u64().map(|n| (0, n));
                 if self.bar.is_none() {
@@ -98,7 +98,7 @@ impl View {
                     self.say(format!("[{}] {step} started{what}", self.position(&step)));
                 }
             }
-            "step.progress" => {
+            EventKind::StepProgress => {
                 if let (Some(done), Some(total)) = (d["done"].as_u64(), d["total"].as_u64()) {
                     let failed = d["failed"].as_u64().unwrap_or(0);
                     self.items = Some((done + failed, total));
@@ -115,7 +115,7 @@ impl View {
                     }
                 }
             }
-            "task.retrying"
+            EventKind::TaskRetrying
                 if matches!(d["reason"].as_str(), Some("lease_expired" | "shutdown")) =>
             {
                 // Not a failure of the step: its worker was lost, and the try is not spent.
@@ -129,7 +129,7 @@ impl View {
                     e.attempt.unwrap_or(0),
                 ));
             }
-            "task.retrying" => {
+            EventKind::TaskRetrying => {
                 self.retries += 1;
                 let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
                 self.say(format!(
@@ -140,8 +140,8 @@ impl View {
                     d["error"].as_str().unwrap_or("")
                 ));
             }
-            "task.cache_hit" => {}
-            "approval.requested" => {
+            EventKind::TaskCacheHit => {}
+            EventKind::ApprovalRequested => {
                 let item = e.item.map(|i| format!(" --item {i}")).unwrap_or_default();
                 let prompt = d["prompt"].as_str().unwrap_or("approve?");
                 let mut line = format!("⏸ [{}] {step}: {prompt}", self.position(&step));
@@ -154,7 +154,7 @@ impl View {
                 ));
                 self.say(line);
             }
-            "approval.decided" => {
+            EventKind::ApprovalDecided => {
                 let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
                 let word = if d["approved"].as_bool() == Some(true) {
                     "approved"
@@ -166,7 +166,7 @@ impl View {
                     d["by"].as_str().unwrap_or("?")
                 ));
             }
-            "workflow.started" => {
+            EventKind::WorkflowStarted => {
                 let item = e.item.map(|i| format!("[{i}]")).unwrap_or_default();
                 self.say(format!(
                     "  ↳ {step}{item} started run {} ({})",
@@ -174,7 +174,7 @@ impl View {
                     d["template"].as_str().unwrap_or("?")
                 ));
             }
-            "task.progress" => {
+            EventKind::TaskProgress => {
                 if self.bar.is_none()
                     && let Some(message) = d["message"].as_str()
                 {
@@ -182,11 +182,14 @@ impl View {
                     self.say(format!("  … {step}{item}: {message}"));
                 }
             }
-            "step.succeeded" | "step.failed" | "step.skipped" | "step.cancelled" => {
-                let (mark, word) = match e.kind.as_str() {
-                    "step.succeeded" => ("✓", "succeeded"),
-                    "step.failed" => ("✗", "failed"),
-                    "step.skipped" => ("–", "skipped"),
+            EventKind::StepSucceeded
+            | EventKind::StepFailed
+            | EventKind::StepSkipped
+            | EventKind::StepCancelled => {
+                let (mark, word) = match e.kind {
+                    EventKind::StepSucceeded => ("✓", "succeeded"),
+                    EventKind::StepFailed => ("✗", "failed"),
+                    EventKind::StepSkipped => ("–", "skipped"),
                     _ => ("⊘", "cancelled"),
                 };
                 let mut line = format!("{mark} [{}] {step} {word}", self.position(&step));
@@ -211,14 +214,14 @@ impl View {
                     self.items = None;
                 }
             }
-            "run.succeeded" | "run.failed" | "run.cancelled" => {
+            EventKind::RunSucceeded | EventKind::RunFailed | EventKind::RunCancelled => {
                 self.ended = Some((
-                    e.kind.trim_start_matches("run.").to_string(),
+                    e.kind.run_end().map_or("ended", |s| s.as_str()).to_string(),
                     e.ts,
                     d["error"].as_str().map(String::from),
                 ));
             }
-            "run.resumed" if self.ended.take().is_some() => {
+            EventKind::RunResumed if self.ended.take().is_some() => {
                 self.say(format!("run {} resumed", e.run_id));
             }
             _ => {}

@@ -7,21 +7,15 @@
 //! - `weft runs resume` continues a failed and a cancelled run, redoing only what did not
 //!   succeed.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use weft_store::Store as _;
-
-fn weft(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_weft"));
-    cmd.current_dir(dir)
-        .env_remove("WEFT_DB")
-        .env_remove("WEFT_CONFIG");
-    cmd
-}
 
 fn wall_ms() -> i64 {
     std::time::SystemTime::now()
@@ -32,23 +26,7 @@ fn wall_ms() -> i64 {
 
 /// Starts `weft serve` with its log in `dir/serve-N.log` and waits until it listens.
 fn serve(dir: &Path, n: usize) -> Child {
-    let log_path = dir.join(format!("serve-{n}.log"));
-    let log = std::fs::File::create(&log_path).expect("serve log");
-    let child = weft(dir)
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start weft serve");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(&log_path)
-        .unwrap_or_default()
-        .contains("weft serving http://")
-    {
-        assert!(Instant::now() < deadline, "weft serve never listened");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child
+    common::serve(dir, &dir.join(format!("serve-{n}.log"))).0
 }
 
 fn lines(path: &Path) -> Vec<String> {
@@ -91,7 +69,7 @@ fn serve_killed_mid_fan_out_finishes_the_run_by_itself_with_default_settings() {
     let d = dir.path();
     std::fs::write(d.join("fan.yaml"), FAN).expect("write template");
     let mut server = serve(d, 0);
-    let out = weft(d)
+    let out = common::weft(d)
         .args(["run", "fan.yaml", "--detach"])
         .output()
         .expect("weft run --detach");
@@ -113,7 +91,7 @@ fn serve_killed_mid_fan_out_finishes_the_run_by_itself_with_default_settings() {
     let killed_at = wall_ms();
     let mut server = serve(d, 1);
 
-    let mut wait = weft(d)
+    let mut wait = common::weft(d)
         .args(["--json", "runs", "wait", &run_id])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -183,7 +161,7 @@ fn serve_killed_mid_fan_out_finishes_the_run_by_itself_with_default_settings() {
 
     // The view tells a cut-off attempt apart from a failed one, and prints the run's own
     // duration (from its start to its end on record), not how long it watched.
-    let again = weft(d)
+    let again = common::weft(d)
         .args(["runs", "wait", &run_id])
         .output()
         .expect("weft runs wait");
@@ -239,7 +217,7 @@ output: "{{ steps.first.output.n + steps.gate.output.n }}"
 "#,
     )
     .expect("write template");
-    let failed = weft(d)
+    let failed = common::weft(d)
         .args(["--json", "run", "gate.yaml"])
         .output()
         .expect("weft run");
@@ -249,7 +227,7 @@ output: "{{ steps.first.output.n + steps.gate.output.n }}"
     assert_eq!(run["status"], "failed");
 
     std::fs::write(d.join("open"), "").expect("open the gate");
-    let resumed = weft(d)
+    let resumed = common::weft(d)
         .args(["--json", "runs", "resume", &run_id])
         .output()
         .expect("weft runs resume");
@@ -263,17 +241,17 @@ output: "{{ steps.first.output.n + steps.gate.output.n }}"
     assert_eq!(lines(&d.join("calls.log")), ["first", "gate", "gate"]);
 
     // Cancelled from another process before anything ran, then resumed.
-    let out = weft(d)
+    let out = common::weft(d)
         .args(["run", "gate.yaml", "--detach"])
         .output()
         .expect("weft run --detach");
     let run_id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let cancel = weft(d)
+    let cancel = common::weft(d)
         .args(["runs", "cancel", &run_id])
         .output()
         .expect("weft runs cancel");
     assert!(cancel.status.success(), "{cancel:?}");
-    let resumed = weft(d)
+    let resumed = common::weft(d)
         .args(["--json", "runs", "resume", &run_id])
         .output()
         .expect("weft runs resume");
@@ -281,7 +259,10 @@ output: "{{ steps.first.output.n + steps.gate.output.n }}"
     assert_eq!(resumed.status.code(), Some(0), "{stderr}");
     let view: Value = serde_json::from_slice(&resumed.stdout).expect("resume json");
     assert_eq!(view["status"], "succeeded");
-    let kinds: Vec<String> = events(d, &run_id).into_iter().map(|e| e.kind).collect();
+    let kinds: Vec<String> = events(d, &run_id)
+        .into_iter()
+        .map(|e| e.kind.to_string())
+        .collect();
     let ends = kinds
         .iter()
         .filter(|k| matches!(k.as_str(), "run.cancelled" | "run.succeeded"))
@@ -299,7 +280,7 @@ fn three_processes_opening_a_new_database_at_once_all_succeed() {
         let db = db.to_string_lossy().to_string();
         let children: Vec<Child> = (0..3)
             .map(|_| {
-                weft(dir.path())
+                common::weft(dir.path())
                     .args(["migrate", "--db", &db])
                     .stdout(Stdio::null())
                     .stderr(Stdio::piped())

@@ -438,12 +438,42 @@ pub struct EventBody {
     pub seq: i64,
     pub run_id: String,
     pub ts: String,
-    /// `run.started`, `step.started`, `step.progress`, `task.retrying`, `run.succeeded`...
-    pub kind: String,
+    #[schema(value_type = EventKindSchema)]
+    pub kind: weft_store::EventKind,
     pub step_id: Option<String>,
     pub item: Option<u32>,
     pub attempt: Option<u32>,
     pub data: Value,
+}
+
+/// The schema of `EventBody.kind`: every kind of event, from the lifecycle
+/// (`weft_core::lifecycle::EventKind`), so the UI and the widget read the list the server
+/// writes rather than keeping their own.
+pub struct EventKindSchema;
+
+impl utoipa::PartialSchema for EventKindSchema {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use weft_store::EventKind;
+        let mut description = String::from(
+            "What an event records. A run ends at `run.succeeded`, `run.failed` or \
+             `run.cancelled`; a later `run.resumed` reopens it.\n",
+        );
+        for kind in EventKind::ALL {
+            description.push_str(&format!("\n- `{kind}`: {}", kind.describe()));
+        }
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(EventKind::ALL.iter().map(|k| k.as_str())))
+            .description(Some(description))
+            .into()
+    }
+}
+
+impl ToSchema for EventKindSchema {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "EventKind".into()
+    }
 }
 
 impl From<&Event> for EventBody {
@@ -452,7 +482,7 @@ impl From<&Event> for EventBody {
             seq: e.seq,
             run_id: e.run_id.clone(),
             ts: rfc3339(e.ts),
-            kind: e.kind.clone(),
+            kind: e.kind,
             step_id: e.step_id.clone(),
             item: e.item,
             attempt: e.attempt,

@@ -108,11 +108,13 @@ fn strip_position(message: &str) -> String {
     }
 }
 
-/// Is the service up, and can it read its store?
+/// Is the service up, and can it read and write its store? 503 with a problem saying why when
+/// the store cannot write (a full disk answers reads to the end).
 #[utoipa::path(get, path = "/healthz", tag = "service",
     responses((status = 200, body = dto::Health), (status = 503, body = Problem)))]
 pub async fn healthz(State(state): State<AppState>) -> ApiResult<Json<dto::Health>> {
     state.store.now().await?;
+    state.store.check_writable().await?;
     Ok(Json(dto::Health {
         status: "ok".into(),
         store: state.store.describe(),

@@ -10,7 +10,7 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
-use weft_store::{Event, StepRow, Task, TaskStatus, rfc3339};
+use weft_store::{Event, EventKind, StepRow, Task, TaskStatus, rfc3339};
 
 use super::dto::{EventBody, StepBody, duration};
 use crate::AppState;
@@ -169,25 +169,25 @@ fn attempts_of(task: &Task, events: &[Event], now: i64) -> Vec<AttemptBody> {
     for e in events {
         let n = e.attempt.unwrap_or(task.attempt.max(1));
         let text = |k: &str| e.data.get(k).and_then(Value::as_str).map(str::to_string);
-        match e.kind.as_str() {
-            "task.started" => {
+        match e.kind {
+            EventKind::TaskStarted => {
                 let i = at(n, &mut tries);
                 tries[i].1 = Some(e.ts);
             }
-            "task.retrying" => {
+            EventKind::TaskRetrying => {
                 let i = at(n, &mut tries);
                 tries[i].0.status = "retried".into();
                 tries[i].0.error = text("error");
                 tries[i].0.reason = text("reason").or_else(|| Some("error".into()));
                 tries[i].2 = Some(e.ts);
             }
-            "task.succeeded" => {
+            EventKind::TaskSucceeded => {
                 let i = at(n, &mut tries);
                 tries[i].0.status = "succeeded".into();
                 tries[i].2 = Some(e.ts);
                 tries[i].0.duration_ms = e.data.get("duration_ms").and_then(Value::as_i64);
             }
-            "task.failed" => {
+            EventKind::TaskFailed => {
                 let i = at(n, &mut tries);
                 tries[i].0.status = "failed".into();
                 tries[i].0.error = text("error");
@@ -408,7 +408,7 @@ async fn step_events(state: &AppState, run_id: &str, step: &str) -> ApiResult<Ve
         }
         out.extend(
             page.into_iter()
-                .filter(|e| e.step_id.as_deref() == Some(step) && e.kind.starts_with("task.")),
+                .filter(|e| e.step_id.as_deref() == Some(step) && e.kind.is_task()),
         );
         if !full || scanned >= MAX_EVENTS_SCANNED {
             return Ok(out);
@@ -580,7 +580,7 @@ pub async fn get_history(
         scanned += page.len();
         for e in page {
             cursor = e.seq;
-            if kind_matches(&filter, &e.kind)
+            if kind_matches(&filter, e.kind.as_str())
                 && step
                     .as_deref()
                     .is_none_or(|s| e.step_id.as_deref() == Some(s))

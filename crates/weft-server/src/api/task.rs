@@ -249,7 +249,7 @@ pub async fn report_progress(
     let mut tx = state.engine.begin().await?;
     tx.append_events(&[weft_store::NewEvent {
         run_id: t.run_id.clone(),
-        kind: "task.progress".into(),
+        kind: weft_store::EventKind::TaskProgress,
         step_id: Some(t.step_id.clone()),
         item: t.item,
         attempt: Some(t.attempt),
