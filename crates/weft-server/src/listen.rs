@@ -44,7 +44,7 @@ pub(crate) async fn serve(
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout);
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok(accepted) => accepted,
                 Err(error) => {
@@ -57,6 +57,8 @@ pub(crate) async fn serve(
             },
             () = shutdown.cancelled() => break,
         };
+        // At trace level, as axum's own server said it (an operator tracing connections).
+        tracing::trace!(%peer, "Connection accepted.");
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             tokio::spawn(refuse(stream));
             continue;
