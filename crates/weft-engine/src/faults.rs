@@ -1,6 +1,6 @@
 //! Fault injection for the crash tests: the engine "dies" at a chosen commit.
 //!
-//! A [`Crash`] installed with [`Engine::with_faults`] counts the engine's commits. At the
+//! A [`Crash`] installed with [`crate::EngineOptions::faults`] counts the engine's commits. At the
 //! chosen one it either refuses to commit (the transaction rolls back, as when the process
 //! dies before `COMMIT`) or lets the commit through and then reports failure (the process
 //! dies right after it); from then on every transaction this engine begins fails, so nothing
@@ -139,14 +139,5 @@ impl crate::Engine {
     /// Whether this engine carries `bug` (crash tests only; always false otherwise).
     pub(crate) fn planted(&self, bug: Plant) -> bool {
         self.inner.faults.as_ref().and_then(|f| f.plant()) == Some(bug)
-    }
-
-    /// An engine whose commits go through `crash` (see the module). For tests only.
-    pub fn with_faults(
-        store: Arc<dyn weft_store::Store>,
-        tools: Arc<weft_tools::Registry>,
-        crash: Arc<Crash>,
-    ) -> crate::Engine {
-        crate::Engine::build(store, tools, Some(crash))
     }
 }

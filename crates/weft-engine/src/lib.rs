@@ -9,12 +9,13 @@
 //! the store only through `weft_store::{Store, Tx}` and to tools only through `weft_tools::Tool`.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use serde_json::Value;
 use tokio::sync::Notify;
 use weft_core::Plan;
+use weft_store::server::ToolGrants;
 use weft_store::{Run, Store};
 use weft_tools::Registry;
 
@@ -97,47 +98,122 @@ struct Inner {
     wake: Notify,
     /// Where `workflow:` steps and actions find templates, and a count of child runs started.
     subruns: waits::Subruns,
-    /// What tools need to call weft back (`tokens.rs`).
-    callbacks: std::sync::RwLock<Callbacks>,
+    /// The base URL tools call back to with their task token (`tokens.rs`): from the options,
+    /// or set once by a server to where it listens.
+    api_url: OnceLock<String>,
+    /// Where the tenant secrets a task may read come from, to scrub them (`tokens.rs`).
+    secrets: Option<tokens::SecretAccess>,
     /// Where the tools granted to tenants are read (`policy.rs`).
-    grants: std::sync::RwLock<Option<Arc<dyn weft_store::server::ToolGrants>>>,
+    grants: Option<Arc<dyn ToolGrants>>,
     /// How the processes of tools are confined (`policy.rs`).
-    confinement: std::sync::RwLock<policy::Confinement>,
+    confinement: policy::Confinement,
     /// Crash tests only (`faults.rs`).
     faults: Option<Arc<faults::Crash>>,
 }
 
-/// Where a tool's callbacks go, and where the secrets it may read come from.
-#[derive(Default)]
-struct Callbacks {
+/// What an engine is built from: the process's one store and its tools, then what else this
+/// process has, then [`EngineOptions::build`]. Nothing changes once built, so the engine holds
+/// no locks for its settings. A process opens its store once and builds its engine from it
+/// (`weft`'s `App::engine`, `weft serve`, `weft mcp`).
+pub struct EngineOptions {
+    store: Arc<dyn Store>,
+    tools: Arc<Registry>,
     api_url: Option<String>,
     secrets: Option<tokens::SecretAccess>,
+    grants: Option<Arc<dyn ToolGrants>>,
+    confinement: policy::Confinement,
+    templates: Option<Arc<dyn TemplateSource>>,
+    faults: Option<Arc<faults::Crash>>,
 }
 
-impl Engine {
+impl EngineOptions {
     pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
-        Engine::build(store, tools, None)
+        EngineOptions {
+            store,
+            tools,
+            api_url: None,
+            secrets: None,
+            grants: None,
+            confinement: Default::default(),
+            templates: None,
+            faults: None,
+        }
     }
 
-    fn build(
-        store: Arc<dyn Store>,
-        tools: Arc<Registry>,
-        faults: Option<Arc<faults::Crash>>,
+    pub fn tools(&self) -> &Arc<Registry> {
+        &self.tools
+    }
+
+    /// The base URL of the API that serves task callbacks (`http://127.0.0.1:8420`), handed
+    /// to tools with their task token. Unset, a server fills in where it listens.
+    pub fn api_url(mut self, url: impl Into<String>) -> Self {
+        self.api_url = Some(url.into());
+        self
+    }
+
+    /// Lets the engine read the tenant secrets a task may read, so it can scrub their values
+    /// from the task's output, error and progress.
+    pub fn secret_access(
+        mut self,
+        store: Arc<dyn weft_store::secrets::SecretStore>,
+        secret_box: secrets::SecretBox,
     ) -> Self {
+        self.secrets = Some(tokens::SecretAccess { store, secret_box });
+        self
+    }
+
+    /// Where the tools granted to each tenant are read. Without it, a tenant's registered
+    /// template starts no process at all.
+    pub fn grants(mut self, grants: Arc<dyn ToolGrants>) -> Self {
+        self.grants = Some(grants);
+        self
+    }
+
+    /// How the processes tools start are confined (see [`policy::Confinement`]).
+    pub fn confinement(mut self, confinement: policy::Confinement) -> Self {
+        self.confinement = confinement;
+        self
+    }
+
+    /// Where `workflow:` steps and actions find templates. Without it, they fail.
+    pub fn templates(mut self, source: Arc<dyn TemplateSource>) -> Self {
+        self.templates = Some(source);
+        self
+    }
+
+    /// Commits go through `crash` (see `faults.rs`). For tests only.
+    pub fn faults(mut self, crash: Arc<faults::Crash>) -> Self {
+        self.faults = Some(crash);
+        self
+    }
+
+    pub fn build(self) -> Engine {
+        let api_url = OnceLock::new();
+        if let Some(url) = self.api_url {
+            let _ = api_url.set(url);
+        }
         Engine {
             inner: Arc::new(Inner {
-                store,
-                tools,
+                store: self.store,
+                tools: self.tools,
                 plans: Mutex::new(HashMap::new()),
                 runs: Mutex::new(HashMap::new()),
                 wake: Notify::new(),
-                subruns: Default::default(),
-                callbacks: Default::default(),
-                grants: Default::default(),
-                confinement: Default::default(),
-                faults,
+                subruns: waits::Subruns::new(self.templates),
+                api_url,
+                secrets: self.secrets,
+                grants: self.grants,
+                confinement: self.confinement,
+                faults: self.faults,
             }),
         }
+    }
+}
+
+impl Engine {
+    /// An engine with nothing but a store and tools: `EngineOptions::new(store, tools).build()`.
+    pub fn new(store: Arc<dyn Store>, tools: Arc<Registry>) -> Self {
+        EngineOptions::new(store, tools).build()
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -154,32 +230,19 @@ impl Engine {
         &self.inner.tools
     }
 
-    /// The base URL of the API that serves task callbacks (`http://127.0.0.1:8420`), handed
-    /// to tools with their task token.
-    pub fn set_api_url(&self, url: impl Into<String>) {
-        if let Ok(mut c) = self.inner.callbacks.write() {
-            c.api_url = Some(url.into());
-        }
-    }
-
+    /// The base URL tools call back to with their task token, if there is one.
     pub fn api_url(&self) -> Option<String> {
-        self.inner.callbacks.read().ok()?.api_url.clone()
+        self.inner.api_url.get().cloned()
     }
 
-    /// Lets the engine read the tenant secrets a task may read, so it can scrub their values
-    /// from the task's output, error and progress.
-    pub fn set_secret_access(
-        &self,
-        store: Arc<dyn weft_store::secrets::SecretStore>,
-        secret_box: secrets::SecretBox,
-    ) {
-        if let Ok(mut c) = self.inner.callbacks.write() {
-            c.secrets = Some(tokens::SecretAccess { store, secret_box });
-        }
+    /// A server's address for task callbacks (`http://127.0.0.1:8420`), used only when the
+    /// options named none. It is known only once the server listens; it never changes after.
+    pub fn listening_at(&self, url: impl Into<String>) {
+        let _ = self.inner.api_url.set(url.into());
     }
 
     pub(crate) fn secret_access(&self) -> Option<tokens::SecretAccess> {
-        self.inner.callbacks.read().ok()?.secrets.clone()
+        self.inner.secrets.clone()
     }
 
     /// Tells workers in this process to look for work now.

@@ -15,7 +15,6 @@
 use std::sync::Arc;
 
 use weft_store::Run;
-use weft_store::server::ToolGrants;
 use weft_tools::Tool;
 use weft_tools::sandbox::Sandbox;
 
@@ -40,21 +39,6 @@ impl Default for Confinement {
 }
 
 impl Engine {
-    /// Where the tools granted to each tenant are read. Without it, a tenant's registered
-    /// template starts no process at all.
-    pub fn set_grants(&self, grants: Arc<dyn ToolGrants>) {
-        if let Ok(mut g) = self.inner.grants.write() {
-            *g = Some(grants);
-        }
-    }
-
-    /// How the processes tools start are confined (see [`Confinement`]).
-    pub fn set_confinement(&self, confinement: Confinement) {
-        if let Ok(mut c) = self.inner.confinement.write() {
-            *c = confinement;
-        }
-    }
-
     /// Whether `run` may call `tool`, and in which sandbox its processes run (`None`: with
     /// weft's rights). `Err` says why not, for the step's error.
     pub(crate) async fn admit(
@@ -65,17 +49,11 @@ impl Engine {
         if !tool.starts_processes() {
             return Ok(None);
         }
-        let confinement = self
-            .inner
-            .confinement
-            .read()
-            .map(|c| c.clone())
-            .unwrap_or_default();
+        let confinement = &self.inner.confinement;
         if run.file != weft_core::plan::REGISTERED_FILE {
-            return Ok(confinement.operator);
+            return Ok(confinement.operator.clone());
         }
-        let grants = self.inner.grants.read().ok().and_then(|g| g.clone());
-        let granted = match grants {
+        let granted = match &self.inner.grants {
             Some(grants) => grants.allowed_tools(&run.tenant).await.map_err(|e| {
                 format!(
                     "cannot read the tools granted to tenant `{}`: {e}",
@@ -87,7 +65,7 @@ impl Engine {
         if let Some(why) = weft_tools::policy::refusal(tool, &run.tenant, &granted) {
             return Err(why);
         }
-        confinement.tenants.map(Some).map_err(|why| {
+        confinement.tenants.clone().map(Some).map_err(|why| {
             format!(
                 "tool `{}` cannot run confined on this machine, and a tenant's template never \
                  runs it unconfined: {why}",

@@ -54,12 +54,20 @@ pub trait TemplateSource: Send + Sync {
     ) -> std::result::Result<(Arc<Plan>, Option<String>), String>;
 }
 
-#[derive(Default)]
 pub(crate) struct Subruns {
-    templates: std::sync::RwLock<Option<Arc<dyn TemplateSource>>>,
+    templates: Option<Arc<dyn TemplateSource>>,
     /// Child runs started by this process; a worker limited to some runs looks for their
     /// children again when it changes.
     started: AtomicU64,
+}
+
+impl Subruns {
+    pub(crate) fn new(templates: Option<Arc<dyn TemplateSource>>) -> Self {
+        Subruns {
+            templates,
+            started: AtomicU64::new(0),
+        }
+    }
 }
 
 /// Whether a step's tasks wait instead of queueing.
@@ -209,15 +217,8 @@ pub(crate) async fn mark_waiting(tx: &mut dyn Tx, run: &Run, steps: &[StepRow]) 
 }
 
 impl Engine {
-    /// Tells the engine where `workflow:` steps and actions find templates.
-    pub fn set_templates(&self, source: Arc<dyn TemplateSource>) {
-        if let Ok(mut t) = self.inner.subruns.templates.write() {
-            *t = Some(source);
-        }
-    }
-
     fn template_source(&self) -> Option<Arc<dyn TemplateSource>> {
-        self.inner.subruns.templates.read().ok()?.clone()
+        self.inner.subruns.templates.clone()
     }
 
     /// How many child runs this process has started (a worker limited to some runs looks for

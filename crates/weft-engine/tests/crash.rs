@@ -29,7 +29,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_core::Plan;
 use weft_engine::faults::{Crash, CrashPoint, Plant};
-use weft_engine::{Decide, Engine, NewRun, TemplateSource, WorkerOptions};
+use weft_engine::{Decide, Engine, EngineOptions, NewRun, TemplateSource, WorkerOptions};
 use weft_store::{EventKind, RunStatus, Store, TaskStatus};
 use weft_tools::{Context, Registry, Tool, ToolsConfig};
 
@@ -164,10 +164,12 @@ struct Process {
 
 impl Process {
     fn start(store: &Arc<dyn Store>, tools: &Arc<Registry>, crash: Arc<Crash>) -> Process {
-        let engine = Engine::with_faults(store.clone(), tools.clone(), crash);
-        engine.set_templates(Arc::new(Folder {
-            tools: tools.clone(),
-        }));
+        let engine = EngineOptions::new(store.clone(), tools.clone())
+            .templates(Arc::new(Folder {
+                tools: tools.clone(),
+            }))
+            .faults(crash)
+            .build();
         let worker = engine.worker(WorkerOptions {
             concurrency: 3,
             poll: Duration::from_millis(20),

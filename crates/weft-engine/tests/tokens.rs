@@ -11,7 +11,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_engine::secrets::SecretBox;
-use weft_engine::{Engine, NewRun, WorkerOptions};
+use weft_engine::{Engine, EngineOptions, NewRun, WorkerOptions};
 use weft_store::SqlStore;
 use weft_store::secrets::SecretStore as _;
 use weft_store::sqlite::Durability;
@@ -121,9 +121,10 @@ async fn a_leaky_tool_leaves_no_secret_and_its_token_dies_with_the_attempt() {
     });
     let mut tools = Registry::with_builtins(&ToolsConfig::default());
     tools.insert(leaky.clone());
-    let engine = Engine::new(store.clone(), Arc::new(tools));
-    engine.set_secret_access(store.clone(), secret_box);
-    engine.set_api_url("http://127.0.0.1:9");
+    let engine = EngineOptions::new(store.clone(), Arc::new(tools))
+        .secret_access(store.clone(), secret_box)
+        .api_url("http://127.0.0.1:9")
+        .build();
 
     for fail in [false, true] {
         let yaml = format!(

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 use weft_core::Plan;
-use weft_engine::{Decide, Engine, NewRun, TemplateSource, WorkerOptions};
+use weft_engine::{Decide, Engine, EngineOptions, NewRun, TemplateSource, WorkerOptions};
 use weft_store::SqlStore;
 use weft_store::sqlite::Durability;
 use weft_store::{Run, RunStatus, StepStatus};
@@ -63,14 +63,15 @@ async fn harness(templates: &[(&str, &str)]) -> Harness {
 /// The engine and a worker on `store`, finding `templates` by name.
 fn harness_on(store: Arc<dyn weft_store::Store>, templates: &[(&str, &str)]) -> Harness {
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
-    let engine = Engine::new(store, tools.clone());
-    engine.set_templates(Arc::new(Folder {
-        tools,
-        yaml: templates
-            .iter()
-            .map(|(n, y)| (n.to_string(), y.to_string()))
-            .collect(),
-    }));
+    let engine = EngineOptions::new(store, tools.clone())
+        .templates(Arc::new(Folder {
+            tools,
+            yaml: templates
+                .iter()
+                .map(|(n, y)| (n.to_string(), y.to_string()))
+                .collect(),
+        }))
+        .build();
     let stop = CancellationToken::new();
     let worker = engine.worker(WorkerOptions {
         poll: Duration::from_millis(50),

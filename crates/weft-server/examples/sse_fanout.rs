@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use futures::StreamExt as _;
 use tokio_util::sync::CancellationToken;
-use weft_engine::{Engine, NewRun};
+use weft_engine::{EngineOptions, NewRun};
 use weft_server::{Server, ServerOptions};
 use weft_store::SqlStore;
 use weft_store::Store as _;
@@ -61,7 +61,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     store.create_tenant("bench").await?;
     let (_, key) = weft_server::auth::create_key(store.as_ref(), "bench", "bench").await?;
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
-    let engine = Engine::new(store.clone(), tools.clone());
     let plan = Arc::new(
         weft_core::load::load_str(TEMPLATE, "busy.yaml", None, &*tools)
             .map_err(|d| d.to_string())?,
@@ -71,7 +70,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         workers: false,
         ..ServerOptions::default()
     };
-    let server = Server::new(store.clone(), engine.clone(), options, Vec::new());
+    let server = Server::new(
+        store.clone(),
+        EngineOptions::new(store.clone(), tools.clone()),
+        options,
+        Vec::new(),
+    );
+    let engine = server.state().engine.clone();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
     let cancel = CancellationToken::new();

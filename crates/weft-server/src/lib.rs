@@ -35,7 +35,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 use weft_core::Plan;
 use weft_engine::secrets::SecretBox;
-use weft_engine::{Engine, WorkerOptions};
+use weft_engine::{Engine, EngineOptions, WorkerOptions};
 use weft_store::server::ServerStore;
 
 pub mod api;
@@ -176,9 +176,12 @@ impl utoipa::Modify for BearerAuth {
 }
 
 impl Server {
+    /// Builds the engine from `engine`, adding what the server provides: `workflow:` steps
+    /// and actions find templates where `POST /v1/runs` does, and the tool policy reads each
+    /// tenant's grants where the API writes them.
     pub fn new(
         store: Arc<dyn ServerStore>,
-        engine: Engine,
+        engine: EngineOptions,
         options: ServerOptions,
         shared: Vec<SharedTemplate>,
     ) -> Self {
@@ -192,15 +195,13 @@ impl Server {
                 .collect(),
         );
         let plans: Arc<Mutex<HashMap<String, Arc<Plan>>>> = Arc::default();
-        // `workflow:` steps and actions find templates where `POST /v1/runs` does.
-        engine.set_templates(Arc::new(api::templates::Registry {
+        let templates = Arc::new(api::templates::Registry {
             store: store.clone(),
             shared: shared.clone(),
             plans: plans.clone(),
             tools: engine.tools().clone(),
-        }));
-        // The tool policy reads each tenant's grants where the API writes them.
-        engine.set_grants(store.clone());
+        });
+        let engine = engine.templates(templates).grants(store.clone()).build();
         Server {
             state: AppState {
                 store,
@@ -320,10 +321,8 @@ impl Server {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         // Tools call back to the address this server really listens on, unless configured.
-        if self.state.engine.api_url().is_none()
-            && let Ok(addr) = listener.local_addr()
-        {
-            self.state.engine.set_api_url(format!("http://{addr}"));
+        if let Ok(addr) = listener.local_addr() {
+            self.state.engine.listening_at(format!("http://{addr}"));
         }
         let mut tasks = tokio::task::JoinSet::new();
         let poll = Duration::from_millis(self.state.options.tail_poll_ms.max(1));

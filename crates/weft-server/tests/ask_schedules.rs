@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::routing::post;
 use common::*;
 use serde_json::{Value, json};
-use weft_engine::Engine;
+use weft_engine::EngineOptions;
 use weft_server::{Server, ServerOptions};
 use weft_store::SqlStore;
 use weft_store::server::AuthStore;
@@ -366,7 +366,7 @@ async fn llm_server(replies: Vec<&str>) -> (Server, String, Standin, tempfile::T
     let (_, key) = weft_server::auth::create_key(store.as_ref(), "alpha", "test")
         .await
         .expect("key");
-    let engine = Engine::new(store.clone(), Arc::new(tools));
+    let engine = EngineOptions::new(store.clone(), Arc::new(tools));
     let options = ServerOptions {
         llm_matcher: true,
         workers: false,

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::Deserialize;
-use weft_engine::Engine;
+use weft_engine::{Engine, EngineOptions};
 use weft_store::SqlStore;
 use weft_store::Store;
 use weft_store::sqlite::Durability;
@@ -287,7 +287,7 @@ impl App {
     }
 
     pub async fn engine(&self) -> anyhow::Result<Engine> {
-        let engine = Engine::new(self.store().await?, self.tools.clone());
+        let mut engine = EngineOptions::new(self.store().await?, self.tools.clone());
         // `workflow:` steps and actions: a tenant's registered templates first (as under `weft
         // serve`), then ./templates, the configured folders and the built-ins. Any process
         // that commits a step's end may start the next step's child run.
@@ -297,7 +297,7 @@ impl App {
         // of the secrets its token may read, when this deployment has a secret key (none is
         // created here: without one there are no secrets to read).
         if let Some(url) = &self.config.api_url {
-            engine.set_api_url(url.trim_end_matches('/'));
+            engine = engine.api_url(url.trim_end_matches('/'));
         }
         let key_file = if self.postgres_url().is_some() {
             PathBuf::from(".weft/secret.key")
@@ -310,14 +310,15 @@ impl App {
         let env_key = crate::guard::secret_key();
         if env_key.is_some() || key_file.exists() {
             let secret_box = weft_engine::secrets::SecretBox::load(env_key.as_deref(), &key_file)?;
-            engine.set_secret_access(registry.clone(), secret_box);
+            engine = engine.secret_access(registry.clone(), secret_box);
         }
         // The tool policy: what the operator granted each tenant's registered templates, and
         // how their processes (and with `[sandbox]` the operator's) are confined.
-        engine.set_grants(registry.clone());
-        engine.set_confinement(self.confinement()?);
-        engine.set_templates(Arc::new(crate::folders::Registered::new(registry, folders)));
-        Ok(engine)
+        Ok(engine
+            .grants(registry.clone())
+            .confinement(self.confinement()?)
+            .templates(Arc::new(crate::folders::Registered::new(registry, folders)))
+            .build())
     }
 
     pub fn concurrency(&self, flag: Option<usize>) -> usize {

@@ -14,7 +14,7 @@ use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt as _;
-use weft_engine::Engine;
+use weft_engine::{Engine, EngineOptions};
 use weft_server::{Server, ServerOptions, SharedTemplate};
 use weft_store::SqlStore;
 use weft_store::server::ServerStore;
@@ -86,7 +86,6 @@ pub async fn harness(options: ServerOptions) -> Harness {
     let dir = tempfile::tempdir().expect("temp dir");
     let (store, pg) = open_store(dir.path()).await;
     let tools = Arc::new(Registry::with_builtins(&ToolsConfig::default()));
-    let engine = Engine::new(store.clone(), tools.clone());
     let mut keys = Vec::new();
     for tenant in ["alpha", "beta"] {
         assert!(store.create_tenant(tenant).await.expect("tenant"));
@@ -102,7 +101,8 @@ pub async fn harness(options: ServerOptions) -> Harness {
             base_dir: None,
         })
         .collect();
-    let server = Server::new(store.clone(), engine.clone(), options, shared)
+    let engine = EngineOptions::new(store.clone(), tools.clone());
+    let server = Server::new(store.clone(), engine, options, shared)
         .with_secret_box(weft_engine::secrets::SecretBox::new(rand_key()))
         .with_artifacts(
             weft_tools::artifacts::ArtifactStore::from_config(
@@ -113,6 +113,7 @@ pub async fn harness(options: ServerOptions) -> Harness {
             )
             .expect("artifact store"),
         );
+    let engine = server.state().engine.clone();
     let key_b = keys.pop().expect("key");
     let key_a = keys.pop().expect("key");
     Harness {

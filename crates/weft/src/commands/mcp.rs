@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use rmcp::ServiceExt as _;
 use tokio_util::sync::CancellationToken;
-use weft_engine::{Engine, WorkerOptions};
+use weft_engine::{EngineOptions, WorkerOptions};
 use weft_server::mcp::WeftMcp;
 use weft_server::{Server, ServerOptions};
 
@@ -32,15 +32,16 @@ pub struct McpArgs {
 
 pub async fn mcp(app: &App, args: McpArgs) -> anyhow::Result<ExitCode> {
     let store = crate::commands::serve::server_store(app).await?;
-    let engine = Engine::new(store.clone(), app.tools.clone());
-    engine.set_confinement(app.confinement()?);
+    let engine =
+        EngineOptions::new(store.clone(), app.tools.clone()).confinement(app.confinement()?);
     let shared = crate::commands::serve::shared_templates(app, &args.templates);
     let options = ServerOptions {
         llm_matcher: !app.config.llm.is_empty(),
         ..ServerOptions::default()
     };
-    let server = Server::new(store, engine.clone(), options, shared);
+    let server = Server::new(store, engine, options, shared);
     let state = server.state().clone();
+    let engine = state.engine.clone();
     let shutdown = CancellationToken::new();
     let worker = (!args.no_worker).then(|| {
         let worker = engine.worker(WorkerOptions {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use tokio_util::sync::CancellationToken;
-use weft_engine::{Engine, WorkerOptions};
+use weft_engine::{EngineOptions, WorkerOptions};
 use weft_server::{Server, ServerOptions, SharedTemplate};
 use weft_store::server::ServerStore;
 
@@ -164,9 +164,9 @@ async fn bootstrap(app: &App, store: &dyn ServerStore) -> anyhow::Result<()> {
 pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let store = server_store(app).await?;
     bootstrap(app, store.as_ref()).await?;
-    let engine = Engine::new(store.clone(), app.tools.clone());
     let confinement = app.confinement()?;
-    engine.set_confinement(confinement.clone());
+    let mut engine =
+        EngineOptions::new(store.clone(), app.tools.clone()).confinement(confinement.clone());
     let options = ServerOptions {
         listen: args.listen,
         body_limit: args.body_limit,
@@ -206,9 +206,9 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
     // Task tokens: tools call back to `api_url` (default: where this server listens), and
     // what a task leaves behind is scrubbed of the secrets it may read.
     if let Some(url) = &app.config.api_url {
-        engine.set_api_url(url.trim_end_matches('/'));
+        engine = engine.api_url(url.trim_end_matches('/'));
     }
-    engine.set_secret_access(store.clone(), secret_box.clone());
+    let engine = engine.secret_access(store.clone(), secret_box.clone());
     let exporter = match args.metrics_listen {
         Some(at) => {
             let listener = tokio::net::TcpListener::bind(at)
