@@ -9,7 +9,7 @@
 
 use weft_intent::Matcher;
 use weft_intent::eval::{
-    Report, builtin_cases, eval_template_paths, heldout_cases, load_plans, run,
+    Report, builtin_cases, eval_template_paths, heldout_cases, heldout2_cases, load_plans, run,
 };
 
 fn matcher() -> Matcher {
@@ -94,3 +94,31 @@ fn heldout_set_meets_its_targets() {
 const HELDOUT_TEMPLATE: f64 = 0.99;
 const HELDOUT_INPUTS: f64 = 0.96;
 const HELDOUT_PRECISION: f64 = 0.99;
+
+/// The second held-out set (`eval/heldout2.yaml`), written after the matcher was tuned on the
+/// first one's classes of misses, by someone who saw no matcher code and no phrasing file: the
+/// figures nobody could have tuned against. Measured on 2026-12-06 (94 phrasings): template
+/// 96.8%, exact inputs 84.0% (the goal of 90% is missed), template right when it ran without
+/// asking 98.5%. The floors below are those figures rounded down; the misses are not printed.
+#[test]
+fn second_heldout_set_holds_its_measured_figures() {
+    let cases = heldout2_cases().expect("eval/heldout2.yaml parses");
+    assert!(cases.len() >= 90, "{} phrasings", cases.len());
+    let report = run(&matcher(), &cases);
+    show("held-out2", &report);
+    assert!(
+        report.template_accuracy() >= 0.96,
+        "template accuracy {:.3}",
+        report.template_accuracy()
+    );
+    assert!(
+        report.inputs_accuracy() >= 0.83,
+        "exact inputs {:.3}",
+        report.inputs_accuracy()
+    );
+    assert!(
+        report.template_precision() >= 0.98,
+        "template precision when running {:.3}",
+        report.template_precision()
+    );
+}

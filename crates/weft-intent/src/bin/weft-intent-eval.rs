@@ -2,13 +2,16 @@
 //! `eval/templates/`: on the tuned set (`eval/phrasings.yaml`, with each miss) and, with
 //! `--heldout`, on the held-out set (`eval/heldout.yaml`; its misses only with
 //! `--heldout-misses`): template accuracy, exact-inputs accuracy, precision of the answers it
-//! would run on, the share of sentences that asked, and a calibration table.
+//! would run on, the share of sentences that asked, and a calibration table. `--heldout2` does
+//! the same on the second held-out set (`eval/heldout2.yaml`, written later, also frozen), and
+//! `--cases FILE` on any file of the same shape, with its misses.
 
 use std::process::ExitCode;
 
 use weft_intent::Matcher;
 use weft_intent::eval::{
-    Report, builtin_cases, eval_template_paths, heldout_cases, load_plans, run,
+    Case, Report, builtin_cases, eval_template_paths, heldout_cases, heldout2_cases, load_plans,
+    run,
 };
 
 fn main() -> ExitCode {
@@ -67,6 +70,36 @@ fn main() -> ExitCode {
             print_misses(&report);
         }
         println!("held-out  {}", report.summary());
+        print!("{}", report.calibration());
+    }
+    let more: Option<(&str, Result<Vec<Case>, String>)> = if args.iter().any(|a| a == "--heldout2")
+    {
+        Some(("held-out2", heldout2_cases()))
+    } else if let Some(pos) = args.iter().position(|a| a == "--cases")
+        && let Some(file) = args.get(pos + 1)
+    {
+        Some((
+            "cases",
+            std::fs::read_to_string(file)
+                .map_err(|e| format!("{file}: {e}"))
+                .and_then(|text| {
+                    serde_yaml_ng::from_str(&text).map_err(|e| format!("{file}: {e}"))
+                }),
+        ))
+    } else {
+        None
+    };
+    if let Some((label, cases)) = more {
+        let cases = match cases {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("cannot read the cases: {e}");
+                return ExitCode::from(2);
+            }
+        };
+        let report = run(&matcher, &cases);
+        print_misses(&report);
+        println!("{label} {}", report.summary());
         print!("{}", report.calibration());
     }
     ExitCode::SUCCESS
