@@ -2,6 +2,8 @@
 
 W1: a 5-step chain of trivial steps (x + 1), 200 runs one after another, each run checkpointed
 to a SQLite file (LangGraph's AsyncSqliteSaver; DBOS with its SQLite system database).
+W2: one run over 2,000 items (ids with 10% duplicates), at most 3 at once (LangGraph: Send
+fan-out, max_concurrency 3), then a dedupe by id: the wall time of the run.
 W3: 15 items that wait 50 ms, at most 3 at once, items 4, 9 and 14 failing on their first
 attempt and retried after 10 ms (LangGraph: Send fan-out, RetryPolicy, max_concurrency 3).
 
@@ -108,6 +110,42 @@ async def langgraph_w3(folder, run_no):
     return wall
 
 
+async def langgraph_w2(folder):
+    from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+    from langgraph.graph import END, START, StateGraph
+    from langgraph.types import Send
+
+    class State(TypedDict):
+        items: Annotated[list, operator.add]
+        unique: int
+
+    def item(task):
+        return {"items": [{"id": str(task["i"] % 1800), "n": str(task["i"])}]}
+
+    def fan_out(_state):
+        return [Send("item", {"i": i}) for i in range(2000)]
+
+    def dedupe(state):
+        return {"unique": len({x["id"] for x in state["items"]})}
+
+    graph = StateGraph(State)
+    graph.add_node("item", item)
+    graph.add_node("dedupe", dedupe)
+    graph.add_conditional_edges(START, fan_out, ["item"])
+    graph.add_edge("item", "dedupe")
+    graph.add_edge("dedupe", END)
+    async with AsyncSqliteSaver.from_conn_string(os.path.join(folder, "lg-w2.db")) as saver:
+        app = graph.compile(checkpointer=saver)
+        t0 = time.perf_counter()
+        out = await app.ainvoke(
+            {"items": [], "unique": 0},
+            {"configurable": {"thread_id": "w2"}, "max_concurrency": 3},
+        )
+        wall = time.perf_counter() - t0
+    assert out["unique"] == 1800, out["unique"]
+    report(peer="langgraph", workload="w2", wall_s=wall)
+
+
 # --- DBOS ------------------------------------------------------------------------------------
 
 
@@ -144,11 +182,13 @@ def dbos_w1(folder):
 
 
 def main():
-    which = set(sys.argv[1:]) or {"w1", "w3"}
+    which = set(sys.argv[1:]) or {"w1", "w2", "w3"}
     with tempfile.TemporaryDirectory() as folder:
         if "w1" in which:
             asyncio.run(langgraph_w1(folder))
             dbos_w1(folder)
+        if "w2" in which:
+            asyncio.run(langgraph_w2(folder))
         if "w3" in which:
             walls = [asyncio.run(langgraph_w3(folder, n)) for n in range(5)]
             report(

@@ -8,8 +8,8 @@
 //! failing once and retried after 10 ms — wall time against the ideal.
 //!
 //! `pg`: W1 and W2 on PostgreSQL with 1, 2 and 4 `weft worker` processes (see `pg.rs`).
-//! `peers`: the peers' W1 and W3 from `bench/peers` (run `bench/peers/setup.sh` once), and
-//! weft's figures of the same run as ratios against them (`weft-bench w1 w3 peers`).
+//! `peers`: the peers' W1, W2 and W3 from `bench/peers` (run `bench/peers/setup.sh` once), and
+//! weft's figures of the same run as ratios against them (`weft-bench w1 w2 w3 peers`).
 //!
 //! Usage: `cargo run --release -p weft-bench [-- w1|w2|w3|pg ...]` (w1, w2 and w3 by default;
 //! `pg` only when named, with `WEFT_BENCH_PG` or the local `test` server). The `weft` binary
@@ -151,6 +151,7 @@ struct Figures {
     w1_process_p50_ms: Option<f64>,
     w1_in_process_p50_ms: Option<f64>,
     w3_median_s: Option<f64>,
+    w2_2000_s: Option<f64>,
 }
 
 async fn w1(dir: &Path, weft: &Path, figures: &mut Figures) -> anyhow::Result<()> {
@@ -282,7 +283,7 @@ steps:
     )
 }
 
-async fn w2(dir: &Path, weft: &Path) -> anyhow::Result<()> {
+async fn w2(dir: &Path, weft: &Path, figures: &mut Figures) -> anyhow::Result<()> {
     println!("W2 fan-out: one run over N items (10% duplicate ids), then a dedupe by id");
     for (n, c, strategy, label) in [
         (
@@ -314,6 +315,9 @@ async fn w2(dir: &Path, weft: &Path) -> anyhow::Result<()> {
         std::fs::write(sub.path().join("w2.yaml"), w2_yaml(n, c, strategy))?;
         let conc = c.to_string();
         let (secs, rss) = whole_process(weft, sub.path(), "w2.yaml", &["--concurrency", &conc])?;
+        if n == 2_000 && strategy == "sync" {
+            figures.w2_2000_s = Some(secs);
+        }
         println!("  {label}: {secs:.3} s wall, {rss:.1} MB peak RSS (whole weft process)");
     }
     Ok(())
@@ -348,7 +352,7 @@ steps:
     Ok(())
 }
 
-/// Runs `bench/peers/peers.py` (after `bench/peers/setup.sh`) and prints weft's W1 and W3
+/// Runs `bench/peers/peers.py` (after `bench/peers/setup.sh`) and prints weft's W1, W2 and W3
 /// figures from this run as ratios against the peers' (above 1: weft is faster).
 fn peers(figures: &Figures) -> anyhow::Result<()> {
     let folder = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../bench/peers");
@@ -379,6 +383,14 @@ fn peers(figures: &Figures) -> anyhow::Result<()> {
                 println!("  {peer} W1: p50 {p50:.2} ms per run");
                 if best_w1.as_ref().is_none_or(|(_, b)| p50 < *b) {
                     best_w1 = Some((peer, p50));
+                }
+            }
+            Some("w2") => {
+                let wall = v["wall_s"].as_f64().unwrap_or(f64::NAN);
+                print!("  {peer} W2 (2,000 items, cap 3): {wall:.3} s");
+                match figures.w2_2000_s {
+                    Some(w) => println!("; whole weft process {w:.3} s: {:.2}x", wall / w),
+                    None => println!(),
                 }
             }
             Some("w3") => {
@@ -434,7 +446,7 @@ async fn main() -> anyhow::Result<()> {
         w1(dir.path(), &weft, &mut figures).await?;
     }
     if want("w2") {
-        w2(dir.path(), &weft).await?;
+        w2(dir.path(), &weft, &mut figures).await?;
     }
     if want("w3") {
         w3(dir.path(), &mut figures).await?;
