@@ -12,7 +12,7 @@
 //! tenants' sandbox, always (a machine without one refuses them, never runs them
 //! unconfined); the operator's run with weft's rights unless `[sandbox]` confines them too.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use weft_store::Run;
 use weft_tools::Tool;
@@ -20,11 +20,51 @@ use weft_tools::sandbox::Sandbox;
 
 use crate::Engine;
 
+/// The tenants' sandbox, probed (a `bwrap` child) the first time a tenant's template needs it,
+/// so a `weft run` of the operator's own templates never pays for the probe.
+#[derive(Clone)]
+pub struct TenantSandbox {
+    probed: Arc<OnceLock<Result<Arc<Sandbox>, String>>>,
+    probe: Arc<dyn Fn() -> Result<Sandbox, String> + Send + Sync>,
+}
+
+impl TenantSandbox {
+    /// A sandbox that `probe` makes on first use (or says why there is none).
+    pub fn lazy(probe: impl Fn() -> Result<Sandbox, String> + Send + Sync + 'static) -> Self {
+        TenantSandbox {
+            probed: Arc::new(OnceLock::new()),
+            probe: Arc::new(probe),
+        }
+    }
+
+    /// No sandbox in this process, for `why`.
+    pub fn none(why: &str) -> Self {
+        let why = why.to_string();
+        TenantSandbox::lazy(move || Err(why.clone()))
+    }
+
+    /// The sandbox, or why this machine has none (probed once).
+    pub fn get(&self) -> Result<Arc<Sandbox>, String> {
+        self.probed
+            .get_or_init(|| (self.probe)().map(Arc::new))
+            .clone()
+    }
+}
+
+impl std::fmt::Debug for TenantSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.probed.get() {
+            Some(probed) => probed.fmt(f),
+            None => f.write_str("TenantSandbox(not probed yet)"),
+        }
+    }
+}
+
 /// How the processes tools start are confined in this process.
 #[derive(Debug, Clone)]
 pub struct Confinement {
     /// Tenants' templates: the sandbox, or why there is none on this machine.
-    pub tenants: Result<Arc<Sandbox>, String>,
+    pub tenants: TenantSandbox,
     /// The operator's own templates: `None` runs them with weft's rights (the default).
     pub operator: Option<Arc<Sandbox>>,
 }
@@ -32,7 +72,7 @@ pub struct Confinement {
 impl Default for Confinement {
     fn default() -> Self {
         Confinement {
-            tenants: Err("this process has no sandbox for tenants' processes".into()),
+            tenants: TenantSandbox::none("this process has no sandbox for tenants' processes"),
             operator: None,
         }
     }
@@ -65,7 +105,7 @@ impl Engine {
         if let Some(why) = weft_tools::policy::refusal(tool, &run.tenant, &granted) {
             return Err(why);
         }
-        confinement.tenants.clone().map(Some).map_err(|why| {
+        confinement.tenants.get().map(Some).map_err(|why| {
             format!(
                 "tool `{}` cannot run confined on this machine, and a tenant's template never \
                  runs it unconfined: {why}",

@@ -189,7 +189,9 @@ impl App {
             return Ok(c.clone());
         }
         use weft_tools::sandbox::Sandbox;
-        let tenants = Sandbox::probe(self.config.tenant_sandbox.clone()).map(Arc::new);
+        let config = self.config.tenant_sandbox.clone();
+        let tenants =
+            weft_engine::policy::TenantSandbox::lazy(move || Sandbox::probe(config.clone()));
         let operator = match &self.config.sandbox {
             Some(config) => Some(Arc::new(
                 Sandbox::probe(config.clone()).map_err(|e| usage(format!("[sandbox]: {e}")))?,

@@ -235,7 +235,7 @@ pub async fn serve(app: &App, args: ServeArgs) -> anyhow::Result<ExitCode> {
 
 /// What `weft serve` says at start about the processes tools start.
 pub(crate) fn describe_confinement(c: &weft_engine::policy::Confinement) -> String {
-    let tenants = match &c.tenants {
+    let tenants = match &c.tenants.get() {
         Ok(sandbox) => format!(
             "tenants' templates: only tools the operator granted (`weft tenants update NAME \
              --allow-tools ...`), confined with bwrap ({})",
