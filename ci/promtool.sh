@@ -23,7 +23,8 @@ python3 - <<'PY'
 import json, re, pathlib
 src = "".join(pathlib.Path(p).read_text() for p in [
     "crates/weft-engine/src/telemetry.rs", "crates/weft-server/src/metrics.rs",
-    "crates/weft-server/src/events.rs", "crates/weft-server/src/auth.rs"])
+    "crates/weft-server/src/events.rs", "crates/weft-server/src/auth.rs",
+    "crates/weft-store/src/api.rs"])
 exported = set(re.findall(r'"(weft_[a-z_]+)"', src))
 d = json.load(open("deploy/grafana/weft.json"))
 exprs = [t["expr"] for p in d["panels"] for t in p.get("targets", [])]

@@ -476,7 +476,8 @@ pub async fn get_step(
         ("step" = String, Path, description = "The step id"),
         ("item" = u32, Path, description = "The item's index")),
     responses((status = 200, body = TaskDetail), (status = 401, body = Problem),
-        (status = 404, body = Problem)))]
+        (status = 404, body = Problem),
+        (status = 422, description = "`item` is not an index (WEFT-E204)", body = Problem)))]
 pub async fn get_item(
     State(state): State<AppState>,
     caller: Caller,
