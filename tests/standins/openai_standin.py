@@ -8,7 +8,9 @@ It speaks the Chat Completions wire format that `llm.chat` uses for `kind = "ope
   {"prompt_tokens", "completion_tokens", "total_tokens"}}, or OpenAI's error shape
   {"error": {"message", "type", "param", "code"}} (401 for a wrong key).
 The reply is deterministic and built from the prompt, so a test can tell what reached the
-model: it names the "Research question:" line and every "[n] Title <url>" source line.
+model: it names the "Research question:" line and every "[n] Title <url>" source line; to a
+prompt opening "Write an outreach email to NAME." it answers an email to NAME naming the
+prompt's "Owner:" and "Offer:" lines.
 Token counts are words (whitespace-separated) of the messages and of the reply.
 GET /stats returns {"calls": N, "requests": [{"model", "system", "prompt"}]}; the port is
 printed on the first line.
@@ -38,6 +40,13 @@ def text_of(content):
 
 def reply_for(messages):
     prompt = "\n".join(text_of(m.get("content")) for m in messages if m.get("role") == "user")
+    outreach = re.match(r"Write an outreach email to (.*)\.$", prompt, re.M)
+    if outreach:
+        owner = re.search(r"^Owner: (.*)$", prompt, re.M)
+        offer = re.search(r"^Offer: (.*)$", prompt, re.M)
+        return (f"Subject: A quick idea for {outreach.group(1)}\n\n"
+                f"Hello {owner.group(1) if owner else outreach.group(1) + ' team'},\n\n"
+                f"We would like to offer you {offer.group(1) if offer else 'our help'}.")
     question = re.search(r"^Research question: (.*)$", prompt, re.M)
     sources = re.findall(r"^\[(\d+)\] (.*?) <([^>]*)>$", prompt, re.M)
     lines = [f"**Stand-in summary** of \"{question.group(1) if question else '?'}\" "

@@ -117,6 +117,9 @@ impl Default for ServerOptions {
 pub struct SharedTemplate {
     pub plan: Arc<Plan>,
     pub base_dir: Option<String>,
+    /// Whether `POST /v1/ask` and the MCP `ask` tool may choose it: not the built-ins that
+    /// only follow a run as its `actions:`.
+    pub askable: bool,
 }
 
 /// What every handler shares. Cheap to clone.

@@ -41,7 +41,7 @@ pub(crate) async fn candidates(state: &AppState, tenant: &str) -> ApiResult<Vec<
     let mut shared: Vec<_> = state.shared.values().collect();
     shared.sort_by(|a, b| a.plan.name.cmp(&b.plan.name));
     for t in shared {
-        if out.iter().all(|c| c.plan.name != t.plan.name) {
+        if t.askable && out.iter().all(|c| c.plan.name != t.plan.name) {
             out.push(Candidate {
                 plan: t.plan.clone(),
                 base_dir: t.base_dir.clone(),

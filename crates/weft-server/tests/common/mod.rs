@@ -99,6 +99,7 @@ pub async fn harness(options: ServerOptions) -> Harness {
         .map(|f| SharedTemplate {
             plan: Arc::new(weft_core::load::load_file(&data(f), &*tools).expect("template")),
             base_dir: None,
+            askable: true,
         })
         .collect();
     let engine = EngineOptions::new(store.clone(), tools.clone());

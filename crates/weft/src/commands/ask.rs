@@ -64,7 +64,9 @@ pub fn known_templates(app: &App) -> Vec<(Plan, Option<PathBuf>)> {
         }
     }
     for (name, file, source) in crate::commands::templates::BUILTINS {
-        if plans.iter().any(|(p, _)| p.name == *name) {
+        if plans.iter().any(|(p, _)| p.name == *name)
+            || !crate::commands::templates::askable(file)
+        {
             continue;
         }
         if let Ok(plan) = weft_core::load::load_str(source, file, None, &*app.tools) {

@@ -102,6 +102,7 @@ pub(crate) fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTempla
                             .canonicalize()
                             .ok()
                             .and_then(|p| p.parent().map(|d| d.display().to_string())),
+                        askable: true,
                     })
                 }
                 Ok(_) => {}
@@ -118,6 +119,7 @@ pub(crate) fn shared_templates(app: &App, extra: &[PathBuf]) -> Vec<SharedTempla
             out.push(SharedTemplate {
                 plan: Arc::new(plan),
                 base_dir: None,
+                askable: crate::commands::templates::askable(file),
             });
         }
     }

@@ -39,7 +39,28 @@ pub(crate) const BUILTINS: &[(&str, &str, &str)] = &[
         "<builtin>/deployment-check.yaml",
         include_str!("../../../../templates/deployment-check.yaml"),
     ),
+    (
+        "state-discovery-filter",
+        "<builtin>/actions/state-discovery-filter.yaml",
+        include_str!("../../../../templates/actions/state-discovery-filter.yaml"),
+    ),
+    (
+        "state-discovery-enrich",
+        "<builtin>/actions/state-discovery-enrich.yaml",
+        include_str!("../../../../templates/actions/state-discovery-enrich.yaml"),
+    ),
+    (
+        "state-discovery-outreach",
+        "<builtin>/actions/state-discovery-outreach.yaml",
+        include_str!("../../../../templates/actions/state-discovery-outreach.yaml"),
+    ),
 ];
+
+/// Whether `weft ask` may choose a built-in: the templates in `templates/actions/` follow a
+/// run (its `actions:`), they are not something a sentence starts.
+pub fn askable(file: &str) -> bool {
+    !file.starts_with("<builtin>/actions/")
+}
 
 /// A built-in template by name: (file label, source).
 pub fn builtin(name: &str) -> Option<(&'static str, &'static str)> {
