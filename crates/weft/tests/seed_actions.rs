@@ -159,7 +159,8 @@ fn await_status(addr: &str, key: &str, id: &str, status: &str) -> Value {
             return run;
         }
         assert!(
-            Instant::now() < deadline && !["failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()),
+            Instant::now() < deadline
+                && !["failed", "cancelled"].contains(&run["status"].as_str().unwrap_or_default()),
             "run {id} never became {status}: {run}"
         );
         std::thread::sleep(Duration::from_millis(100));
@@ -199,7 +200,14 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
     // filter from the CLI: 100+ reviews leaves the chain (999), #11 (110) and #10 (100).
     let filtered = json_of(
         dir.path(),
-        &["runs", "action", &seed_id, "filter", "-i", "min_reviews=100"],
+        &[
+            "runs",
+            "action",
+            &seed_id,
+            "filter",
+            "-i",
+            "min_reviews=100",
+        ],
     );
     assert_eq!(filtered["status"], "succeeded", "{filtered}");
     assert_eq!(filtered["parent"]["run_id"], seed_id.as_str());
@@ -227,12 +235,12 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
             "min_rating=4",
         ],
     );
-    assert_eq!(
-        names(&step(&rated, "filter")["output"]),
-        ["Statewide HVAC"]
-    );
+    assert_eq!(names(&step(&rated, "filter")["output"]), ["Statewide HVAC"]);
     // An input the action does not take is refused, naming the ones it does.
-    let out = run(dir.path(), &["runs", "action", &seed_id, "filter", "-i", "niche=x"]);
+    let out = run(
+        dir.path(),
+        &["runs", "action", &seed_id, "filter", "-i", "niche=x"],
+    );
     let (_, stderr) = common::text(&out);
     assert!(!out.status.success());
     assert!(
@@ -276,31 +284,34 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
 
     // outreach, chained from the enriched run: one draft per business, and nothing counts
     // as sent until a person approves it.
-    // `weft runs action` keeps waiting for the decisions, as `weft run` does.
-    let mut waiter = weft(dir.path())
-        .args([
+    let out = run(
+        dir.path(),
+        &[
             "runs",
             "action",
             enriched["id"].as_str().expect("id"),
             "outreach",
             "-i",
             "offer=a booking page",
-        ])
+            "--detach",
+        ],
+    );
+    let (stdout, stderr) = common::text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    let outreach_id = stdout.trim().to_string();
+    // `weft runs resume` drafts, then keeps waiting for the decisions, as `weft run` does.
+    let mut waiter = weft(dir.path())
+        .args(["runs", "resume", &outreach_id])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
-        .expect("weft runs action");
-    let mut first = String::new();
-    let mut lines = BufReader::new(waiter.stdout.take().expect("stdout"));
-    lines.read_line(&mut first).expect("the new run's line");
-    let outreach_id = first
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or_else(|| panic!("no run id in {first:?}"))
-        .to_string();
+        .expect("weft runs resume");
     let deadline = Instant::now() + Duration::from_secs(60);
     while json_of(dir.path(), &["runs", "show", &outreach_id])["status"] != "waiting" {
-        assert!(Instant::now() < deadline, "outreach never waited for approval");
+        assert!(
+            Instant::now() < deadline,
+            "outreach never waited for approval"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let waiting = json_of(dir.path(), &["runs", "show", &outreach_id]);
@@ -316,20 +327,35 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
     );
     assert_eq!(letters[1]["to"], Value::Null);
     assert_eq!(step(&waiting, "summary")["status"], "pending");
-    let out = run(dir.path(), &["runs", "approve", &outreach_id, "review", "--item", "0"]);
+    let out = run(
+        dir.path(),
+        &["runs", "approve", &outreach_id, "review", "--item", "0"],
+    );
     assert!(out.status.success(), "{:?}", common::text(&out));
     let out = run(
         dir.path(),
         &[
-            "runs", "approve", &outreach_id, "review", "--item", "1", "--reject", "--comment",
+            "runs",
+            "approve",
+            &outreach_id,
+            "review",
+            "--item",
+            "1",
+            "--reject",
+            "--comment",
             "no address",
         ],
     );
     assert!(out.status.success(), "{:?}", common::text(&out));
     let mut said = String::new();
-    lines.read_to_string(&mut said).expect("the rest of its output");
+    waiter
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut said)
+        .expect("its output");
     assert!(waiter.wait().expect("weft exits").success(), "{said}");
-    assert!(said.contains("run succeeded"), "{said}");
+    assert!(said.contains("## Outreach: 1 of 2"), "{said}");
     let done = json_of(dir.path(), &["runs", "show", &outreach_id]);
     assert_eq!(done["status"], "succeeded", "{done}");
     let approved = &step(&done, "approved")["output"];
@@ -354,9 +380,16 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
     let addr = loop {
         let said = std::fs::read_to_string(&log).unwrap_or_default();
         if let Some(rest) = said.split("weft serving http://").nth(1) {
-            break rest.split([' ', '/']).next().unwrap_or_default().to_string();
+            break rest
+                .split([' ', '/'])
+                .next()
+                .unwrap_or_default()
+                .to_string();
         }
-        assert!(Instant::now() < deadline, "weft serve never listened: {said}");
+        assert!(
+            Instant::now() < deadline,
+            "weft serve never listened: {said}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     };
     let key = std::fs::read_to_string(dir.path().join(".weft/admin.key"))
@@ -383,7 +416,12 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
     );
     assert_eq!(code, 201, "{started}");
     assert_eq!(started["parent"]["action"], "filter", "{started}");
-    let filtered = await_status(&addr, &key, started["id"].as_str().expect("id"), "succeeded");
+    let filtered = await_status(
+        &addr,
+        &key,
+        started["id"].as_str().expect("id"),
+        "succeeded",
+    );
     assert_eq!(
         names(&step(&filtered, "filter")["output"]),
         ["Statewide HVAC", "Denver HVAC #11"],
@@ -398,7 +436,12 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
         Some(json!({"inputs": {"businesses": businesses}})),
     );
     assert_eq!(code, 201, "{started}");
-    let enriched = await_status(&addr, &key, started["id"].as_str().expect("id"), "succeeded");
+    let enriched = await_status(
+        &addr,
+        &key,
+        started["id"].as_str().expect("id"),
+        "succeeded",
+    );
     assert_eq!(
         step(&enriched, "enriched")["output"][0]["contact"]["owner"],
         "Jane Doe",
@@ -410,7 +453,10 @@ fn state_discovery_actions_filter_enrich_and_draft_approved_outreach() {
         &addr,
         &key,
         "POST",
-        &format!("/v1/runs/{}/actions/outreach", filtered["id"].as_str().expect("id")),
+        &format!(
+            "/v1/runs/{}/actions/outreach",
+            filtered["id"].as_str().expect("id")
+        ),
         Some(json!({})),
     );
     assert_eq!(code, 201, "{started}");

@@ -64,8 +64,7 @@ pub fn known_templates(app: &App) -> Vec<(Plan, Option<PathBuf>)> {
         }
     }
     for (name, file, source) in crate::commands::templates::BUILTINS {
-        if plans.iter().any(|(p, _)| p.name == *name)
-            || !crate::commands::templates::askable(file)
+        if plans.iter().any(|(p, _)| p.name == *name) || !crate::commands::templates::askable(file)
         {
             continue;
         }
