@@ -243,6 +243,8 @@ fn plan_applies_input_only_conditions_and_keeps_items_as_written() {
             "niche=HVAC",
             "-i",
             "state=CO",
+            "-i",
+            "qualify=false",
         ],
     );
     assert!(
